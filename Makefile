@@ -1,0 +1,45 @@
+# killstream — the two commands a newcomer needs: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+ARGS ?=
+
+.PHONY: help run test test-fast bench bench-store chaos migrate invoke-poller invoke-fetcher redrive dlq postgres clean
+
+help:
+	@echo "make run     — the whole pipeline on this machine (ARGS=\"--replay DIR\" for offline)"
+	@echo "make test    — the whole suite (unit, integration, e2e, infrastructure)"
+	@echo "make bench   — benchmarks; make bench-store — the storage benchmark; make chaos — fault injection"
+
+$(STAMP): requirements-dev.txt layers/dependencies/requirements.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "killstream needs Python >= 3.11, found " + sys.version.split()[0]'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps -e .
+	@touch $(STAMP)
+	@echo "venv ready: $(VENV) (pinned dependencies, killstream installed editable)"
+
+venv: $(STAMP)
+
+postgres:
+	@bash scripts/ensure-postgres.sh
+
+run: $(STAMP) postgres
+	$(VENV)/bin/killstream run $(ARGS)
+
+# pytest exits 5 when it collected no test: a suite that tests nothing is a failure.
+test: $(STAMP) postgres
+	@$(PY) -m pytest $(ARGS); status=$$?; \
+	if [ $$status = 5 ]; then echo "make test: no tests ran" >&2; exit 1; fi; exit $$status
+
+migrate: $(STAMP) postgres
+	$(VENV)/bin/killstream migrate $(ARGS)
+
+bench-store: $(STAMP) postgres
+	$(PY) bench/bench_store.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) .aws-sam .pytest_cache

@@ -1,0 +1,61 @@
+"""The `killstream` command: migrate, run, stats, dlq, redrive."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from killstream.config import ConfigError
+
+
+def local_postgres_dir() -> Path:
+    return Path(os.environ.get("KILLSTREAM_LOCAL_DIR", ".local")) / "postgres"
+
+
+def database_url(explicit: str | None = None) -> str:
+    """--database-url, else DATABASE_URL, else the embedded server under .local/ (started if needed)."""
+    url = explicit or os.environ.get("DATABASE_URL")
+    if url:
+        return url
+    from killstream.local.postgres import EmbeddedPostgres
+
+    server = EmbeddedPostgres(local_postgres_dir()).start()
+    print(f"PostgreSQL: embedded server, data in {server.data_dir}, listening on 127.0.0.1:{server.port}")
+    return server.url
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from killstream import db
+
+    url = database_url(args.database_url)
+    conn = db.connect(url)
+    try:
+        applied = db.migrate(conn)
+    finally:
+        conn.close()
+    print(f"migrations applied: {', '.join(applied)}" if applied else "schema up to date: nothing to apply")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="killstream", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    migrate = sub.add_parser("migrate", help="apply the schema migrations")
+    migrate.add_argument("--database-url", help="default: $DATABASE_URL, else the embedded server")
+    migrate.set_defaults(func=cmd_migrate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

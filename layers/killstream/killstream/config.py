@@ -1,0 +1,138 @@
+"""The one configuration contract: environment variables read by the Lambda handlers,
+the local runner and template.yaml alike. A bad value fails fast, naming the variable."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Mapping
+
+SOURCES = ("r2z2", "redisq")
+DEFAULT_R2Z2_URL = "https://r2z2.zkillboard.com/ephemeral"
+DEFAULT_REDISQ_URL = "https://zkillredisq.stream/listen.php"
+DEFAULT_ESI_URL = "https://esi.evetech.net"
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+class ConfigError(ValueError):
+    """A configuration variable is missing or has a value we cannot use."""
+
+    def __init__(self, variable: str, reason: str):
+        super().__init__(f"{variable}: {reason}")
+        self.variable = variable
+
+
+def _text(env: Mapping[str, str], name: str, default: str | None = None, *, required: bool = False) -> str | None:
+    value = env.get(name, "").strip()
+    if not value:
+        if required:
+            raise ConfigError(name, "is required")
+        return default
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(name, f"must be a whole number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(name, f"must be between {low} and {high}, got {value}")
+    return value
+
+
+def _url(env: Mapping[str, str], name: str, default: str | None, *, required: bool = False) -> str | None:
+    value = _text(env, name, default, required=required)
+    if value is not None and not re.match(r"^https?://[^/\s]+", value):
+        raise ConfigError(name, f"must be an http(s) URL, got {value!r}")
+    return value.rstrip("/") if value else value
+
+
+def user_agent(env: Mapping[str, str]) -> str:
+    """zKillboard and ESI refuse anonymous clients: insist on `app/version (contact)`."""
+    value = _text(env, "USER_AGENT", required=True)
+    if "/" not in value or len(value) < 8:
+        raise ConfigError("USER_AGENT", f"must name the app/version and a contact, e.g. 'killstream/0.1 (you@example.com)', got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class PollerConfig:
+    source: str
+    r2z2_url: str
+    redisq_url: str
+    redisq_queue_id: str | None
+    redisq_ttw: int
+    redisq_filter: str | None
+    pacing_ms: int
+    budget_seconds: int
+    queue_url: str
+    cursor_parameter: str | None
+    user_agent: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "PollerConfig":
+        env = os.environ if env is None else env
+        source = (_text(env, "KILLSTREAM_SOURCE", "r2z2") or "r2z2").lower()
+        if source not in SOURCES:
+            raise ConfigError("KILLSTREAM_SOURCE", f"must be one of {', '.join(SOURCES)}, got {source!r}")
+        config = cls(
+            source=source,
+            r2z2_url=_url(env, "R2Z2_URL", DEFAULT_R2Z2_URL),
+            redisq_url=_url(env, "REDISQ_URL", DEFAULT_REDISQ_URL),
+            redisq_queue_id=_text(env, "REDISQ_QUEUE_ID", required=source == "redisq"),
+            redisq_ttw=_int(env, "REDISQ_TTW", 1, 1, 10),
+            redisq_filter=_text(env, "REDISQ_FILTER"),
+            pacing_ms=_int(env, "POLL_PACING_MS", 500, 0, 60_000),
+            budget_seconds=_int(env, "POLL_BUDGET_SECONDS", 50, 1, 900),
+            queue_url=_url(env, "QUEUE_URL", None, required=True),
+            cursor_parameter=_text(env, "CURSOR_PARAMETER", required=source == "r2z2"),
+            user_agent=user_agent(env),
+        )
+        return config
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    database_url: str | None
+    secret_arn: str | None
+    sslmode: str | None
+    sslrootcert: str | None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "DatabaseConfig":
+        env = os.environ if env is None else env
+        url = _text(env, "DATABASE_URL")
+        arn = _text(env, "DB_SECRET_ARN")
+        if not url and not arn:
+            raise ConfigError("DATABASE_URL", "set DATABASE_URL or DB_SECRET_ARN")
+        if arn and not arn.startswith("arn:"):
+            raise ConfigError("DB_SECRET_ARN", f"must be a Secrets Manager ARN, got {arn!r}")
+        sslmode = _text(env, "DB_SSLMODE", None if url else "verify-full")
+        if sslmode is not None and sslmode not in SSL_MODES:
+            raise ConfigError("DB_SSLMODE", f"must be one of {', '.join(SSL_MODES)}, got {sslmode!r}")
+        return cls(database_url=url, secret_arn=arn, sslmode=sslmode, sslrootcert=_text(env, "DB_SSLROOTCERT"))
+
+
+@dataclass(frozen=True)
+class FetcherConfig:
+    esi_url: str
+    esi_parallelism: int
+    user_agent: str
+    dlq_url: str
+    database: DatabaseConfig
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "FetcherConfig":
+        env = os.environ if env is None else env
+        return cls(
+            esi_url=_url(env, "ESI_URL", DEFAULT_ESI_URL),
+            esi_parallelism=_int(env, "ESI_PARALLELISM", 4, 1, 16),
+            user_agent=user_agent(env),
+            dlq_url=_url(env, "DLQ_URL", None, required=True),
+            database=DatabaseConfig.from_env(env),
+        )

@@ -1,0 +1,48 @@
+"""PostgreSQL connections and schema migrations."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import psycopg2
+import psycopg2.extensions
+
+MIGRATIONS_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    text PRIMARY KEY,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)"""
+# Two migrators racing on one database: the loser waits instead of failing half-way.
+MIGRATION_LOCK_KEY = 0x6B696C6C  # "kill"
+
+
+def connect(dsn: str, **kwargs) -> psycopg2.extensions.connection:
+    kwargs.setdefault("connect_timeout", 5)
+    kwargs.setdefault("application_name", "killstream")
+    return psycopg2.connect(dsn, **kwargs)
+
+
+def migration_files() -> list[tuple[str, str]]:
+    """(version, sql) for every migration shipped with the package, in order."""
+    folder = resources.files("killstream") / "migrations"
+    files = sorted((f for f in folder.iterdir() if f.name.endswith(".sql")), key=lambda f: f.name)
+    return [(f.name.removesuffix(".sql"), f.read_text()) for f in files]
+
+
+def migrate(conn: psycopg2.extensions.connection) -> list[str]:
+    """Apply the migrations not applied yet, each in its own transaction. Returns their versions."""
+    applied_now = []
+    with conn:
+        with conn.cursor() as cur:
+            cur.execute(MIGRATIONS_TABLE)
+    for version, sql in migration_files():
+        with conn:  # one transaction per migration: all of it or none of it
+            with conn.cursor() as cur:
+                cur.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
+                cur.execute("SELECT 1 FROM schema_migrations WHERE version = %s", (version,))
+                if cur.fetchone():
+                    continue
+                cur.execute(sql)
+                cur.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
+                applied_now.append(version)
+    return applied_now

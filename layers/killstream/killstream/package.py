@@ -1,0 +1,114 @@
+"""The package: what the poller puts on SQS and the fetcher takes off it.
+
+Its JSON body is a contract (redrive and tests rely on it):
+    {"killmail_id": 131234567, "hash": "<40 hex>", "zkb": {...as received...},
+     "esi": {...ESI killmail, or absent...}, "source": "r2z2",
+     "sequence_id": 98765432, "uploaded_at": 1767225600}
+Every source normalizes its own shape into it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from killstream.models import KillmailValidationError, _id, _object, validate_hash
+
+
+class InvalidPackage(ValueError):
+    """A package that cannot be normalized. Carries the raw text so it can be logged."""
+
+    def __init__(self, reason: str, raw: Any = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.raw = raw if isinstance(raw, str) else _safe_dump(raw)
+
+
+def _safe_dump(raw: Any) -> str:
+    try:
+        return json.dumps(raw)[:10_000]
+    except (TypeError, ValueError):
+        return repr(raw)[:10_000]
+
+
+@dataclass(frozen=True)
+class Package:
+    killmail_id: int
+    hash: str
+    zkb: dict
+    source: str
+    esi: dict | None = None
+    sequence_id: int | None = None
+    uploaded_at: int | None = None
+
+    def to_body(self, *, with_esi: bool = True) -> str:
+        body: dict[str, Any] = {"killmail_id": self.killmail_id, "hash": self.hash, "zkb": self.zkb}
+        if with_esi and self.esi is not None:
+            body["esi"] = self.esi
+        body["source"] = self.source
+        if self.sequence_id is not None:
+            body["sequence_id"] = self.sequence_id
+        if self.uploaded_at is not None:
+            body["uploaded_at"] = self.uploaded_at
+        return json.dumps(body, separators=(",", ":"))
+
+    @classmethod
+    def from_body(cls, body: str | bytes | dict) -> "Package":
+        """Parse an SQS message body written by `to_body`."""
+        doc = _decode(body)
+        return _build(doc, killmail_id=doc.get("killmail_id"), killmail_hash=doc.get("hash"),
+                      zkb=doc.get("zkb"), esi=doc.get("esi"), source=doc.get("source"),
+                      sequence_id=doc.get("sequence_id"), uploaded_at=doc.get("uploaded_at"))
+
+
+def _decode(body: str | bytes | dict) -> dict:
+    if isinstance(body, dict):
+        return body
+    try:
+        doc = json.loads(body)
+    except (ValueError, TypeError) as exc:
+        raise InvalidPackage(f"not JSON: {exc}", body if isinstance(body, str) else repr(body)) from None
+    if not isinstance(doc, dict):
+        raise InvalidPackage(f"not a JSON object but {type(doc).__name__}", body)
+    return doc
+
+
+def _build(raw: Any, *, killmail_id, killmail_hash, zkb, esi, source, sequence_id=None, uploaded_at=None) -> Package:
+    try:
+        if killmail_id is None:
+            raise KillmailValidationError("killmail_id", "is required")
+        if killmail_hash is None:
+            raise KillmailValidationError("hash", "is required")
+        package = Package(
+            killmail_id=_id(killmail_id, "killmail_id", minimum=1),
+            hash=validate_hash(killmail_hash),
+            zkb=_object({} if zkb is None else zkb, "zkb"),
+            source=source if isinstance(source, str) and source else "unknown",
+            esi=None if esi is None else _object(esi, "esi"),
+            sequence_id=None if sequence_id is None else _id(sequence_id, "sequence_id"),
+            uploaded_at=None if uploaded_at is None else _id(uploaded_at, "uploaded_at"),
+        )
+    except KillmailValidationError as exc:
+        raise InvalidPackage(str(exc), raw) from None
+    return package
+
+
+def from_r2z2(body: str | bytes | dict) -> Package:
+    """An R2Z2 `/{sequence}.json` document."""
+    doc = _decode(body)
+    zkb = doc.get("zkb")
+    killmail_hash = doc.get("hash") or (zkb.get("hash") if isinstance(zkb, dict) else None)
+    return _build(doc, killmail_id=doc.get("killmail_id"), killmail_hash=killmail_hash, zkb=zkb,
+                  esi=doc.get("esi"), source="r2z2", sequence_id=doc.get("sequence_id"),
+                  uploaded_at=doc.get("uploaded_at"))
+
+
+def from_redisq(package: Any) -> Package:
+    """The `package` of a RedisQ answer, in either shape: since 2025-12 metadata only
+    (`killID` + `zkb`), before that with the full ESI killmail under `killmail`."""
+    if not isinstance(package, dict):
+        raise InvalidPackage(f"package is not an object but {type(package).__name__}", package)
+    zkb = package.get("zkb")
+    return _build(package, killmail_id=package.get("killID"),
+                  killmail_hash=zkb.get("hash") if isinstance(zkb, dict) else None,
+                  zkb=zkb, esi=package.get("killmail"), source="redisq")

@@ -1,0 +1,198 @@
+"""The batch writer: killmails with their attackers and items into PostgreSQL, exactly once.
+
+A batch is one transaction of six round trips whatever its size: COPY into session-local
+staging tables, then one statement that inserts what is new (with its attackers and items)
+and applies newer zKillboard values to what is already stored."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal
+from enum import Enum
+from typing import Iterable, Sequence
+
+from killstream.models import Killmail, Zkb
+
+
+class Outcome(str, Enum):
+    INSERTED = "inserted"
+    DUPLICATE = "duplicate"        # already stored, nothing changed
+    ZKB_UPDATED = "zkb_updated"    # already stored; zKillboard's newer values replaced ours
+
+
+@dataclass(frozen=True)
+class KillmailRecord:
+    """Everything stored for one killmail."""
+
+    killmail: Killmail
+    killmail_hash: str
+    zkb: Zkb
+    source: str
+    sequence_id: int | None = None
+    received_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+
+    @property
+    def killmail_id(self) -> int:
+        return self.killmail.killmail_id
+
+
+_ZKB_COLUMNS = ("zkb_location_id", "zkb_fitted_value", "zkb_dropped_value", "zkb_destroyed_value",
+                "zkb_total_value", "zkb_points", "zkb_npc", "zkb_solo", "zkb_awox", "zkb_labels")
+KILLMAIL_COLUMNS = (
+    "killmail_id", "killmail_hash", "killmail_time", "solar_system_id", "moon_id", "war_id",
+    "victim_character_id", "victim_corporation_id", "victim_alliance_id", "victim_faction_id",
+    "victim_ship_type_id", "victim_damage_taken", "position_x", "position_y", "position_z",
+    "attacker_count", *_ZKB_COLUMNS, "esi", "source", "sequence_id", "received_at",
+)
+ATTACKER_COLUMNS = ("killmail_id", "attacker_index", "character_id", "corporation_id", "alliance_id",
+                    "faction_id", "ship_type_id", "weapon_type_id", "damage_done", "final_blow",
+                    "security_status")
+ITEM_COLUMNS = ("killmail_id", "item_index", "parent_index", "item_type_id", "flag",
+                "quantity_destroyed", "quantity_dropped", "singleton")
+
+# ON COMMIT DELETE ROWS: the staging tables live as long as the connection, empty between batches.
+_STAGING = "\n".join(
+    f"CREATE TEMP TABLE IF NOT EXISTS stage_{table} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;"
+    for table in ("killmails", "attackers", "items")
+)
+
+_zkb_set = ",\n        ".join(f"{c} = s.{c}" for c in _ZKB_COLUMNS)
+_zkb_k = ", ".join(f"k.{c}" for c in _ZKB_COLUMNS)
+_zkb_s = ", ".join(f"s.{c}" for c in _ZKB_COLUMNS)
+_killmail_list = ", ".join(KILLMAIL_COLUMNS)
+_MERGE = f"""
+WITH inserted AS (
+    INSERT INTO killmails ({_killmail_list})
+    SELECT {_killmail_list} FROM stage_killmails ORDER BY killmail_id
+    ON CONFLICT (killmail_id) DO NOTHING
+    RETURNING killmail_id
+), new_attackers AS (
+    INSERT INTO attackers SELECT a.* FROM stage_attackers a JOIN inserted USING (killmail_id)
+), new_items AS (
+    INSERT INTO items SELECT i.* FROM stage_items i JOIN inserted USING (killmail_id)
+), updated AS (
+    -- The latest zKillboard values win; a late redelivery of an older sequence does not.
+    UPDATE killmails k SET
+        {_zkb_set},
+        sequence_id = COALESCE(s.sequence_id, k.sequence_id),
+        zkb_updated_at = now()
+    FROM stage_killmails s
+    WHERE k.killmail_id = s.killmail_id
+      AND (s.sequence_id IS NULL OR k.sequence_id IS NULL OR s.sequence_id > k.sequence_id)
+      AND ({_zkb_k}) IS DISTINCT FROM ({_zkb_s})
+    RETURNING k.killmail_id
+)
+SELECT killmail_id, 'inserted' FROM inserted
+UNION ALL
+SELECT killmail_id, 'zkb_updated' FROM updated
+"""
+
+
+def _escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def _array_literal(labels: Sequence[str]) -> str:
+    quoted = ('"' + label.replace("\\", "\\\\").replace('"', '\\"') + '"' for label in labels)
+    return "{" + ",".join(quoted) + "}"
+
+
+def _copy_field(value) -> str:
+    """One value in COPY's text format."""
+    if value is None:
+        return "\\N"
+    if value is True:
+        return "t"
+    if value is False:
+        return "f"
+    if isinstance(value, (int, float, Decimal)):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, tuple):
+        return _escape(_array_literal(value))
+    return _escape(value)
+
+
+def _copy_rows(rows: Iterable[tuple]) -> io.StringIO:
+    buffer = io.StringIO()
+    buffer.writelines("\t".join(map(_copy_field, row)) + "\n" for row in rows)
+    buffer.seek(0)
+    return buffer
+
+
+def _killmail_row(record: KillmailRecord) -> tuple:
+    km, zkb = record.killmail, record.zkb
+    x, y, z = km.position or (None, None, None)
+    return (
+        km.killmail_id, record.killmail_hash, km.killmail_time, km.solar_system_id, km.moon_id,
+        km.war_id, km.victim_character_id, km.victim_corporation_id, km.victim_alliance_id,
+        km.victim_faction_id, km.victim_ship_type_id, km.victim_damage_taken, x, y, z,
+        len(km.attackers), zkb.location_id, zkb.fitted_value, zkb.dropped_value,
+        zkb.destroyed_value, zkb.total_value, zkb.points, zkb.npc, zkb.solo, zkb.awox, zkb.labels,
+        km.document_json, record.source, record.sequence_id, record.received_at,
+    )
+
+
+def _attacker_rows(km: Killmail):
+    for n, a in enumerate(km.attackers):
+        yield (km.killmail_id, n, a.character_id, a.corporation_id, a.alliance_id, a.faction_id,
+               a.ship_type_id, a.weapon_type_id, a.damage_done, a.final_blow, a.security_status)
+
+
+def _item_rows(km: Killmail):
+    for i in km.items:
+        yield (km.killmail_id, i.index, i.parent_index, i.item_type_id, i.flag,
+               i.quantity_destroyed, i.quantity_dropped, i.singleton)
+
+
+def _latest_per_killmail(records: Sequence[KillmailRecord]) -> list[KillmailRecord]:
+    """One record per killmail id: the one with the newest sequence (else the last given)."""
+    chosen: dict[int, KillmailRecord] = {}
+    for record in records:
+        current = chosen.get(record.killmail_id)
+        if current is None or (record.sequence_id or -1) >= (current.sequence_id or -1):
+            chosen[record.killmail_id] = record
+    return list(chosen.values())
+
+
+class KillmailStore:
+    """Reads and writes killmails over one psycopg2 connection (the caller owns it)."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def stored_ids(self, killmail_ids: Iterable[int]) -> set[int]:
+        """Which of these killmails are already stored: one query."""
+        ids = sorted(set(killmail_ids))
+        if not ids:
+            return set()
+        with self.conn:
+            with self.conn.cursor() as cur:
+                cur.execute("SELECT killmail_id FROM killmails WHERE killmail_id = ANY(%s::bigint[])", (ids,))
+                return {row[0] for row in cur.fetchall()}
+
+    def write(self, records: Sequence[KillmailRecord]) -> list[Outcome]:
+        """Store a batch in one transaction. Returns the outcome of each record, in order;
+        a killmail given twice counts once, its other copies are duplicates."""
+        if not records:
+            return []
+        unique = _latest_per_killmail(records)
+        with self.conn:
+            with self.conn.cursor() as cur:
+                cur.execute(_STAGING)
+                cur.copy_expert(f"COPY stage_killmails ({_killmail_list}) FROM STDIN",
+                                _copy_rows(_killmail_row(r) for r in unique))
+                cur.copy_expert(f"COPY stage_attackers ({', '.join(ATTACKER_COLUMNS)}) FROM STDIN",
+                                _copy_rows(row for r in unique for row in _attacker_rows(r.killmail)))
+                cur.copy_expert(f"COPY stage_items ({', '.join(ITEM_COLUMNS)}) FROM STDIN",
+                                _copy_rows(row for r in unique for row in _item_rows(r.killmail)))
+                cur.execute(_MERGE)
+                changed = {killmail_id: Outcome(kind) for killmail_id, kind in cur.fetchall()}
+        outcomes, seen = [], set()
+        for r in records:  # the first copy of a killmail carries its outcome
+            outcomes.append(Outcome.DUPLICATE if r.killmail_id in seen else changed.get(r.killmail_id, Outcome.DUPLICATE))
+            seen.add(r.killmail_id)
+        return outcomes

@@ -1,0 +1,131 @@
+import copy
+import json
+
+import pytest
+
+from killstream.models import KillmailValidationError, parse_killmail, parse_zkb
+from killstream.local import corpus
+
+MINIMAL = {
+    "killmail_id": 131234567,
+    "killmail_time": "2026-11-01T12:00:00Z",
+    "solar_system_id": 30000142,
+    "victim": {"damage_taken": 100, "ship_type_id": 587},
+    "attackers": [{"damage_done": 100, "final_blow": True, "security_status": -1.5}],
+}
+
+
+def test_every_real_killmail_parses(real_killmails):
+    for doc in real_killmails:
+        esi, _ = corpus.split_hash(doc)
+        killmail = parse_killmail(esi)
+        assert killmail.killmail_id == doc["killmail_id"]
+        assert len(killmail.attackers) == len(doc["attackers"])
+
+
+def test_minimal_killmail_parses_with_optional_fields_absent():
+    km = parse_killmail(MINIMAL)
+    assert km.position is None and km.items == () and km.moon_id is None
+    assert km.attackers[0].character_id is None
+    assert km.killmail_time.isoformat() == "2026-11-01T12:00:00+00:00"
+
+
+def test_items_are_flattened_in_pre_order_with_parent_indexes():
+    doc = copy.deepcopy(MINIMAL)
+    doc["victim"]["items"] = [
+        {"flag": 5, "item_type_id": 1, "singleton": 0, "quantity_dropped": 1},
+        {"flag": 5, "item_type_id": 2, "singleton": 0, "quantity_destroyed": 1,
+         "items": [{"flag": 5, "item_type_id": 3, "singleton": 0, "quantity_dropped": 7},
+                   {"flag": 5, "item_type_id": 4, "singleton": 0, "quantity_dropped": 8}]},
+        {"flag": 6, "item_type_id": 5, "singleton": 1},
+    ]
+    items = parse_killmail(doc).items
+    assert [(i.index, i.parent_index, i.item_type_id) for i in items] == [
+        (0, None, 1), (1, None, 2), (2, 1, 3), (3, 1, 4), (4, None, 5)]
+
+
+def _mutated(path, value, delete=False):
+    doc = copy.deepcopy(MINIMAL)
+    *parents, last = path
+    target = doc
+    for key in parents:
+        target = target[key]
+    if delete:
+        del target[last]
+    else:
+        target[last] = value
+    return doc
+
+
+@pytest.mark.parametrize("path, value, delete, field", [
+    (("killmail_id",), None, True, "killmail_id"),
+    (("killmail_id",), "131234567", False, "killmail_id"),
+    (("killmail_id",), -5, False, "killmail_id"),
+    (("killmail_id",), True, False, "killmail_id"),
+    (("killmail_time",), "yesterday", False, "killmail_time"),
+    (("killmail_time",), 1767225600, False, "killmail_time"),
+    (("solar_system_id",), 3.5, False, "solar_system_id"),
+    (("victim",), None, True, "victim"),
+    (("victim", "damage_taken"), -1, False, "victim.damage_taken"),
+    (("victim", "ship_type_id"), None, True, "victim.ship_type_id"),
+    (("victim", "position"), {"x": 1.0, "y": float("nan"), "z": 0.0}, False, "victim.position.y"),
+    (("victim", "position"), {"x": 1.0, "y": 2.0}, False, "victim.position.z"),
+    (("victim", "character_id"), True, False, "victim.character_id"),
+    (("attackers",), {"not": "a list"}, False, "attackers"),
+    (("attackers", 0, "damage_done"), -3, False, "attackers[0].damage_done"),
+    (("attackers", 0, "final_blow"), 1, False, "attackers[0].final_blow"),
+    (("attackers", 0, "security_status"), float("inf"), False, "attackers[0].security_status"),
+    (("attackers", 0, "security_status"), False, False, "attackers[0].security_status"),
+    (("attackers", 0, "character_id"), 2**64, False, "attackers[0].character_id"),
+    (("victim", "items"), [{"flag": 5, "singleton": 0}], False, "victim.items[0].item_type_id"),
+])
+def test_bad_input_names_the_field(path, value, delete, field):
+    with pytest.raises(KillmailValidationError) as excinfo:
+        parse_killmail(_mutated(path, value, delete))
+    assert excinfo.value.field == field
+    assert field in str(excinfo.value)
+
+
+def test_too_many_items_is_refused():
+    items = [{"flag": 5, "item_type_id": 34, "singleton": 0}] * 10_001
+    with pytest.raises(KillmailValidationError, match="more than 10000 items"):
+        parse_killmail(_mutated(("victim", "items"), items))
+
+
+def test_deep_nesting_is_refused_but_eight_levels_are_kept():
+    def nested(depth):
+        item = {"flag": 5, "item_type_id": 1, "singleton": 0}
+        if depth > 1:
+            item["items"] = [nested(depth - 1)]
+        return item
+
+    assert len(parse_killmail(_mutated(("victim", "items"), [nested(8)])).items) == 8
+    with pytest.raises(KillmailValidationError, match="nested deeper"):
+        parse_killmail(_mutated(("victim", "items"), [nested(9)]))
+
+
+def test_documents_postgres_cannot_store_are_refused():
+    with pytest.raises(KillmailValidationError, match="U\\+0000"):
+        parse_killmail(_mutated(("note",), "a\x00b"))
+    with pytest.raises(KillmailValidationError, match="cannot be stored"):
+        parse_killmail(_mutated(("note",), "\ud800"))
+    # a literal backslash-u0000 text is fine: it is not a NUL
+    assert parse_killmail(_mutated(("note",), "\\u0000")).document["note"] == "\\u0000"
+
+
+def test_document_json_round_trips():
+    doc = _mutated(("victim", "position"), {"x": 2453960913317.9897, "y": -3.0e-7, "z": 0})
+    assert json.loads(parse_killmail(doc).document_json) == doc
+
+
+def test_zkb_parses_all_optional_and_rejects_wrong_types():
+    zkb = parse_zkb({"locationID": 40009082, "totalValue": 1.26e8, "npc": False, "labels": ["pvp"]})
+    assert zkb.location_id == 40009082 and str(zkb.total_value) == "126000000.0"
+    assert zkb.fitted_value is None and zkb.labels == ("pvp",)
+    assert parse_zkb({}).total_value is None
+    for bad, field in [({"npc": 0}, "zkb.npc"), ({"totalValue": "1"}, "zkb.totalValue"),
+                       ({"totalValue": -1.0}, "zkb.totalValue"), ({"labels": [1]}, "zkb.labels[0]"),
+                       ({"points": True}, "zkb.points")]:
+        with pytest.raises(KillmailValidationError) as excinfo:
+            parse_zkb(bad)
+        assert excinfo.value.field == field
