@@ -1,0 +1,130 @@
+"""A local R2Z2, zKillboard's live feed of static files (docs/streams.md, "R2Z2")."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections.abc import Iterable
+
+from ..corpus import split_hash, zkb_for
+from .faults import FaultRates, Request, Response, SimulatorServer, json_response
+
+PACKAGE_PATH = re.compile(r"/ephemeral/(\d+)\.json")
+NOT_FOUND = Response(404, b"Not Found", {"Content-Type": "text/plain", "Cache-Control": "no-cache"})
+
+PublishItem = dict | tuple[dict, str, dict]
+
+
+class R2Z2Server(SimulatorServer):
+    """Serves `/ephemeral/sequence.json` and `/ephemeral/{N}.json`; point R2Z2_URL at `url`.
+
+    `head` is the last sequence used; `advertised_sequence` is what sequence.json says, which is
+    rewritten only once the head has moved more than `sequence_lag` past it, as the real
+    publisher does (0: always the head)."""
+
+    def __init__(self, *, sequence_lag: int = 51, first_sequence: int = 1, seed: int = 0,
+                 fault_rates: FaultRates | None = None, latency: float = 0.0):
+        super().__init__(seed=seed, fault_rates=fault_rates, latency=latency)
+        self.sequence_lag = sequence_lag
+        self.head = first_sequence - 1
+        self.advertised_sequence = self.head
+        self.published_count = 0
+        self._packages: dict[int, bytes] = {}
+        self._latest: dict[int, dict] = {}
+        self._publisher: threading.Thread | None = None
+        self._publisher_done = threading.Event()
+
+    @property
+    def url(self) -> str:
+        return f"{self.base_url}/ephemeral"
+
+    def publish(self, esi_doc: dict, killmail_hash: str, zkb: dict, *, include_esi: bool = True) -> int:
+        """Publish one killmail under the next sequence number, which is returned."""
+        esi = {key: value for key, value in esi_doc.items() if key != "killmail_hash"}
+        return self._append(esi["killmail_id"], killmail_hash, esi if include_esi else None, zkb)
+
+    def republish(self, killmail_id: int, new_zkb: dict) -> int:
+        """zKillboard updated a killmail: publish it again, pointing back at its last sequence."""
+        with self._lock:
+            earlier = self._latest[killmail_id]
+            return self._append(killmail_id, earlier["hash"], earlier.get("esi"), new_zkb, earlier["sequence_id"])
+
+    def skip(self, count: int) -> None:
+        """The publisher skips `count` sequence numbers: a gap that 404s for ever."""
+        with self._lock:
+            self.head += count
+            self._advertise()
+
+    def expire(self, up_to_sequence: int) -> None:
+        """Files up to and including `up_to_sequence` have aged out (404)."""
+        with self._lock:
+            for sequence in [s for s in self._packages if s <= up_to_sequence]:
+                del self._packages[sequence]
+
+    def start_publishing(self, items: Iterable[PublishItem], per_second: float | None) -> None:
+        """Publish `items` from a background thread at a steady `per_second` (None: at once).
+        An item is a corpus document (zkb made by `zkb_for`) or an (esi_doc, hash, zkb) tuple."""
+        if self._publisher is not None and self._publisher.is_alive():
+            raise RuntimeError("already publishing")
+        self.published_count = 0
+        self._publisher_done.clear()
+        self._publisher = threading.Thread(target=self._publish_all, args=(list(items), per_second),
+                                           name="r2z2-publisher", daemon=True)
+        self._publisher.start()
+
+    @property
+    def done(self) -> bool:
+        """The background publisher has published everything it was given."""
+        return self._publisher_done.is_set()
+
+    def wait_published(self, timeout: float | None = None) -> bool:
+        return self._publisher_done.wait(timeout)
+
+    def stop(self) -> None:
+        super().stop()
+        if self._publisher is not None:
+            self._stopping.set()
+            self._publisher.join()
+
+    def respond(self, request: Request) -> Response:
+        if not request.headers.get("User-Agent", "").strip():
+            return Response(403, b"Forbidden: send a descriptive User-Agent", {"Content-Type": "text/plain"})
+        if request.path == "/ephemeral/sequence.json":
+            return json_response({"sequence": self.advertised_sequence}, headers={"Cache-Control": "no-cache"})
+        match = PACKAGE_PATH.fullmatch(request.path)
+        body = self._packages.get(int(match[1])) if match else None
+        if body is None:
+            return NOT_FOUND
+        return Response(200, body, {"Content-Type": "application/json", "Cache-Control": "public, max-age=86400"})
+
+    def _append(self, killmail_id: int, killmail_hash: str, esi: dict | None, zkb: dict,
+                sequence_updated: int | None = None) -> int:
+        with self._lock:
+            self.head += 1
+            package = {"killmail_id": killmail_id, "hash": killmail_hash}
+            if esi is not None:
+                package["esi"] = esi
+            package |= {"zkb": zkb, "uploaded_at": int(time.time()), "sequence_id": self.head}
+            if sequence_updated is not None:
+                package["sequence_updated"] = sequence_updated
+            self._packages[self.head] = json.dumps(package).encode()
+            self._latest[killmail_id] = package
+            self._advertise()
+            return self.head
+
+    def _advertise(self) -> None:
+        if self.head - self.advertised_sequence > self.sequence_lag:
+            self.advertised_sequence = self.head
+
+    def _publish_all(self, items: list[PublishItem], per_second: float | None) -> None:
+        started = time.monotonic()
+        for index, item in enumerate(items):
+            if per_second and not self.pause(started + index / per_second - time.monotonic()):
+                break
+            esi_doc, killmail_hash, zkb = item if isinstance(item, tuple) else (*split_hash(item), zkb_for(item))
+            self.publish(esi_doc, killmail_hash, zkb)
+            self.published_count += 1
+        else:
+            self._publisher_done.set()

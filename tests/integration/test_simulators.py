@@ -1,0 +1,333 @@
+"""The local R2Z2, RedisQ and ESI servers, over real HTTP: they must behave as
+docs/streams.md says, or every test built on them proves nothing."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+
+import pytest
+import requests
+
+from killstream.local.corpus import generate, split_hash, zkb_for
+from killstream.local.simulators import EsiServer, FaultRates, PackageFilter, R2Z2Server, RedisQServer
+from killstream.local.simulators.redisq import FilterError
+
+UA = {"User-Agent": "killstream-tests/0.1 (tests@example.com)"}
+DOCS = generate(6)
+
+
+def publish_all(server, docs=DOCS, **options):
+    return [server.publish(*split_hash(doc), zkb_for(doc), **options) for doc in docs]
+
+
+def killmail_url(esi, doc, killmail_hash=None):
+    return f"{esi.url}/killmails/{doc['killmail_id']}/{killmail_hash or doc['killmail_hash']}/"
+
+
+@pytest.fixture
+def r2z2():
+    with R2Z2Server(sequence_lag=0) as server:
+        yield server
+
+
+@pytest.fixture
+def redisq():
+    with RedisQServer(ttw_scale=0.02) as server:
+        yield server
+
+
+@pytest.fixture
+def esi():
+    with EsiServer() as server:
+        server.add_many(DOCS)
+        yield server
+
+
+# --- faults, shown on R2Z2 but shared by all three servers -------------------------------------
+
+def test_scripted_faults_are_consumed_in_order_by_matching_requests(r2z2):
+    publish_all(r2z2)
+    r2z2.faults.script(status=429, headers={"Retry-After": "2"})
+    r2z2.faults.script(status=503, when="/2.json", times=2)
+    first = requests.get(f"{r2z2.url}/1.json", headers=UA)
+    assert (first.status_code, first.headers["Retry-After"]) == (429, "2")
+    assert requests.get(f"{r2z2.url}/1.json", headers=UA).status_code == 200
+    assert [requests.get(f"{r2z2.url}/2.json", headers=UA).status_code for _ in range(3)] == [503, 503, 200]
+    assert r2z2.faults.pending == 0
+    assert [(f.kind, f.status, f.scripted) for f in r2z2.faults.injected] == [("status", 429, True)] + [("status", 503, True)] * 2
+
+
+def test_garbage_stall_and_disconnect(r2z2, capfd):
+    publish_all(r2z2)
+    r2z2.faults.script(body=b"{garbage")
+    with pytest.raises(json.JSONDecodeError):
+        requests.get(f"{r2z2.url}/1.json", headers=UA).json()
+    r2z2.faults.script(stall=5.0)
+    with pytest.raises(requests.ReadTimeout):
+        requests.get(f"{r2z2.url}/1.json", headers=UA, timeout=0.2)
+    r2z2.faults.script(disconnect=True)
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{r2z2.url}/1.json", headers=UA)
+    assert requests.get(f"{r2z2.url}/1.json", headers=UA).json()["sequence_id"] == 1
+    started = time.monotonic()
+    r2z2.stop()
+    assert time.monotonic() - started < 1, "a stalled answer must not hold up stop()"
+    assert capfd.readouterr().err == "", "the servers must stay quiet"
+
+
+def test_random_faults_are_reproducible_from_the_seed():
+    rates = FaultRates(rate_429=0.1, rate_5xx=0.1, rate_garbage=0.1)
+
+    def run():
+        with R2Z2Server(seed=42, fault_rates=rates) as server:
+            session = requests.Session()
+            answers = [session.get(f"{server.url}/sequence.json", headers=UA) for _ in range(200)]
+            faulted = [a for a in answers if a.content != b'{"sequence": 0}']
+            assert len(faulted) == len(server.faults.injected) == sum(1 for r in server.requests if r.fault)
+            return [(a.status_code, a.content) for a in answers]
+
+    first = run()
+    assert first == run()
+    assert 30 < sum(1 for _, body in first if body != b'{"sequence": 0}') < 90
+
+
+# --- R2Z2 ---------------------------------------------------------------------------------------
+
+def test_r2z2_serves_packages_and_404s_until_published(r2z2):
+    assert requests.get(f"{r2z2.url}/1.json", headers=UA).status_code == 404
+    doc = DOCS[0]
+    sequence = r2z2.publish(doc, doc["killmail_hash"], zkb_for(doc))
+    answer = requests.get(f"{r2z2.url}/{sequence}.json", headers=UA)
+    package = answer.json()
+    assert answer.headers["Cache-Control"] == "public, max-age=86400"
+    assert list(package) == ["killmail_id", "hash", "esi", "zkb", "uploaded_at", "sequence_id"]
+    assert package["esi"] == split_hash(doc)[0]
+    assert (package["killmail_id"], package["hash"], package["sequence_id"]) == (doc["killmail_id"], doc["killmail_hash"], 1)
+    assert requests.get(f"{r2z2.url}/sequence.json", headers=UA).json() == {"sequence": 1}
+    without_esi = r2z2.publish(*split_hash(DOCS[1]), zkb_for(DOCS[1]), include_esi=False)
+    assert "esi" not in requests.get(f"{r2z2.url}/{without_esi}.json", headers=UA).json()
+
+
+def test_r2z2_sequence_file_lags_the_head():
+    with R2Z2Server(first_sequence=1000) as server:
+        for _ in range(51):
+            publish_all(server, DOCS[:1])
+        assert (server.head, requests.get(f"{server.url}/sequence.json", headers=UA).json()) == (1050, {"sequence": 999})
+        publish_all(server, DOCS[:1])
+        assert requests.get(f"{server.url}/sequence.json", headers=UA).json() == {"sequence": 1051}
+
+
+def test_r2z2_republish_skip_and_expire(r2z2):
+    publish_all(r2z2, DOCS[:2])
+    revalued = {**zkb_for(DOCS[0]), "totalValue": 1.0}
+    again = r2z2.republish(DOCS[0]["killmail_id"], revalued)
+    package = requests.get(f"{r2z2.url}/{again}.json", headers=UA).json()
+    assert (again, package["sequence_updated"], package["zkb"], package["killmail_id"]) == (3, 1, revalued, DOCS[0]["killmail_id"])
+    r2z2.skip(2)
+    after_gap = r2z2.publish(*split_hash(DOCS[2]), zkb_for(DOCS[2]))
+    assert after_gap == 6
+    assert [requests.get(f"{r2z2.url}/{n}.json", headers=UA).status_code for n in (4, 5, 6)] == [404, 404, 200]
+    r2z2.expire(2)
+    assert [requests.get(f"{r2z2.url}/{n}.json", headers=UA).status_code for n in (1, 2, 3)] == [404, 404, 200]
+
+
+def test_r2z2_refuses_a_blank_user_agent_and_records_requests(r2z2):
+    # requests always sends some User-Agent; http.client sends none.
+    connection = http.client.HTTPConnection("127.0.0.1", int(r2z2.base_url.rsplit(":", 1)[1]))
+    connection.request("GET", "/ephemeral/sequence.json")
+    assert connection.getresponse().status == 403
+    connection.close()
+    assert requests.get(f"{r2z2.url}/sequence.json", headers={"User-Agent": ""}).status_code == 403
+    assert requests.get(f"{r2z2.url}/sequence.json", headers=UA).status_code == 200
+    assert [(r.path, r.status) for r in r2z2.requests] == [("/ephemeral/sequence.json", s) for s in (403, 403, 200)]
+    assert r2z2.requests[-1].headers["User-Agent"] == UA["User-Agent"]
+    assert r2z2.requests[0].started <= r2z2.requests[1].started <= r2z2.requests[2].started <= time.monotonic()
+
+
+def test_r2z2_background_publisher_keeps_a_steady_rate(r2z2):
+    started = time.monotonic()
+    r2z2.start_publishing(DOCS[:5], per_second=50)
+    assert r2z2.wait_published(timeout=2)
+    assert (r2z2.done, r2z2.published_count, r2z2.head) == (True, 5, 5)
+    assert time.monotonic() - started >= 4 / 50
+    package = requests.get(f"{r2z2.url}/5.json", headers=UA).json()
+    assert package["zkb"] == zkb_for(DOCS[4]) and package["killmail_id"] == DOCS[4]["killmail_id"]
+
+
+# --- RedisQ -------------------------------------------------------------------------------------
+
+def test_redisq_redirects_to_the_package_in_both_shapes(redisq):
+    doc_new, doc_old = DOCS[0], DOCS[1]
+    redisq.publish(*split_hash(doc_new), zkb_for(doc_new))
+    redisq.publish(*split_hash(doc_old), zkb_for(doc_old), include_killmail=True)
+    answer = requests.get(redisq.url, params={"queueID": "q", "ttw": 1}, allow_redirects=False)
+    assert answer.status_code == 302 and "/object.php?objectID=" in answer.headers["Location"]
+    package = requests.get(answer.headers["Location"]).json()["package"]
+    assert package == {"killID": doc_new["killmail_id"], "zkb": zkb_for(doc_new)}
+    assert package["zkb"]["hash"] == doc_new["killmail_hash"] and package["zkb"]["href"].endswith(f"/{doc_new['killmail_hash']}/")
+    old = requests.get(redisq.url, params={"queueID": "q", "ttw": 1}).json()["package"]
+    assert old["killmail"] == split_hash(doc_old)[0] and old["killID"] == doc_old["killmail_id"]
+    assert requests.get(f"{redisq.base_url}/object.php", params={"objectID": "nope"}).status_code == 404
+
+
+def test_redisq_waits_ttw_then_answers_null_and_clamps_ttw(redisq):
+    for ttw, expected in (("1", 0.02), ("100", 0.2), ("0", 0.02)):
+        started = time.monotonic()
+        assert requests.get(redisq.url, params={"queueID": "q", "ttw": ttw}).json() == {"package": None}
+        assert expected <= time.monotonic() - started < expected + 0.5
+
+
+def test_redisq_wakes_a_waiting_listener_and_keeps_queues_apart(redisq):
+    redisq.ttw_scale = 0.2
+    timer = threading.Timer(0.1, lambda: publish_all(redisq, DOCS[:1]))
+    timer.start()
+    started = time.monotonic()
+    first = requests.get(redisq.url, params={"queueID": "a", "ttw": 5}).json()["package"]
+    assert first["killID"] == DOCS[0]["killmail_id"] and time.monotonic() - started < 0.5
+    publish_all(redisq, DOCS[1:2])
+    assert requests.get(redisq.url, params={"queueID": "a"}).json()["package"]["killID"] == DOCS[1]["killmail_id"]
+    late = [requests.get(redisq.url, params={"queueID": "b", "ttw": 1}).json()["package"] for _ in range(3)]
+    assert [p and p["killID"] for p in late] == [DOCS[0]["killmail_id"], DOCS[1]["killmail_id"], None]
+    assert len(redisq.queues["a"]) == len(redisq.queues["b"]) == 0
+
+
+def test_redisq_429s_without_queue_id_or_for_a_second_listener(redisq):
+    assert requests.get(redisq.url).status_code == 429
+    assert requests.get(redisq.url, params={"queueID": " "}).status_code == 429
+    redisq.ttw_scale = 0.05
+    waiting = threading.Thread(target=requests.get, args=(redisq.url,), kwargs={"params": {"queueID": "q", "ttw": 10}})
+    waiting.start()
+    time.sleep(0.1)
+    assert requests.get(redisq.url, params={"queueID": "q", "ttw": 1}).status_code == 429
+    assert requests.get(redisq.url, params={"queueID": "other", "ttw": 1}).status_code == 200
+    waiting.join()
+    assert requests.get(redisq.url, params={"queueID": "q", "ttw": 1}).status_code == 200
+
+
+def test_redisq_filters(redisq):
+    cheap, dear = DOCS[0], DOCS[1]
+    redisq.publish(*split_hash(cheap), {**zkb_for(cheap), "totalValue": 1000, "labels": ["pvp", "loc:highsec"]})
+    redisq.publish(*split_hash(dear), {**zkb_for(dear), "totalValue": 5e9, "labels": ["pvp", "loc:nullsec"]})
+
+    def kill_ids(queue_id, rule):
+        answers = (requests.get(redisq.url, params={"queueID": queue_id, "ttw": 1, "filter": rule}) for _ in range(2))
+        return [a.json()["package"]["killID"] for a in answers if a.json()["package"]]
+
+    assert kill_ids("value", "totalValue>=1000000000") == [dear["killmail_id"]]
+    assert kill_ids("label", "labels=loc:highsec") == [cheap["killmail_id"]]
+    assert kill_ids("and", f"labels=pvp;killID={dear['killmail_id']}") == [dear["killmail_id"]]
+    assert kill_ids("or", f"killID={cheap['killmail_id']},totalValue>1e9") == [cheap["killmail_id"], dear["killmail_id"]]
+    assert kill_ids("deep", f"ship_type_id={cheap['victim']['ship_type_id']}") == []
+    for invalid in ("a=1;b=2,c=3", "totalValue", "a=1;"):
+        assert requests.get(redisq.url, params={"queueID": "bad", "filter": invalid}).status_code == 400
+
+
+def test_package_filter_searches_nested_values_and_arrays():
+    package = {"killID": 7, "killmail": {"attackers": [{"character_id": 5}, {"character_id": 9}]}, "zkb": {"npc": False}}
+    assert PackageFilter.parse("character_id=9").matches(package)
+    assert PackageFilter.parse("character_id<6;killID!=8").matches(package)
+    assert not PackageFilter.parse("character_id>9").matches(package)
+    assert PackageFilter.parse("npc=false").matches(package)
+    assert not PackageFilter.parse("missing=1").matches(package)
+    with pytest.raises(FilterError):
+        PackageFilter.parse("a=1,b=2;c=3")
+
+
+def test_redisq_shutdown_refuses_after_a_delay():
+    with RedisQServer(shutdown=True, shutdown_delay=0.1) as server:
+        started = time.monotonic()
+        answer = requests.get(server.url, params={"queueID": "q"})
+        assert time.monotonic() - started >= 0.1
+        assert answer.status_code == 403
+        body = answer.json()
+        assert body["access"] == "denied!" and "redisq is shutting down" in body["message"] and "R2Z2" in body["message"]
+
+
+def test_redisq_shares_fault_injection(redisq):
+    redisq.faults.script(status=502, when="/object.php")
+    publish_all(redisq, DOCS[:1])
+    assert requests.get(redisq.url, params={"queueID": "q"}).status_code == 502
+    assert [(r.path, r.status, r.fault) for r in redisq.requests] == [("/listen.php", 302, None), ("/object.php", 502, "status")]
+
+
+# --- ESI ----------------------------------------------------------------------------------------
+
+def test_esi_serves_killmails_with_rate_limit_headers(esi):
+    doc = DOCS[0]
+    headers = {**UA, "X-Compatibility-Date": "2025-11-06"}
+    answer = requests.get(killmail_url(esi, doc), headers=headers)
+    assert answer.status_code == 200 and answer.json() == split_hash(doc)[0]
+    assert "killmail_hash" not in answer.json()
+    assert {k: answer.headers[k] for k in ("X-Ratelimit-Group", "X-Ratelimit-Limit", "X-Ratelimit-Remaining", "X-Ratelimit-Used")} == \
+        {"X-Ratelimit-Group": "killmail", "X-Ratelimit-Limit": "3600/15m", "X-Ratelimit-Remaining": "3598", "X-Ratelimit-Used": "2"}
+    assert (answer.headers["X-ESI-Error-Limit-Remain"], answer.headers["X-ESI-Error-Limit-Reset"]) == ("100", "60")
+    wrong = requests.get(killmail_url(esi, doc, "0" * 40), headers=headers)
+    assert (wrong.status_code, wrong.json()) == (422, {"error": "Invalid killmail_id and/or killmail_hash"})
+    assert (wrong.headers["X-Ratelimit-Used"], wrong.headers["X-ESI-Error-Limit-Remain"]) == ("7", "99")
+    assert requests.get(f"{esi.url}/killmails/1/{'0' * 40}/", headers=headers).status_code == 422
+    assert (esi.hits[doc["killmail_id"]], esi.hits[1], esi.total_hits) == (2, 1, 3)
+    assert esi.user_agents == {UA["User-Agent"]: 3} and esi.compatibility_dates == {"2025-11-06": 3}
+
+
+def test_esi_invalid_status_can_be_404():
+    with EsiServer(invalid_status=404) as server:
+        assert requests.get(killmail_url(server, DOCS[0])).status_code == 404
+
+
+def test_esi_token_bucket_empties_and_refills():
+    with EsiServer(rate_limit_tokens=6, rate_limit_window=0.3) as server:
+        server.add_many(DOCS)
+        answers = [requests.get(killmail_url(server, DOCS[0])) for _ in range(4)]
+        assert [a.status_code for a in answers] == [200, 200, 200, 429]
+        assert [a.headers["X-Ratelimit-Remaining"] for a in answers] == ["4", "2", "0", "0"]
+        assert answers[-1].headers["Retry-After"] == "1" and answers[0].headers["X-Ratelimit-Limit"] == "6/0.3s"
+        time.sleep(0.35)
+        assert requests.get(killmail_url(server, DOCS[0])).status_code == 200
+
+
+def test_esi_error_limit_answers_420_everywhere_until_reset():
+    with EsiServer(error_limit=3, error_window=0.4) as server:
+        server.add_many(DOCS)
+        remains = [requests.get(killmail_url(server, DOCS[0], "f" * 40)).headers["X-ESI-Error-Limit-Remain"] for _ in range(3)]
+        assert remains == ["2", "1", "0"]
+        assert requests.get(killmail_url(server, DOCS[0])).status_code == 420
+        assert requests.get(f"{server.url}/status/").status_code == 420
+        time.sleep(0.45)
+        assert requests.get(killmail_url(server, DOCS[0])).status_code == 200
+
+
+def test_esi_per_killmail_faults(esi):
+    first, second = DOCS[0], DOCS[1]
+    esi.fail(first["killmail_id"], 503, times=2)
+    esi.fail(second["killmail_id"], 429)
+    assert [requests.get(killmail_url(esi, first)).status_code for _ in range(3)] == [503, 503, 200]
+    limited = requests.get(killmail_url(esi, second))
+    assert (limited.status_code, limited.headers["Retry-After"]) == (429, "1")
+    esi.slow(first["killmail_id"], 5.0)
+    with pytest.raises(requests.ReadTimeout):
+        requests.get(killmail_url(esi, first), timeout=0.2)
+    esi.malformed(first["killmail_id"])
+    with pytest.raises(json.JSONDecodeError):
+        requests.get(killmail_url(esi, first)).json()
+    esi.mismatch(first["killmail_id"])
+    assert requests.get(killmail_url(esi, first)).json()["killmail_id"] != first["killmail_id"]
+    assert requests.get(killmail_url(esi, first)).json() == split_hash(first)[0]
+    assert requests.get(killmail_url(esi, second)).status_code == 200
+    esi.faults.script(disconnect=True)
+    with pytest.raises(requests.ConnectionError):
+        requests.get(killmail_url(esi, second))
+    assert (esi.hits[first["killmail_id"]], esi.hits[second["killmail_id"]]) == (7, 3), "every request is a hit, answered or not"
+
+
+def test_esi_latency_and_random_faults():
+    with EsiServer(latency=0.05, seed=3, fault_rates=FaultRates(rate_5xx=0.5)) as server:
+        server.add_many(DOCS)
+        started = time.monotonic()
+        statuses = [requests.get(killmail_url(server, DOCS[0])).status_code for _ in range(6)]
+        assert time.monotonic() - started >= 6 * 0.05
+        assert set(statuses) - {200} <= {500, 502, 503, 504} and 200 in statuses and len(set(statuses)) > 1
+        assert len(server.faults.injected) == sum(1 for s in statuses if s != 200)
+        assert server.tokens_remaining == 3600 - 2 * statuses.count(200)
