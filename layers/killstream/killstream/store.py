@@ -1,8 +1,10 @@
 """The batch writer: killmails with their attackers and items into PostgreSQL, exactly once.
 
-A batch is one transaction of six round trips whatever its size: COPY into session-local
-staging tables, then one statement that inserts what is new (with its attackers and items)
-and applies newer zKillboard values to what is already stored."""
+A batch is one transaction of six round trips whatever its size: the killmail rows are
+COPied into a session-local staging table; one statement inserts the new ones and applies
+newer zKillboard values to those already stored; then the attackers and items of exactly the
+killmails this transaction inserted are COPied straight into their tables. A concurrent writer
+of the same killmail waits on its primary key and then finds it stored, so rows never double."""
 
 from __future__ import annotations
 
@@ -53,10 +55,8 @@ ITEM_COLUMNS = ("killmail_id", "item_index", "parent_index", "item_type_id", "fl
                 "quantity_destroyed", "quantity_dropped", "singleton")
 
 # ON COMMIT DELETE ROWS: the staging tables live as long as the connection, empty between batches.
-_STAGING = "\n".join(
-    f"CREATE TEMP TABLE IF NOT EXISTS stage_{table} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;"
-    for table in ("killmails", "attackers", "items")
-)
+# ON COMMIT DELETE ROWS: the staging table lives as long as the connection, empty between batches.
+_STAGING = "CREATE TEMP TABLE IF NOT EXISTS stage_killmails (LIKE killmails INCLUDING DEFAULTS INCLUDING COMPRESSION) ON COMMIT DELETE ROWS"
 
 _zkb_set = ",\n        ".join(f"{c} = s.{c}" for c in _ZKB_COLUMNS)
 _zkb_k = ", ".join(f"k.{c}" for c in _ZKB_COLUMNS)
@@ -68,10 +68,6 @@ WITH inserted AS (
     SELECT {_killmail_list} FROM stage_killmails ORDER BY killmail_id
     ON CONFLICT (killmail_id) DO NOTHING
     RETURNING killmail_id
-), new_attackers AS (
-    INSERT INTO attackers SELECT a.* FROM stage_attackers a JOIN inserted USING (killmail_id)
-), new_items AS (
-    INSERT INTO items SELECT i.* FROM stage_items i JOIN inserted USING (killmail_id)
 ), updated AS (
     -- The latest zKillboard values win; a late redelivery of an older sequence does not.
     UPDATE killmails k SET
@@ -90,6 +86,9 @@ SELECT killmail_id, 'zkb_updated' FROM updated
 """
 
 
+NULL = "\\N"  # COPY text format's NULL
+
+
 def _escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
@@ -102,7 +101,7 @@ def _array_literal(labels: Sequence[str]) -> str:
 def _copy_field(value) -> str:
     """One value in COPY's text format."""
     if value is None:
-        return "\\N"
+        return NULL
     if value is True:
         return "t"
     if value is False:
@@ -136,16 +135,28 @@ def _killmail_row(record: KillmailRecord) -> tuple:
     )
 
 
-def _attacker_rows(km: Killmail):
+# Attackers and items are most of the rows: their COPY lines are built inline, without a
+# call per value (ids are ints or None, so they need no escaping).
+def _attacker_lines(km: Killmail):
+    kid = km.killmail_id
     for n, a in enumerate(km.attackers):
-        yield (km.killmail_id, n, a.character_id, a.corporation_id, a.alliance_id, a.faction_id,
-               a.ship_type_id, a.weapon_type_id, a.damage_done, a.final_blow, a.security_status)
+        yield (f"{kid}\t{n}\t"
+               f"{NULL if a.character_id is None else a.character_id}\t"
+               f"{NULL if a.corporation_id is None else a.corporation_id}\t"
+               f"{NULL if a.alliance_id is None else a.alliance_id}\t"
+               f"{NULL if a.faction_id is None else a.faction_id}\t"
+               f"{NULL if a.ship_type_id is None else a.ship_type_id}\t"
+               f"{NULL if a.weapon_type_id is None else a.weapon_type_id}\t"
+               f"{a.damage_done}\t{'t' if a.final_blow else 'f'}\t{a.security_status!r}\n")
 
 
-def _item_rows(km: Killmail):
+def _item_lines(km: Killmail):
+    kid = km.killmail_id
     for i in km.items:
-        yield (km.killmail_id, i.index, i.parent_index, i.item_type_id, i.flag,
-               i.quantity_destroyed, i.quantity_dropped, i.singleton)
+        yield (f"{kid}\t{i.index}\t{NULL if i.parent_index is None else i.parent_index}\t"
+               f"{i.item_type_id}\t{i.flag}\t"
+               f"{NULL if i.quantity_destroyed is None else i.quantity_destroyed}\t"
+               f"{NULL if i.quantity_dropped is None else i.quantity_dropped}\t{i.singleton}\n")
 
 
 def _latest_per_killmail(records: Sequence[KillmailRecord]) -> list[KillmailRecord]:
@@ -185,12 +196,13 @@ class KillmailStore:
                 cur.execute(_STAGING)
                 cur.copy_expert(f"COPY stage_killmails ({_killmail_list}) FROM STDIN",
                                 _copy_rows(_killmail_row(r) for r in unique))
-                cur.copy_expert(f"COPY stage_attackers ({', '.join(ATTACKER_COLUMNS)}) FROM STDIN",
-                                _copy_rows(row for r in unique for row in _attacker_rows(r.killmail)))
-                cur.copy_expert(f"COPY stage_items ({', '.join(ITEM_COLUMNS)}) FROM STDIN",
-                                _copy_rows(row for r in unique for row in _item_rows(r.killmail)))
                 cur.execute(_MERGE)
                 changed = {killmail_id: Outcome(kind) for killmail_id, kind in cur.fetchall()}
+                new = [r.killmail for r in unique if changed.get(r.killmail_id) is Outcome.INSERTED]
+                cur.copy_expert(f"COPY attackers ({', '.join(ATTACKER_COLUMNS)}) FROM STDIN",
+                                io.StringIO("".join(line for km in new for line in _attacker_lines(km))))
+                cur.copy_expert(f"COPY items ({', '.join(ITEM_COLUMNS)}) FROM STDIN",
+                                io.StringIO("".join(line for km in new for line in _item_lines(km))))
         outcomes, seen = [], set()
         for r in records:  # the first copy of a killmail carries its outcome
             outcomes.append(Outcome.DUPLICATE if r.killmail_id in seen else changed.get(r.killmail_id, Outcome.DUPLICATE))
