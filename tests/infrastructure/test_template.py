@@ -1,0 +1,313 @@
+"""template.yaml, samconfig.toml and events/ against what issue 5 asks of the SAM application.
+
+Structure tests read template.yaml with a loader that knows CloudFormation's short tags. The tool
+tests run cfn-lint, `sam validate --lint` and `sam build` (skipped only if the tool is missing)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "template.yaml"
+
+
+class CfnLoader(yaml.SafeLoader):
+    """!Ref X -> {"Ref": X}, !GetAtt A.B -> {"Fn::GetAtt": [A, B]}, !Sub ... -> {"Fn::Sub": ...}."""
+
+
+def _short_tag(loader, suffix, node):
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    if suffix in ("Ref", "Condition"):
+        return {suffix: value}
+    if suffix == "GetAtt" and isinstance(value, str):
+        value = value.split(".", 1)
+    return {f"Fn::{suffix}": value}
+
+
+CfnLoader.add_multi_constructor("!", _short_tag)
+
+T = yaml.load(TEMPLATE.read_text(), Loader=CfnLoader)
+R = T["Resources"]
+REF = lambda name: {"Ref": name}  # noqa: E731
+ARN = lambda name: {"Fn::GetAtt": [name, "Arn"]}  # noqa: E731
+
+
+def props(name: str) -> dict:
+    """A resource's properties; for functions with the Globals they inherit (SAM semantics)."""
+    merged = dict(T.get("Globals", {}).get("Function", {})) if R[name]["Type"] == "AWS::Serverless::Function" else {}
+    return {**merged, **R[name]["Properties"]}
+
+
+def env(function: str) -> dict:
+    return props(function)["Environment"]["Variables"]
+
+
+def grants(role: str) -> dict[str | None, set[tuple[str, str]]]:
+    """{condition or None: {(action, resource as JSON)}} over the role's inline policies."""
+    out: dict[str | None, set[tuple[str, str]]] = {}
+    for policy in R[role]["Properties"]["Policies"]:
+        condition = None
+        if "Fn::If" in policy:  # [condition, policy, AWS::NoValue]
+            condition, policy, absent = policy["Fn::If"]
+            assert absent == REF("AWS::NoValue")
+        for st in policy["PolicyDocument"]["Statement"]:
+            assert st["Effect"] == "Allow" and not {"NotAction", "NotResource", "Condition"} & set(st)
+            actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
+            resources = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
+            out.setdefault(condition, set()).update((a, json.dumps(r, sort_keys=True)) for a in actions for r in resources)
+    return out
+
+
+def pairs(actions, resource) -> set[tuple[str, str]]:
+    return {(a, json.dumps(resource, sort_keys=True)) for a in actions}
+
+
+def tool(name: str) -> str | None:
+    beside = Path(sys.executable).parent / name  # the test environment's own copy comes first
+    return str(beside) if beside.exists() else shutil.which(name)
+
+
+# ------------------------------------------------------------------ functions and layers
+
+def test_functions_run_python313_on_arm64_built_by_makefiles():
+    for name in ("PollerFunction", "FetcherFunction"):
+        p = props(name)
+        assert (p["Runtime"], p["Architectures"], p["Handler"]) == ("python3.13", ["arm64"], "app.handler")
+        assert R[name]["Metadata"]["BuildMethod"] == "makefile"
+        assert p["Layers"] == [REF("DependenciesLayer"), REF("KillstreamLayer")]
+        assert "Policies" not in p and p["Role"] == ARN(name.replace("Function", "Role"))
+    for name in ("DependenciesLayer", "KillstreamLayer"):
+        assert R[name]["Metadata"]["BuildMethod"] == "makefile"
+        assert props(name)["CompatibleArchitectures"] == ["arm64"]
+        assert props(name)["CompatibleRuntimes"] == ["python3.13"]
+
+
+def test_poller_runs_alone_every_minute_without_retries():
+    p = props("PollerFunction")
+    assert p["Timeout"] == 60 and p["ReservedConcurrentExecutions"] == 1
+    assert p["EventInvokeConfig"] == {"MaximumRetryAttempts": 0, "MaximumEventAgeInSeconds": 60}
+    (event,) = p["Events"].values()
+    assert event["Type"] in ("Schedule", "ScheduleV2")
+    expression = event["Properties"].get("Schedule") or event["Properties"].get("ScheduleExpression")
+    assert expression in ("rate(1 minute)", "cron(* * * * ? *)")
+    assert int(env("PollerFunction")["POLL_BUDGET_SECONDS"]) < p["Timeout"]
+
+
+def test_fetcher_consumes_the_queue_at_the_esi_cap():
+    p = props("FetcherFunction")
+    (event,) = p["Events"].values()
+    e = event["Properties"]
+    assert event["Type"] == "SQS" and e["Queue"] == ARN("KillmailQueue")
+    assert e["BatchSize"] == 10 and e["MaximumBatchingWindowInSeconds"] <= 2
+    assert e["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert e["ScalingConfig"]["MaximumConcurrency"] == p["ReservedConcurrentExecutions"] == REF("FetcherConcurrency")
+    concurrency = T["Parameters"]["FetcherConcurrency"]
+    assert concurrency["Default"] == 2 and concurrency["MinValue"] >= 2  # SQS MaximumConcurrency is 2..1000
+    assert "3,600" in concurrency["Description"] and "EsiParallelism" in concurrency["Description"]
+
+
+def test_queues_encryption_visibility_and_dead_letter_wiring():
+    queue, dlq = props("KillmailQueue"), props("KillmailDLQ")
+    assert queue["SqsManagedSseEnabled"] is True and dlq["SqsManagedSseEnabled"] is True
+    assert queue["VisibilityTimeout"] >= 6 * props("FetcherFunction")["Timeout"]
+    assert queue["RedrivePolicy"] == {"deadLetterTargetArn": ARN("KillmailDLQ"), "maxReceiveCount": 5}
+    assert dlq["MessageRetentionPeriod"] == 14 * 24 * 3600 >= queue.get("MessageRetentionPeriod", 345600)
+    cursor = props("CursorParameter")
+    assert cursor["Type"] == "String" and not str(cursor["Value"]).isdigit()
+    assert env("PollerFunction")["CURSOR_PARAMETER"] == REF("CursorParameter")
+
+
+# ------------------------------------------------------------------ permissions
+
+def test_poller_may_only_enqueue_and_keep_its_cursor():
+    name = props("CursorParameter")["Name"]["Fn::Sub"]
+    cursor_arn = {"Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter" + name}
+    assert grants("PollerRole") == {None: (
+        pairs(["logs:CreateLogStream", "logs:PutLogEvents"], ARN("PollerLogGroup"))
+        | pairs(["sqs:SendMessage"], ARN("KillmailQueue"))
+        | pairs(["ssm:GetParameter", "ssm:PutParameter"], cursor_arn))}
+
+
+def test_fetcher_may_only_consume_dead_letter_and_read_the_secret():
+    secret = {"Fn::If": ["CreateDb", {"Fn::GetAtt": ["Database", "MasterUserSecret.SecretArn"]}, REF("DatabaseSecretArn")]}
+    assert env("FetcherFunction")["DB_SECRET_ARN"] == secret
+    eni = [{"Fn::Sub": f"arn:${{AWS::Partition}}:ec2:${{AWS::Region}}:${{AWS::AccountId}}:{kind}/*"}
+           for kind in ("network-interface", "subnet", "security-group")]
+    vpc = set().union(*(pairs(["ec2:CreateNetworkInterface", "ec2:DeleteNetworkInterface",
+                               "ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses"], r) for r in eni))
+    assert grants("FetcherRole") == {
+        None: (pairs(["logs:CreateLogStream", "logs:PutLogEvents"], ARN("FetcherLogGroup"))
+               | pairs(["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"], ARN("KillmailQueue"))
+               | pairs(["sqs:SendMessage"], ARN("KillmailDLQ"))
+               | pairs(["secretsmanager:GetSecretValue"], secret)),
+        # Only when the fetcher joins a VPC: Lambda's ENI management, which EC2 cannot scope further.
+        "InVpc": vpc | pairs(["ec2:DescribeNetworkInterfaces"], "*"),
+    }
+
+
+def test_no_wildcards_and_no_other_policies():
+    assert not [n for n, r in R.items() if r["Type"] in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy", "AWS::IAM::RolePolicy")]
+    for role in ("PollerRole", "FetcherRole"):
+        p = props(role)
+        assert "ManagedPolicyArns" not in p
+        assert p["AssumeRolePolicyDocument"]["Statement"] == [
+            {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]
+        for action, resource in grants(role)[None]:
+            assert "*" not in action and "*" not in resource, (role, action, resource)
+
+
+def test_no_secret_in_environment_variables():
+    for function in ("PollerFunction", "FetcherFunction"):
+        for name, value in env(function).items():
+            assert not re.search(r"PASSWORD|TOKEN|PRIVATE|(?<!DB_)SECRET(?!_ARN)", name), name
+            text = json.dumps(value)
+            assert not re.search(r"://[^/\s\"]*@|password", text, re.I), (name, text)
+    pattern = T["Parameters"]["DatabaseUrl"]["AllowedPattern"]
+    assert re.fullmatch(pattern, "postgresql://db.example.com:5432/killstream")
+    assert not re.fullmatch(pattern, "postgresql://user:hunter2@db.example.com/killstream")
+
+
+def test_environment_names_equal_the_config_contract():
+    powertools = {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_LOG_LEVEL"}
+    poller = {"KILLSTREAM_SOURCE", "R2Z2_URL", "REDISQ_URL", "REDISQ_QUEUE_ID", "REDISQ_TTW", "REDISQ_FILTER",
+              "POLL_PACING_MS", "POLL_BUDGET_SECONDS", "QUEUE_URL", "CURSOR_PARAMETER", "USER_AGENT"}
+    fetcher = {"ESI_URL", "ESI_PARALLELISM", "USER_AGENT", "DLQ_URL", "DATABASE_URL", "DB_SECRET_ARN",
+               "DB_SSLMODE", "DB_SSLROOTCERT"}
+    # Both ways against killstream/config.py: every name it reads is set, and it reads every name set.
+    config = (ROOT / "layers/killstream/killstream/config.py").read_text()
+    assert set(re.findall(r'"([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+)"', config)) == poller | fetcher
+    assert set(env("PollerFunction")) == poller | powertools
+    assert set(env("FetcherFunction")) == fetcher | powertools
+    assert env("PollerFunction")["POWERTOOLS_SERVICE_NAME"] == "poller"
+    assert env("FetcherFunction")["POWERTOOLS_SERVICE_NAME"] == "fetcher"
+    assert env("FetcherFunction")["DB_SSLROOTCERT"] == "/opt/rds-global-bundle.pem"
+    assert "$(ARTIFACTS_DIR)/rds-global-bundle.pem" in (ROOT / "layers/dependencies/Makefile").read_text()
+
+
+# ------------------------------------------------------------------ alarms, dashboard, outputs, database
+
+ALARMS = {  # logical id: (namespace, metric, dimension name, dimension value)
+    "DlqNotEmptyAlarm": ("AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", {"Fn::GetAtt": ["KillmailDLQ", "QueueName"]}),
+    "QueueBacklogAlarm": ("AWS/SQS", "ApproximateAgeOfOldestMessage", "QueueName", {"Fn::GetAtt": ["KillmailQueue", "QueueName"]}),
+    "PollerErrorsAlarm": ("AWS/Lambda", "Errors", "FunctionName", REF("PollerFunction")),
+    "StreamStalledAlarm": ("killstream", "PackagesReceived", "service", "poller"),
+    "FetcherErrorsAlarm": ("AWS/Lambda", "Errors", "FunctionName", REF("FetcherFunction")),
+    "PermanentFailuresAlarm": ("killstream", "PermanentFailures", "service", "fetcher"),
+}
+
+
+def test_alarms_exist_and_notify_the_topic():
+    alarms = {n for n, r in R.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+    assert alarms == set(ALARMS) | {"ThrottlesAlarm"}
+    for name in alarms:
+        assert props(name)["AlarmActions"] == [REF("AlarmTopic")], name
+    for name, (namespace, metric, dimension, value) in ALARMS.items():
+        p = props(name)
+        assert (p["Namespace"], p["MetricName"], p["Dimensions"]) == (namespace, metric, [{"Name": dimension, "Value": value}])
+    assert props("QueueBacklogAlarm")["Threshold"] == 300
+    stalled = props("StreamStalledAlarm")
+    assert stalled["Period"] * stalled["EvaluationPeriods"] == 1800 and stalled["TreatMissingData"] == "breaching"
+    throttled = [m["MetricStat"]["Metric"] for m in props("ThrottlesAlarm")["Metrics"] if "MetricStat" in m]
+    assert {(m["MetricName"], m["Dimensions"][0]["Value"]["Ref"]) for m in throttled} == {
+        ("Throttles", "PollerFunction"), ("Throttles", "FetcherFunction")}
+    assert R["AlarmTopic"]["Type"] == "AWS::SNS::Topic" and R["AlarmEmailSubscription"]["Condition"] == "HasAlarmEmail"
+
+
+def test_dashboard_is_json_and_shows_every_metric():
+    body = re.sub(r"\$\{[^}]+\}", "x", props("Dashboard")["DashboardBody"]["Fn::Sub"])
+    text = json.dumps(json.loads(body))
+    metrics = ("PackagesReceived PackagesEnqueued EmptyPolls RateLimited SourceErrors InvalidPackages EsiDroppedForSize "
+               "SequenceGaps CursorLag PollSeconds SourceRefused EnqueueFailures KillmailsStored KillmailsDuplicate "
+               "ZkbUpdated EsiFetches EsiErrors EsiRateLimited PermanentFailures TransientFailures IngestLagSeconds DbWriteMs")
+    assert [m for m in metrics.split() if f'"{m}"' not in text] == []
+
+
+def test_outputs_and_optional_database():
+    assert {"KillmailQueueUrl", "KillmailDLQUrl", "PollerFunctionName", "FetcherFunctionName", "DashboardUrl"} <= set(T["Outputs"])
+    db = R["Database"]
+    assert db["Condition"] == "CreateDb" and db["DeletionPolicy"] == "Snapshot"
+    p = props("Database")
+    assert (p["Engine"], p["DBInstanceClass"]) == ("postgres", "db.t4g.micro")
+    assert p["ManageMasterUserPassword"] is True and p["StorageEncrypted"] is True and p["PubliclyAccessible"] is False
+    assert all(p.get("Description") for p in T["Parameters"].values())
+
+
+# ------------------------------------------------------------------ samconfig.toml and events/
+
+def test_samconfig_environments_match_the_parameters():
+    config = tomllib.loads((ROOT / "samconfig.toml").read_text())
+    assert {"default", "prod"} <= set(config)
+    for stage, environment in (("dev", config["default"]), ("prod", config["prod"])):
+        assert environment["build"]["parameters"] == {"cached": True, "parallel": True}
+        deploy = environment["deploy"]["parameters"]
+        assert deploy["resolve_s3"] is True and deploy["confirm_changeset"] is True and "CAPABILITY_IAM" in deploy["capabilities"]
+        overrides = dict(item.split("=", 1) for item in deploy["parameter_overrides"])
+        assert overrides["Stage"] == stage
+        for key, value in overrides.items():
+            spec, value = T["Parameters"][key], value.strip('"')
+            assert value in spec.get("AllowedValues", [value]), key
+            assert re.fullmatch(spec.get("AllowedPattern", ".*"), value), key
+            if spec["Type"] == "Number":
+                assert spec["MinValue"] <= int(value) <= spec["MaxValue"], key
+
+
+def test_events_match_the_package_contract():
+    tick = json.loads((ROOT / "events/scheduled-tick.json").read_text())
+    assert tick["detail-type"] == "Scheduled Event" and tick["source"] == "aws.events"
+    for name, inline in (("sqs-inline-esi.json", True), ("sqs-metadata-only.json", False)):
+        (record,) = json.loads((ROOT / "events" / name).read_text())["Records"]
+        body = json.loads(record["body"])
+        assert {"killmail_id", "hash", "zkb", "source", "sequence_id", "uploaded_at"} <= set(body)
+        assert ("esi" in body) is inline and re.fullmatch(r"[0-9a-f]{40}", body["hash"])
+        assert record["messageAttributes"]["killmail_id"]["stringValue"] == str(body["killmail_id"])
+        assert record["messageAttributes"]["source"]["stringValue"] == body["source"] == "r2z2"
+
+
+# ------------------------------------------------------------------ the tools, as CI runs them
+
+def run(command: list[str], cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "SAM_CLI_TELEMETRY": "0", "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1")}
+    return subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.skipif(tool("cfn-lint") is None, reason="cfn-lint is not installed")
+def test_cfn_lint_is_clean():
+    # The only suppressions live in template.yaml, each with its reason (W1030, W1035).
+    result = run([tool("cfn-lint"), "--", "template.yaml"])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.skipif(tool("sam") is None, reason="AWS SAM CLI is not installed")
+def test_sam_validate_lint_is_clean():
+    result = run([tool("sam"), "validate", "--lint", "--template-file", "template.yaml", "--region", "us-east-1"])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.skipif(tool("sam") is None, reason="AWS SAM CLI is not installed")
+def test_sam_build_makes_arm64_layers(tmp_path):
+    build = tmp_path / "build"
+    result = run([tool("sam"), "build", "--template-file", "template.yaml", "--build-dir", str(build), "--no-cached"])
+    assert result.returncode == 0, result.stdout + result.stderr
+    site = build / "DependenciesLayer" / "python"
+    assert list(site.glob("psycopg2/_psycopg.cpython-313-aarch64-linux-gnu.so"))
+    assert not (site / "boto3").exists() and not (site / "botocore").exists()  # the runtime provides them
+    package = build / "KillstreamLayer" / "python" / "killstream"
+    assert (package / "__init__.py").exists() and not (package / "local").exists() and not (package / "cli.py").exists()
+    assert {p.name for p in (ROOT / "layers/killstream/killstream/migrations").glob("*.sql")} == {p.name for p in (package / "migrations").glob("*.sql")}
+    for function in ("PollerFunction", "FetcherFunction"):
+        assert (build / function / "app.py").exists()
