@@ -39,12 +39,40 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from killstream.local.runner import run
+
+    return run(args)
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from killstream import db
+    from killstream.local.report import database_report
+
+    conn = db.connect(database_url(args.database_url))
+    try:
+        print(database_report(conn))
+    finally:
+        conn.close()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from killstream import dlq
+    from killstream.local.runner import add_run_arguments
+
     parser = argparse.ArgumentParser(prog="killstream", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     migrate = sub.add_parser("migrate", help="apply the schema migrations")
     migrate.add_argument("--database-url", help="default: $DATABASE_URL, else the embedded server")
     migrate.set_defaults(func=cmd_migrate)
+    run = sub.add_parser("run", help="the whole pipeline on this machine (live feed, or --replay DIR offline)")
+    add_run_arguments(run)
+    run.set_defaults(func=cmd_run)
+    stats = sub.add_parser("stats", help="what the database holds: counts, newest killmail, ingest lag")
+    stats.add_argument("--database-url", help="default: $DATABASE_URL, else the embedded server")
+    stats.set_defaults(func=cmd_stats)
+    dlq.add_commands(sub)
     return parser
 
 

@@ -1,0 +1,75 @@
+"""A local AWS endpoint for the pipeline: moto's server with the killmail queue, its DLQ and
+the cursor parameter, set up as template.yaml sets them up in AWS."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+
+import boto3
+
+# As in template.yaml: SQS moves a message to the DLQ after this many receives.
+MAX_RECEIVE_COUNT = 5
+DLQ_RETENTION_SECONDS = 14 * 24 * 3600
+REGION = "us-east-1"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LocalAws:
+    """Starts moto's ThreadedMotoServer and points boto3 at it through AWS_ENDPOINT_URL."""
+
+    def __init__(self, *, visibility_timeout: int, prefix: str = "killstream-local"):
+        self.visibility_timeout = visibility_timeout
+        self.prefix = prefix
+        self.server = None
+        self.endpoint_url = None
+        self.queue_url = self.dlq_url = None
+        self.cursor_parameter = f"/{prefix}/r2z2-cursor"
+
+    def start(self) -> "LocalAws":
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log line per AWS call
+        port = _free_port()
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        self.server.start()
+        self.endpoint_url = f"http://127.0.0.1:{port}"
+        # moto accepts any credentials; real ones must never leak to a local endpoint
+        os.environ.update({
+            "AWS_ENDPOINT_URL": self.endpoint_url, "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
+            "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION,
+        })
+        os.environ.pop("AWS_SESSION_TOKEN", None)
+        os.environ.pop("AWS_PROFILE", None)
+        sqs = self.client("sqs")
+        self.dlq_url = sqs.create_queue(QueueName=f"{self.prefix}-dlq", Attributes={
+            "MessageRetentionPeriod": str(DLQ_RETENTION_SECONDS)})["QueueUrl"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=self.dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        self.queue_url = sqs.create_queue(QueueName=f"{self.prefix}-killmails", Attributes={
+            "VisibilityTimeout": str(self.visibility_timeout),
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVE_COUNT}),
+        })["QueueUrl"]
+        return self
+
+    def client(self, service: str):
+        return boto3.client(service, endpoint_url=self.endpoint_url, region_name=REGION)
+
+    def set_cursor(self, value: str) -> None:
+        self.client("ssm").put_parameter(Name=self.cursor_parameter, Value=value, Type="String", Overwrite=True)
+
+    def queue_depth(self, queue_url: str) -> int:
+        attrs = self.client("sqs").get_queue_attributes(
+            QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])
+        return sum(int(v) for v in attrs["Attributes"].values())
+
+    def stop(self) -> None:
+        if self.server:
+            self.server.stop()
+            self.server = None

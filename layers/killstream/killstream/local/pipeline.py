@@ -1,0 +1,272 @@
+"""The whole pipeline on one machine: the real poller and fetcher handlers, a local AWS
+endpoint (moto), PostgreSQL, and either the live feed or an offline replay.
+
+The fetcher is driven as Lambda's SQS event source drives it: batches really received from the
+queue, the records the handler did not report in `batchItemFailures` deleted, the rest left to
+become visible again, and SQS itself moving them to the DLQ after maxReceiveCount."""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from killstream.local import corpus
+from killstream.observability import logger
+from killstream.local.aws import REGION, LocalAws
+from killstream.local.console import RunStats
+from killstream.local.lambda_runtime import LambdaContext, load_handler_module
+
+SCHEDULED_EVENT = {"version": "0", "id": "local", "detail-type": "Scheduled Event", "source": "aws.events",
+                   "account": "000000000000", "region": REGION, "resources": [], "detail": {}}
+POLLER_TIMEOUT_SECONDS = 60   # template.yaml: PollerFunction Timeout
+FETCHER_TIMEOUT_SECONDS = 60  # template.yaml: FetcherFunction Timeout
+
+
+@dataclass
+class PipelineSettings:
+    database_url: str
+    user_agent: str
+    source: str = "r2z2"
+    replay: list[dict] | None = None        # killmail documents to publish locally; None = live feed
+    replay_rate: float = 2.0                 # publications per second
+    inline_ratio: float = 0.5                # share of replayed packages carrying the ESI killmail
+    esi_latency: float = 0.0
+    pacing_ms: int | None = None
+    budget_seconds: int = 50
+    tick_interval: float = 60.0              # EventBridge fires once a minute
+    visibility_timeout: int = 6 * FETCHER_TIMEOUT_SECONDS
+    fetcher_workers: int = 1
+    seed: int = 1
+    extra_env: dict = field(default_factory=dict)
+
+
+class StoppableContext(LambdaContext):
+    """A Lambda context whose remaining time drops to zero on shutdown, so the poller ends its
+    tick the way it ends any tick: flush to SQS, save the cursor."""
+
+    def __init__(self, function_name: str, timeout_seconds: float, stop: threading.Event):
+        super().__init__(function_name, timeout_seconds)
+        self._stop = stop
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 0 if self._stop.is_set() else super().get_remaining_time_in_millis()
+
+
+def sqs_event(messages: list[dict], queue_arn: str) -> dict:
+    """The event Lambda's SQS event source builds from received messages."""
+    records = []
+    for m in messages:
+        attributes = {
+            name: {"stringValue": a.get("StringValue"), "binaryValue": a.get("BinaryValue"),
+                   "stringListValues": [], "binaryListValues": [], "dataType": a["DataType"]}
+            for name, a in (m.get("MessageAttributes") or {}).items()
+        }
+        records.append({
+            "messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
+            "attributes": m.get("Attributes", {}), "messageAttributes": attributes,
+            "md5OfBody": m.get("MD5OfBody", ""), "eventSource": "aws:sqs", "eventSourceARN": queue_arn,
+            "awsRegion": REGION,
+        })
+    return {"Records": records}
+
+
+class Replay:
+    """A local R2Z2 and ESI serving a folder of killmails: a steady publication rate, a mix of
+    packages with the ESI killmail inline and metadata-only ones the fetcher gets from ESI."""
+
+    def __init__(self, docs: list[dict], *, rate: float, inline_ratio: float, esi_latency: float, seed: int):
+        from killstream.local.simulators import EsiServer, R2Z2Server
+
+        self.docs = docs
+        self.rate = rate
+        self.inline_ratio = inline_ratio
+        self.rng = random.Random(seed)
+        self.r2z2 = R2Z2Server(sequence_lag=0)
+        self.esi = EsiServer(latency=esi_latency)
+        self.published_at: dict[int, float] = {}   # killmail_id -> wall-clock time of publication
+        self.done = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._publish, name="replay-publisher", daemon=True)
+
+    def start(self) -> "Replay":
+        self.r2z2.start()
+        self.esi.start()
+        self.esi.add_many(self.docs)
+        self._thread.start()
+        return self
+
+    def _publish(self) -> None:
+        interval = 1.0 / self.rate if self.rate > 0 else 0.0
+        next_at = time.monotonic()
+        for doc in self.docs:
+            if self._stop.wait(max(0.0, next_at - time.monotonic())):
+                return
+            next_at += interval
+            esi, killmail_hash = corpus.split_hash(doc)
+            self.published_at[doc["killmail_id"]] = time.time()
+            self.r2z2.publish(esi, killmail_hash, corpus.zkb_for(doc),
+                              include_esi=self.rng.random() < self.inline_ratio)
+        self.done.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.r2z2.stop()
+        self.esi.stop()
+
+
+class LocalPipeline:
+    def __init__(self, settings: PipelineSettings, stats: RunStats | None = None):
+        self.settings = settings
+        self.stats = stats or RunStats()
+        self.stop_event = threading.Event()
+        self.aws: LocalAws | None = None
+        self.replay: Replay | None = None
+        self.poller = self.fetcher = None
+        self._threads: list[threading.Thread] = []
+        self.fetcher_batches = 0
+        self.tick_errors: list[BaseException] = []
+
+    # --- setup --------------------------------------------------------------------------
+
+    def environment(self) -> dict[str, str]:
+        s = self.settings
+        env = {
+            "KILLSTREAM_SOURCE": s.source,
+            "QUEUE_URL": self.aws.queue_url,
+            "DLQ_URL": self.aws.dlq_url,
+            "CURSOR_PARAMETER": self.aws.cursor_parameter,
+            "DATABASE_URL": s.database_url,
+            "USER_AGENT": s.user_agent,
+            "POLL_BUDGET_SECONDS": str(s.budget_seconds),
+            # EMF documents are for CloudWatch; locally the console shows the same facts
+            "POWERTOOLS_METRICS_DISABLED": "true",
+            "POWERTOOLS_METRICS_NAMESPACE": "killstream",
+        }
+        if s.pacing_ms is not None:
+            env["POLL_PACING_MS"] = str(s.pacing_ms)
+        if self.replay:
+            env["R2Z2_URL"] = self.replay.r2z2.url
+            env["ESI_URL"] = self.replay.esi.url
+        env.update(s.extra_env)
+        return env
+
+    def setup(self) -> "LocalPipeline":
+        """Everything but the two Lambda loops: AWS endpoint, replay servers, environment."""
+        s = self.settings
+        self.aws = LocalAws(visibility_timeout=s.visibility_timeout).start()
+        # Replays start at the first sequence; the live feed at its head (no cursor yet).
+        self.aws.set_cursor("0" if s.replay is not None else "none")
+        if s.replay is not None:
+            self.replay = Replay(s.replay, rate=s.replay_rate, inline_ratio=s.inline_ratio,
+                                 esi_latency=s.esi_latency, seed=s.seed).start()
+        os.environ.update(self.environment())
+        self.poller = load_handler_module("poller")
+        self.fetcher = load_handler_module("fetcher")
+        sqs = self.aws.client("sqs")
+        self.queue_arn = sqs.get_queue_attributes(QueueUrl=self.aws.queue_url,
+                                                  AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        return self
+
+    def start(self) -> "LocalPipeline":
+        """Start the poller schedule and the fetcher event source."""
+        if self.aws is None:
+            self.setup()
+        s = self.settings
+        self._threads = [threading.Thread(target=self._poll_forever, name="poller")]
+        self._threads += [threading.Thread(target=self._fetch_forever, name=f"fetcher-{n}")
+                          for n in range(s.fetcher_workers)]
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    # --- the two Lambdas ----------------------------------------------------------------
+
+    def _poll_forever(self) -> None:
+        while not self.stop_event.is_set():
+            started = time.monotonic()
+            context = StoppableContext("killstream-poller", POLLER_TIMEOUT_SECONDS, self.stop_event)
+            try:
+                summary = self.poller.handler(SCHEDULED_EVENT, context) or {}
+                with self.stats.lock:
+                    self.stats.received += summary.get("received", 0)
+                    self.stats.enqueued += summary.get("enqueued", 0)
+            except Exception as exc:  # a failed invocation: Lambda logs it and the schedule fires again
+                self.tick_errors.append(exc)
+                logger.exception(f"poller invocation failed: {exc}")
+            # the next scheduled invocation
+            self.stop_event.wait(max(0.0, self.settings.tick_interval - (time.monotonic() - started)))
+
+    def _fetch_forever(self) -> None:
+        sqs = self.aws.client("sqs")
+        while not self.stop_event.is_set():
+            messages = sqs.receive_message(
+                QueueUrl=self.aws.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1,
+                AttributeNames=["All"], MessageAttributeNames=["All"]).get("Messages", [])
+            if messages:
+                self.run_fetcher_batch(sqs, messages)
+
+    def run_fetcher_batch(self, sqs, messages: list[dict]) -> set[str]:
+        """Invoke the fetcher on one batch and settle it as Lambda does. Returns the failed ids."""
+        event = sqs_event(messages, self.queue_arn)
+        context = LambdaContext("killstream-fetcher", FETCHER_TIMEOUT_SECONDS)
+        try:
+            response = self.fetcher.handler(event, context) or {}
+            failed = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
+        except Exception as exc:  # the whole invocation failed: every record returns to the queue
+            failed = {m["MessageId"] for m in messages}
+            logger.exception(f"fetcher invocation failed: {exc}")
+        done = [m for m in messages if m["MessageId"] not in failed]
+        self.settle(sqs, done)
+        self.fetcher_batches += 1
+        return failed
+
+    def settle(self, sqs, done: list[dict]) -> None:
+        """Delete the records the handler finished with."""
+        for start in range(0, len(done), 10):
+            chunk = done[start:start + 10]
+            sqs.delete_message_batch(QueueUrl=self.aws.queue_url, Entries=[
+                {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(chunk)])
+
+    # --- running ------------------------------------------------------------------------
+
+    def refresh_dlq_count(self) -> int:
+        count = self.aws.queue_depth(self.aws.dlq_url)
+        with self.stats.lock:
+            self.stats.in_dlq = count
+        return count
+
+    def wait_until(self, predicate, timeout: float, poll: float = 0.2) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            if self.stop_event.wait(poll):
+                return predicate()
+        return predicate()
+
+    def stop(self) -> None:
+        """Finish the tick and the batch in flight, then stop everything."""
+        self.stop_event.set()
+        for thread in self._threads:
+            thread.join()
+        if self.aws:
+            self.refresh_dlq_count()
+        if self.replay:
+            self.replay.stop()
+        if self.aws:
+            self.aws.stop()
+
+
+def replay_documents(path: str | os.PathLike) -> list[dict]:
+    folder = Path(path)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"--replay: no such folder: {folder}")
+    docs = corpus.load_dir(folder)
+    if not docs:
+        raise FileNotFoundError(f"--replay: no *.json killmails in {folder}")
+    return docs

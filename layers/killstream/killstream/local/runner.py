@@ -1,0 +1,129 @@
+"""`killstream run` (what `make run` runs): the local pipeline with the original worker's
+console — banner, a line per killmail, periodic stats, final statistics on Ctrl+C/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+
+import requests
+
+from killstream import __version__
+from killstream.config import DEFAULT_R2Z2_URL, ConfigError, PollerConfig, user_agent
+from killstream.local.console import RunStats, install
+from killstream.local.pipeline import LocalPipeline, PipelineSettings, replay_documents
+
+RULE = "━" * 60
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--replay", metavar="DIR", help="serve a folder of ESI killmail files through a local "
+                        "R2Z2 and ESI instead of the live feed (no network needed)")
+    parser.add_argument("--rate", type=float, default=1.5, help="replay: publications per second (default 1.5; the poller takes at most one per pacing interval)")
+    parser.add_argument("--inline-ratio", type=float, default=0.5,
+                        help="replay: share of packages carrying the ESI killmail (default 0.5; the rest are fetched from ESI)")
+    parser.add_argument("--source", choices=["r2z2", "redisq"], help="default: $KILLSTREAM_SOURCE, else r2z2")
+    parser.add_argument("--pacing-ms", type=int, help="default: $POLL_PACING_MS, else 500")
+    parser.add_argument("--budget", type=int, help="seconds per poller tick (default: $POLL_BUDGET_SECONDS, else 50)")
+    parser.add_argument("--duration", type=float, help="stop by itself after this many seconds")
+    parser.add_argument("--user-agent", help="default: $USER_AGENT; the live feed requires app/version (contact)")
+    parser.add_argument("--database-url", help="default: $DATABASE_URL, else the embedded server under .local/")
+    parser.add_argument("--stats-every", type=float, default=30.0, help="seconds between stats lines (default 30)")
+    parser.add_argument("--verbose", action="store_true", help="show every log line, not only killmails and problems")
+
+
+def _live_feed_reachable(url: str, agent: str) -> str | None:
+    try:
+        requests.get(f"{url}/sequence.json", headers={"User-Agent": agent}, timeout=(5, 10)).raise_for_status()
+        return None
+    except requests.RequestException as exc:
+        return str(exc).splitlines()[0][:200]
+
+
+def run(args: argparse.Namespace) -> int:
+    from killstream import db
+    from killstream.cli import database_url
+    from killstream.observability import logger
+
+    env = os.environ
+    replay = replay_documents(args.replay) if args.replay else None
+    agent = args.user_agent or env.get("USER_AGENT") or (
+        f"killstream/{__version__} (local replay)" if replay is not None else None)
+    try:
+        agent = user_agent({"USER_AGENT": agent or ""})
+    except ConfigError:
+        print("killstream run: the live feed needs a User-Agent with your contact: "
+              "USER_AGENT='killstream/0.1 (you@example.com)' make run — or try offline: "
+              "make run ARGS=\"--replay ../shared/data/killmails/esi\"", file=sys.stderr)
+        return 2
+    source = args.source or env.get("KILLSTREAM_SOURCE", "r2z2")
+    budget = args.budget or int(env.get("POLL_BUDGET_SECONDS", "50"))
+    pacing = args.pacing_ms if args.pacing_ms is not None else int(env.get("POLL_PACING_MS", "500"))
+
+    if replay is None and source == "r2z2":
+        feed = env.get("R2Z2_URL", DEFAULT_R2Z2_URL)
+        problem = _live_feed_reachable(feed, agent)
+        if problem:
+            print(f"❌ Cannot reach the live feed at {feed}: {problem}\n"
+                  f"   Run offline instead: make run ARGS=\"--replay ../shared/data/killmails/esi\"", file=sys.stderr)
+            return 1
+
+    url = database_url(args.database_url)
+    conn = db.connect(url)
+    try:
+        applied = db.migrate(conn)
+    finally:
+        conn.close()
+    print(f"Schema: {'applied ' + ', '.join(applied) if applied else 'up to date'}")
+
+    settings = PipelineSettings(database_url=url, user_agent=agent, source=source, replay=replay,
+                                replay_rate=args.rate, inline_ratio=args.inline_ratio, pacing_ms=pacing,
+                                budget_seconds=budget, tick_interval=budget + 10 if replay is None else budget)
+    stats = RunStats()
+    pipeline = LocalPipeline(settings, stats)
+    install(logger, stats, verbose=args.verbose)
+    try:
+        pipeline.setup()
+        # fail fast, naming the variable, as the Lambda would on its first invocation
+        PollerConfig.from_env()
+    except ConfigError as exc:
+        pipeline.stop()
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+
+    feed = f"local replay of {len(replay)} killmails from {args.replay} at {args.rate:g}/s" if replay is not None \
+        else os.environ.get("R2Z2_URL" if source == "r2z2" else "REDISQ_URL")
+    print(f"🌊 killstream {__version__} — local pipeline started")
+    print(f"📡 Source: {source} — {feed}")
+    print(f"📬 Queue: {pipeline.aws.queue_url} (DLQ {pipeline.aws.dlq_url}) on {pipeline.aws.endpoint_url}")
+    print(f"⏱️  Poll pacing: {pacing} ms, tick budget {budget} s")
+    print(f"🗄️  Database: {url.rsplit('@', 1)[-1]}")
+    print(RULE)
+    print("🎯 Listening for killmails...  (Ctrl+C to stop)\n")
+    pipeline.start()
+
+    signal.signal(signal.SIGINT, lambda *_: pipeline.stop_event.set())
+    signal.signal(signal.SIGTERM, lambda *_: pipeline.stop_event.set())
+    deadline = time.monotonic() + args.duration if args.duration else None
+    next_stats = time.monotonic() + args.stats_every
+    replay_reported = False
+    while not pipeline.stop_event.wait(0.5):
+        now = time.monotonic()
+        if deadline and now >= deadline:
+            break
+        if now >= next_stats:
+            pipeline.refresh_dlq_count()
+            print(f"📊 {stats.line()}")
+            next_stats = now + args.stats_every
+        if pipeline.replay and pipeline.replay.done.is_set() and not replay_reported \
+                and pipeline.aws.queue_depth(pipeline.aws.queue_url) == 0 and stats.received >= len(replay):
+            print(f"🏁 Replay complete: all {len(replay)} killmails published and handled. Ctrl+C to stop.")
+            replay_reported = True
+
+    print("\n🛑 Shutting down: finishing the tick and the batch in flight…")
+    pipeline.stop()
+    print(stats.final())
+    return 0
