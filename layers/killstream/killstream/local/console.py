@@ -37,7 +37,6 @@ def isk(value) -> str:
 class RunStats:
     started: float = field(default_factory=time.monotonic)
     received: int = 0
-    enqueued: int = 0
     outcomes: Counter = field(default_factory=Counter)
     errors: int = 0
     in_dlq: int = 0
@@ -67,6 +66,26 @@ class RunStats:
         ])
 
 
+class StatsCounter(logging.Filter):
+    """Counts, from the handlers' own log records, what the console and tests report:
+    packages received, killmail outcomes, errors. Filters nothing."""
+
+    def __init__(self, stats: RunStats):
+        super().__init__()
+        self.stats = stats
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        outcome = record.__dict__.get("outcome")
+        with self.stats.lock:
+            if outcome in ICONS:
+                self.stats.outcomes[outcome] += 1
+            elif record.msg == "package received":
+                self.stats.received += 1
+            elif record.levelno >= logging.ERROR:
+                self.stats.errors += 1
+        return True
+
+
 class ConsoleFormatter(LambdaPowertoolsFormatter):
     """Renders Powertools' JSON records as the worker's console lines and counts outcomes.
     A Powertools formatter itself, so Logger's append_keys and inject_lambda_context work."""
@@ -79,8 +98,6 @@ class ConsoleFormatter(LambdaPowertoolsFormatter):
         doc = json.loads(super().format(record))
         outcome = doc.get("outcome")
         if outcome in ICONS:
-            with self.stats.lock:
-                self.stats.outcomes[outcome] += 1
             text = f"{ICONS[outcome]}: {doc.get('killmail_id')}"
             if outcome == "fetching":
                 return f"{text} ({isk(doc.get('total_value'))})"
@@ -91,9 +108,6 @@ class ConsoleFormatter(LambdaPowertoolsFormatter):
             if outcome == "failed":
                 return f"{text} ({doc.get('reason', 'unknown reason')})"
             return text
-        if record.levelno >= logging.ERROR:
-            with self.stats.lock:
-                self.stats.errors += 1
         extra = " ".join(f"{k}={json.dumps(v) if not isinstance(v, str) else v}"
                          for k, v in doc.items() if k not in _QUIET_KEYS)
         line = f"{doc.get('level', record.levelname):<7} {doc.get('message')}{'  ' + extra if extra else ''}"

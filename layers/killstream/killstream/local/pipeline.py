@@ -7,6 +7,7 @@ become visible again, and SQS itself moving them to the DLQ after maxReceiveCoun
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import threading
@@ -17,7 +18,7 @@ from pathlib import Path
 from killstream.local import corpus
 from killstream.observability import logger
 from killstream.local.aws import REGION, LocalAws
-from killstream.local.console import RunStats
+from killstream.local.console import RunStats, StatsCounter
 from killstream.local.lambda_runtime import LambdaContext, load_handler_module
 
 SCHEDULED_EVENT = {"version": "0", "id": "local", "detail-type": "Scheduled Event", "source": "aws.events",
@@ -124,6 +125,7 @@ class LocalPipeline:
         self.settings = settings
         self.stats = stats or RunStats()
         self.stop_event = threading.Event()
+        self.stopped = False
         self.aws: LocalAws | None = None
         self.replay: Replay | None = None
         self.poller = self.fetcher = None
@@ -165,6 +167,8 @@ class LocalPipeline:
             self.replay = Replay(s.replay, rate=s.replay_rate, inline_ratio=s.inline_ratio,
                                  esi_latency=s.esi_latency, seed=s.seed).start()
         os.environ.update(self.environment())
+        self._counter = StatsCounter(self.stats)
+        logging.getLogger(logger.name).addFilter(self._counter)
         self.poller = load_handler_module("poller")
         self.fetcher = load_handler_module("fetcher")
         sqs = self.aws.client("sqs")
@@ -191,10 +195,7 @@ class LocalPipeline:
             started = time.monotonic()
             context = StoppableContext("killstream-poller", POLLER_TIMEOUT_SECONDS, self.stop_event)
             try:
-                summary = self.poller.handler(SCHEDULED_EVENT, context) or {}
-                with self.stats.lock:
-                    self.stats.received += summary.get("received", 0)
-                    self.stats.enqueued += summary.get("enqueued", 0)
+                self.poller.handler(SCHEDULED_EVENT, context)
             except Exception as exc:  # a failed invocation: Lambda logs it and the schedule fires again
                 self.tick_errors.append(exc)
                 logger.exception(f"poller invocation failed: {exc}")
@@ -250,7 +251,10 @@ class LocalPipeline:
         return predicate()
 
     def stop(self) -> None:
-        """Finish the tick and the batch in flight, then stop everything."""
+        """Finish the tick and the batch in flight, then stop everything. Idempotent."""
+        if self.stopped:
+            return
+        self.stopped = True
         self.stop_event.set()
         for thread in self._threads:
             thread.join()
@@ -260,6 +264,7 @@ class LocalPipeline:
             self.replay.stop()
         if self.aws:
             self.aws.stop()
+        logging.getLogger(logger.name).removeFilter(self._counter)
 
 
 def replay_documents(path: str | os.PathLike) -> list[dict]:
