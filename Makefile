@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: help run test test-fast bench bench-store chaos migrate invoke-poller invoke-fetcher redrive dlq postgres clean
+.PHONY: help venv run test bench bench-store chaos migrate invoke-poller invoke-fetcher redrive dlq postgres clean
 
 help:
 	@echo "make run     — the whole pipeline on this machine (ARGS=\"--replay DIR\" for offline)"
@@ -40,6 +40,26 @@ migrate: $(STAMP) postgres
 
 bench-store: $(STAMP) postgres
 	$(PY) bench/bench_store.py $(ARGS)
+
+bench: $(STAMP) postgres
+	$(PY) bench/run_all.py $(ARGS)
+
+chaos: $(STAMP) postgres
+	$(PY) bench/chaos.py $(ARGS)
+
+# The same handlers on the same events as `sam local invoke -e`, without Docker.
+invoke-poller: $(STAMP)
+	$(VENV)/bin/killstream invoke poller --event events/scheduled-tick.json $(ARGS)
+
+invoke-fetcher: $(STAMP) postgres
+	$(VENV)/bin/killstream invoke fetcher --event events/sqs-inline-esi.json --event events/sqs-metadata-only.json $(ARGS)
+
+# DLQ_URL and QUEUE_URL name the deployed queues (see the stack outputs).
+dlq: $(STAMP)
+	$(VENV)/bin/killstream dlq $(ARGS)
+
+redrive: $(STAMP)
+	$(VENV)/bin/killstream redrive $(ARGS)
 
 clean:
 	rm -rf $(VENV) .aws-sam .pytest_cache

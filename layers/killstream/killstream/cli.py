@@ -1,4 +1,4 @@
-"""The `killstream` command: migrate, run, stats, dlq, redrive."""
+"""The `killstream` command: migrate, run, stats, invoke, dlq, redrive."""
 
 from __future__ import annotations
 
@@ -57,8 +57,15 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_invoke(args: argparse.Namespace) -> int:
+    from killstream.local.invoke import invoke
+
+    return invoke(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from killstream import dlq
+    from killstream.local.invoke import add_invoke_arguments
     from killstream.local.runner import add_run_arguments
 
     parser = argparse.ArgumentParser(prog="killstream", description=__doc__)
@@ -72,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     stats = sub.add_parser("stats", help="what the database holds: counts, newest killmail, ingest lag")
     stats.add_argument("--database-url", help="default: $DATABASE_URL, else the embedded server")
     stats.set_defaults(func=cmd_stats)
+    invoke = sub.add_parser("invoke", help="run one handler on an event file against local endpoints (no Docker)")
+    add_invoke_arguments(invoke)
+    invoke.set_defaults(func=cmd_invoke)
     dlq.add_commands(sub)
     return parser
 
