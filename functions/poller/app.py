@@ -1,0 +1,26 @@
+"""Poller Lambda: one scheduled tick of draining the live feed into SQS. All the work is in
+killstream.poller; this returns the tick's summary (the local runner reads it)."""
+
+from functools import cache
+
+from killstream.config import ConfigError, PollerConfig
+from killstream.observability import logger, metrics
+from killstream.poller import Poller
+
+
+@cache
+def poller() -> Poller:
+    """Built on the first invocation, not at import (a bad variable then fails the invocation
+    with a message naming it), and kept with its connections, pacing and backoffs for the next."""
+    try:
+        config = PollerConfig.from_env()
+    except ConfigError as error:
+        logger.error(f"bad configuration: {error}", extra={"variable": error.variable})
+        raise
+    return Poller.from_config(config)
+
+
+@metrics.log_metrics
+@logger.inject_lambda_context
+def handler(event, context):
+    return poller().tick(context.get_remaining_time_in_millis)

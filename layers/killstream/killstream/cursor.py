@@ -1,0 +1,58 @@
+"""The R2Z2 cursor, durable in an SSM parameter: the last sequence whose package SQS accepted
+(and every one before it). It only moves forward, and is written at most once per
+`min_interval` seconds during a tick plus once at its end."""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Callable
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from killstream.observability import logger
+
+MIN_INTERVAL = 1.0
+
+
+class CursorStore:
+    def __init__(self, client, parameter: str, *, clock: Callable[[], float] = time.monotonic,
+                 min_interval: float = MIN_INTERVAL):
+        self.client = client
+        self.parameter = parameter
+        self.clock = clock
+        self.min_interval = min_interval
+        self.saved: int | None = None
+        self._saved_at = -math.inf
+
+    def load(self) -> int | None:
+        """The cursor, or None when there is none yet: no parameter, or a value that is not a
+        sequence number (the template creates it as "none")."""
+        try:
+            value = self.client.get_parameter(Name=self.parameter)["Parameter"]["Value"]
+        except self.client.exceptions.ParameterNotFound:
+            value = None
+        cursor = int(value) if value is not None and re.fullmatch(r"[0-9]+", value) else None
+        if cursor is None:
+            logger.info("no cursor yet", extra={"parameter": self.parameter, "value": value})
+        self.saved = cursor
+        return cursor
+
+    def save(self, cursor: int | None, *, final: bool = False) -> bool:
+        """Write `cursor` if it is ahead of the saved one and (unless `final`) the last write is
+        at least `min_interval` old. A failed write is logged: the next one carries the cursor,
+        and a cursor left behind only means packages are sent again."""
+        if cursor is None or (self.saved is not None and cursor <= self.saved):
+            return False
+        if not final and self.clock() - self._saved_at < self.min_interval:
+            return False
+        try:
+            self.client.put_parameter(Name=self.parameter, Value=str(cursor), Type="String", Overwrite=True)
+        except (BotoCoreError, ClientError) as error:
+            (logger.error if final else logger.warning)(
+                "cursor not saved", extra={"parameter": self.parameter, "cursor": cursor, "error": str(error)})
+            return False
+        self.saved = cursor
+        self._saved_at = self.clock()
+        return True

@@ -1,0 +1,411 @@
+"""The poller on R2Z2: the real source, sink and cursor store against the local R2Z2 server and
+moto's SQS and SSM over HTTP. Most tests run on a fake clock that moves only when the poller
+sleeps (the servers answer in real time, which the fake clock does not see); the tests that
+measure real spacing say so."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from urllib.parse import urlsplit
+
+import boto3
+import pytest
+import requests
+
+from killstream.config import PollerConfig
+from killstream.cursor import CursorStore
+from killstream.local.corpus import renumber, sample, split_hash, zkb_for
+from killstream.local.lambda_runtime import LambdaContext, load_handler_module
+from killstream.local.simulators import R2Z2Server
+from killstream.local.simulators.faults import GARBAGE_BODY
+from killstream.observability import metrics
+from killstream.poller import FINISH_RESERVE_SECONDS, Poller
+from killstream.sources import Gate, HttpClient, R2Z2Source
+from killstream.sources.base import BUDGET, ENQUEUE_FAILED, REMAINING_TIME, SOURCE_REFUSED
+from killstream.sqs_sink import SqsSink
+from tests.integration.test_sqs_sink import RecordingSqs, aws, drain, moto_server, queue_url  # noqa: F401  (fixtures)
+from tests.unit.test_poller_gate import FakeClock
+
+UA = "killstream-tests/0.1 (tests@example.com)"
+DOCS = sample()
+
+
+@pytest.fixture
+def r2z2():
+    with R2Z2Server(sequence_lag=0) as server:
+        yield server
+
+
+@pytest.fixture
+def cursor_parameter(aws) -> str:
+    name = f"/killstream/test-{uuid.uuid4().hex[:8]}/r2z2-cursor"
+    boto3.client("ssm").put_parameter(Name=name, Value="none", Type="String")
+    return name
+
+
+@pytest.fixture(autouse=True)
+def fresh_metrics():
+    metrics.clear_metrics()
+    yield
+    metrics.clear_metrics()
+
+
+def set_cursor(parameter: str, value: str) -> None:
+    boto3.client("ssm").put_parameter(Name=parameter, Value=value, Type="String", Overwrite=True)
+
+
+def saved_cursor(parameter: str) -> str:
+    return boto3.client("ssm").get_parameter(Name=parameter)["Parameter"]["Value"]
+
+
+def publish(server: R2Z2Server, docs: list[dict], **options) -> list[int]:
+    return [server.publish(*split_hash(doc), zkb_for(doc), **options) for doc in docs]
+
+
+class Rig:
+    """Source, sink and cursor store wired as Poller.from_config wires them, with the clock,
+    timeouts and SQS client a test chooses. `starts` is every answered request as (clock, path)."""
+
+    def __init__(self, server: R2Z2Server, queue_url: str, parameter: str, *, pacing: float = 0.0,
+                 budget: float = 50.0, clock=None, sleep=None, read_timeout: float = 5.0, sqs=None):
+        self.clock = clock or FakeClock()
+        sleep = sleep or self.clock.sleep
+        self.gate = Gate(pacing, clock=self.clock, sleep=sleep)
+        self.client = HttpClient(self.gate, UA, connect_timeout=1.0, read_timeout=read_timeout)
+        self.source = R2Z2Source(self.client, server.url)
+        sink = SqsSink(sqs or boto3.client("sqs"), queue_url, flush_within=1.0, clock=self.clock, sleep=sleep)
+        self.store = CursorStore(boto3.client("ssm"), parameter, clock=self.clock)
+        self.poller = Poller(self.source, sink, self.store, self.gate, budget_seconds=budget)
+        self.starts: list[tuple[float, str]] = []
+        self.client.session.hooks["response"].append(
+            lambda response, *args, **kwargs: self.starts.append((self.clock(), urlsplit(response.url).path)))
+
+    def tick(self, remaining_ms=None) -> dict:
+        return self.poller.tick(remaining_ms)
+
+    def times_of(self, path: str) -> list[float]:
+        return [at for at, requested in self.starts if requested == path]
+
+
+def sequences(queue_url: str) -> list[int]:
+    return [body["sequence_id"] for body, _ in drain(queue_url)]
+
+
+def served(server: R2Z2Server, sequence: int) -> dict:
+    return requests.get(f"{server.url}/{sequence}.json", headers={"User-Agent": UA}, timeout=5).json()
+
+
+# --- "Done when" --------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_done_when_one_invocation_at_10_ms_pacing_enqueues_500_packages_in_order(
+        r2z2, queue_url, cursor_parameter, monkeypatch, capsys):
+    """Real time, through the real handler: 500 requests at 10 ms pacing take at least 5 s. The
+    11 s budget ends the tick at the first 404 after the drain (its 6 s wait cannot fit)."""
+    published = publish(r2z2, renumber(DOCS, 500))
+    set_cursor(cursor_parameter, "0")
+    for name, value in {"KILLSTREAM_SOURCE": "r2z2", "R2Z2_URL": r2z2.url, "QUEUE_URL": queue_url,
+                        "CURSOR_PARAMETER": cursor_parameter, "USER_AGENT": UA, "POLL_PACING_MS": "10",
+                        "POLL_BUDGET_SECONDS": "11"}.items():
+        monkeypatch.setenv(name, value)
+    handler = load_handler_module("poller").handler
+    summary = handler({}, LambdaContext("poller", 60))
+    print("DONE-WHEN-1", json.dumps(summary))
+    assert (summary["received"], summary["enqueued"], summary["cursor"]) == (500, 500, 500)
+    assert (summary["errors"], summary["invalid"], summary["enqueue_failures"]) == (0, 0, 0)
+    assert summary["stopped_because"] == BUDGET
+    assert sequences(queue_url) == published == list(range(1, 501))
+    assert saved_cursor(cursor_parameter) == "500"
+    emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
+    assert [doc["PackagesEnqueued"] for doc in emf] == [[500]]
+
+
+def test_done_when_default_pacing_and_a_50_s_budget_make_at_most_101_requests(r2z2, queue_url, cursor_parameter):
+    """Injected clock that advances only on sleep; the rest of the path is the handler's
+    (Poller.from_config, the Lambda context's remaining time, boto3 through AWS_ENDPOINT_URL)."""
+    publish(r2z2, renumber(DOCS, 500))
+    set_cursor(cursor_parameter, "0")
+    config = PollerConfig.from_env({"R2Z2_URL": r2z2.url, "QUEUE_URL": queue_url, "CURSOR_PARAMETER": cursor_parameter,
+                                    "USER_AGENT": UA})
+    assert (config.pacing_ms, config.budget_seconds) == (500, 50)
+    clock = FakeClock()
+    poller = Poller.from_config(config, clock=clock, sleep=clock.sleep)
+    summary = poller.tick(LambdaContext("poller", 60, clock=clock).get_remaining_time_in_millis)
+    print("DONE-WHEN-2", json.dumps(summary))
+    assert len(r2z2.requests) == summary["requests"] <= 101
+    assert summary["runtime_seconds"] <= 50
+    assert summary["enqueued"] == summary["received"] == summary["requests"] - 1  # one sequence.json
+    assert sequences(queue_url) == list(range(1, summary["received"] + 1))
+    assert saved_cursor(cursor_parameter) == str(summary["received"])
+
+
+# --- the packages -------------------------------------------------------------------------------
+
+def test_packages_arrive_in_sequence_order_with_the_right_bodies(r2z2, queue_url, cursor_parameter):
+    docs = DOCS[:6]
+    publish(r2z2, docs[:4])
+    publish(r2z2, docs[4:], include_esi=False)
+    r2z2.republish(docs[1]["killmail_id"], zkb_for(docs[1]) | {"totalValue": 1.5e9})
+    set_cursor(cursor_parameter, "0")
+    rig = Rig(r2z2, queue_url, cursor_parameter, pacing=0.5, budget=10)
+    summary = rig.tick()
+    received = drain(queue_url)
+    expected = []
+    for sequence in range(1, 8):
+        file = served(r2z2, sequence)
+        expected.append({key: file[key] for key in ("killmail_id", "hash", "zkb", "esi") if key in file}
+                        | {"source": "r2z2", "sequence_id": sequence, "uploaded_at": file["uploaded_at"]})
+    assert [body for body, _ in received] == expected
+    assert [attributes for _, attributes in received] == [
+        {"source": ("String", "r2z2"), "killmail_id": ("Number", str(body["killmail_id"]))} for body in expected]
+    assert "esi" in expected[0] and "esi" not in expected[5]
+    assert expected[6]["killmail_id"] == docs[1]["killmail_id"] and expected[6]["zkb"]["totalValue"] == 1.5e9
+    assert summary["cursor"] == 7 and saved_cursor(cursor_parameter) == "7"
+
+
+def test_an_oversized_package_goes_without_esi(r2z2, queue_url, cursor_parameter):
+    doc = dict(DOCS[0])
+    doc["victim"] = {**doc["victim"], "items": [{"flag": 5, "item_type_id": 34, "singleton": 0,
+                                                 "quantity_dropped": n} for n in range(6000)]}
+    publish(r2z2, [doc, DOCS[1]])
+    set_cursor(cursor_parameter, "0")
+    summary = Rig(r2z2, queue_url, cursor_parameter, budget=5).tick()
+    (big, _), (small, _) = drain(queue_url)
+    assert "esi" not in big and big["killmail_id"] == doc["killmail_id"]
+    assert "esi" in small
+    assert (summary["esi_dropped"], summary["enqueued"], summary["cursor"]) == (2 - 1, 2, 2)
+    assert metrics.metric_set["EsiDroppedForSize"]["Value"] == [1]
+
+
+# --- pacing, budget, remaining time -------------------------------------------------------------
+
+def test_request_starts_measured_at_the_server_are_never_closer_than_the_pacing(r2z2, queue_url, cursor_parameter):
+    """Real clock: about 0.6 s of real pacing."""
+    publish(r2z2, renumber(DOCS, 40))
+    set_cursor(cursor_parameter, "0")
+    pacing = 0.04
+    rig = Rig(r2z2, queue_url, cursor_parameter, pacing=pacing, budget=0.6, clock=time.monotonic, sleep=time.sleep)
+    summary = rig.tick()
+    starts = [request.started for request in r2z2.requests]
+    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    assert len(starts) >= 8 and summary["enqueued"] == len(starts) - 1
+    # Arrival times at the server jitter by scheduling; 2 ms is far below the 40 ms asserted.
+    assert min(gaps) >= pacing - 0.002
+
+
+def test_the_budget_is_respected(r2z2, queue_url, cursor_parameter):
+    publish(r2z2, renumber(DOCS, 100))
+    set_cursor(cursor_parameter, "0")
+    rig = Rig(r2z2, queue_url, cursor_parameter, pacing=0.5, budget=5)
+    began = rig.clock()
+    summary = rig.tick()
+    assert summary["stopped_because"] == BUDGET
+    assert max(at for at, _ in rig.starts) < began + 5
+    assert len(rig.starts) == summary["requests"] == 10
+    assert summary["runtime_seconds"] <= 5
+
+
+def test_the_remaining_time_margin_is_respected(r2z2, queue_url, cursor_parameter):
+    publish(r2z2, renumber(DOCS, 100))
+    set_cursor(cursor_parameter, "0")
+    rig = Rig(r2z2, queue_url, cursor_parameter, pacing=0.5, budget=50)
+    context = LambdaContext("poller", 20, clock=rig.clock)
+    began = rig.clock()
+    summary = rig.tick(context.get_remaining_time_in_millis)
+    reserve = rig.client.longest_request + FINISH_RESERVE_SECONDS
+    assert summary["stopped_because"] == REMAINING_TIME
+    assert max(at for at, _ in rig.starts) < began + 20 - reserve
+    assert context.get_remaining_time_in_millis() / 1000 >= reserve
+    assert saved_cursor(cursor_parameter) == str(summary["enqueued"])
+
+
+# --- the cursor ---------------------------------------------------------------------------------
+
+def test_an_sqs_failure_leaves_the_cursor_before_the_unsent_package_and_the_next_tick_resends_it(
+        r2z2, queue_url, cursor_parameter):
+    docs = DOCS[:5]
+    publish(r2z2, docs)
+    set_cursor(cursor_parameter, "0")
+    failing = RecordingSqs(fail={docs[2]["killmail_id"]: -1})
+    first = Rig(r2z2, queue_url, cursor_parameter, pacing=0.1, budget=20, sqs=failing).tick()
+    assert first["stopped_because"] == ENQUEUE_FAILED and first["enqueue_failures"] == 1
+    assert saved_cursor(cursor_parameter) == "2"
+    assert 3 not in sequences(queue_url)
+
+    again = Rig(r2z2, queue_url, cursor_parameter, pacing=0.1, budget=20)
+    second = again.tick()
+    assert [path for _, path in again.starts][:2] == ["/ephemeral/sequence.json", "/ephemeral/3.json"]
+    assert sequences(queue_url) == [3, 4, 5]
+    assert second["cursor"] == 5 and saved_cursor(cursor_parameter) == "5"
+
+
+def test_a_restart_resumes_exactly_at_the_cursor(r2z2, queue_url, cursor_parameter):
+    publish(r2z2, DOCS[:10])
+    set_cursor(cursor_parameter, "6")
+    rig = Rig(r2z2, queue_url, cursor_parameter, budget=5)
+    rig.tick()
+    package_requests = [path for _, path in rig.starts if path != "/ephemeral/sequence.json"]
+    assert package_requests[:5] == [f"/ephemeral/{n}.json" for n in (7, 8, 9, 10, 11)]
+    assert sequences(queue_url) == [7, 8, 9, 10]
+    assert saved_cursor(cursor_parameter) == "10"
+
+
+def test_without_a_cursor_it_starts_at_sequence_json(queue_url, cursor_parameter):
+    with R2Z2Server(sequence_lag=5) as server:  # sequence.json moves in steps, as the real one does
+        publish(server, DOCS[:20])
+        assert server.advertised_sequence == 18
+        summary = Rig(server, queue_url, cursor_parameter, budget=5).tick()
+    assert sequences(queue_url) == [18, 19, 20]
+    assert summary["cursor"] == 20 and saved_cursor(cursor_parameter) == "20"
+
+
+def test_the_cursor_store_reads_no_cursor_from_none_and_only_moves_forward(cursor_parameter):
+    clock = FakeClock()
+    store = CursorStore(boto3.client("ssm"), cursor_parameter, clock=clock)
+    assert store.load() is None
+    assert store.save(5) and saved_cursor(cursor_parameter) == "5"
+    clock.advance(0.5)
+    assert not store.save(6) and saved_cursor(cursor_parameter) == "5"  # under a second after the last write
+    assert store.save(6, final=True) and saved_cursor(cursor_parameter) == "6"
+    clock.advance(2)
+    assert not store.save(4) and saved_cursor(cursor_parameter) == "6"
+    assert CursorStore(boto3.client("ssm"), cursor_parameter).load() == 6
+    assert CursorStore(boto3.client("ssm"), "/killstream/no-such-parameter").load() is None
+
+
+# --- error paths --------------------------------------------------------------------------------
+
+def test_a_404_waits_at_least_6_seconds_before_asking_again(r2z2, queue_url, cursor_parameter):
+    publish(r2z2, DOCS[:2])
+    set_cursor(cursor_parameter, "0")
+    rig = Rig(r2z2, queue_url, cursor_parameter, pacing=0.5, budget=30)
+    summary = rig.tick()
+    asks = rig.times_of("/ephemeral/3.json")
+    assert len(asks) >= 4
+    assert all(b - a >= 6 for a, b in zip(asks, asks[1:]))
+    assert summary["empty_polls"] == len(asks) and summary["enqueued"] == 2
+    assert summary["stopped_because"] == BUDGET
+
+
+def test_an_expired_cursor_skips_forward_counting_and_logging_the_gap(r2z2, queue_url, cursor_parameter, caplog):
+    publish(r2z2, renumber(DOCS, 100))
+    r2z2.expire(60)
+    set_cursor(cursor_parameter, "10")
+    rig = Rig(r2z2, queue_url, cursor_parameter, budget=10)
+    summary = rig.tick()
+    assert sequences(queue_url) == list(range(61, 101))
+    assert summary["sequence_gaps"] == 50 and summary["cursor"] == 100
+    assert metrics.metric_set["SequenceGaps"]["Value"] == [50]
+    (gap,) = [r for r in caplog.records if r.getMessage().startswith("sequence gap")]
+    assert (gap.first_missing, gap.last_missing, gap.count) == (11, 60, 50)
+    assert len(rig.starts) < 150  # found by search, not by asking for every missing file
+
+
+def test_a_skipped_sequence_is_counted_and_its_number_logged(r2z2, queue_url, cursor_parameter, caplog):
+    publish(r2z2, DOCS[:3])
+    r2z2.skip(1)
+    publish(r2z2, DOCS[3:6])
+    set_cursor(cursor_parameter, "0")
+    summary = Rig(r2z2, queue_url, cursor_parameter, budget=10).tick()
+    assert sequences(queue_url) == [1, 2, 3, 5, 6, 7]
+    assert summary["sequence_gaps"] == 1 and summary["cursor"] == 7
+    (gap,) = [r for r in caplog.records if r.getMessage().startswith("sequence gap")]
+    assert gap.missing == [4]
+
+
+def test_a_429_honours_retry_after(r2z2, queue_url, cursor_parameter):
+    publish(r2z2, DOCS[:3])
+    set_cursor(cursor_parameter, "0")
+    r2z2.faults.script(status=429, headers={"Retry-After": "7"}, when="/2.json")
+    rig = Rig(r2z2, queue_url, cursor_parameter, pacing=0.5, budget=20)
+    summary = rig.tick()
+    limited, retried = rig.times_of("/ephemeral/2.json")
+    assert retried - limited >= 7
+    assert summary["rate_limited"] == 1 and sequences(queue_url) == [1, 2, 3]
+
+
+def test_a_429_without_retry_after_backs_off_exponentially_from_5_seconds(r2z2, queue_url, cursor_parameter):
+    publish(r2z2, DOCS[:3])
+    set_cursor(cursor_parameter, "0")
+    r2z2.faults.script(status=429, when="/2.json", times=3)
+    rig = Rig(r2z2, queue_url, cursor_parameter, pacing=0.5, budget=40)
+    summary = rig.tick()
+    asks = rig.times_of("/ephemeral/2.json")
+    assert [round(b - a) for a, b in zip(asks, asks[1:])] == [5, 10, 20]
+    assert summary["rate_limited"] == 3 and sequences(queue_url) == [1, 2, 3]
+
+
+def test_a_403_stops_the_tick_with_a_clear_error(r2z2, queue_url, cursor_parameter, caplog):
+    publish(r2z2, DOCS[:5])
+    set_cursor(cursor_parameter, "0")
+    r2z2.faults.script(status=403, body=b"Forbidden: rate limit violations", when="/3.json")
+    rig = Rig(r2z2, queue_url, cursor_parameter, budget=20)
+    summary = rig.tick()
+    assert summary["stopped_because"] == SOURCE_REFUSED and summary["refused"] == 1
+    assert [path for _, path in rig.starts][-1] == "/ephemeral/3.json"
+    assert sequences(queue_url) == [1, 2] and saved_cursor(cursor_parameter) == "2"
+    (error,) = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert error.getMessage() == "R2Z2 refuses service: HTTP 403 Forbidden: rate limit violations"
+    assert summary["detail"] == error.getMessage()
+    assert metrics.metric_set["SourceRefused"]["Value"] == [1]
+
+
+def test_5xx_is_retried_three_times_with_backoff(r2z2, queue_url, cursor_parameter):
+    publish(r2z2, DOCS[:3])
+    set_cursor(cursor_parameter, "0")
+    r2z2.faults.script(status=503, when="/2.json", times=3)
+    rig = Rig(r2z2, queue_url, cursor_parameter, pacing=0.1, budget=20)
+    summary = rig.tick()
+    asks = rig.times_of("/ephemeral/2.json")
+    assert len(asks) == 4
+    assert [round(b - a, 3) for a, b in zip(asks, asks[1:])] == [0.5, 1.0, 2.0]
+    assert summary["errors"] == 3 and sequences(queue_url) == [1, 2, 3]
+
+
+def test_a_run_of_errors_backs_off_longer_and_the_poller_goes_on(r2z2, queue_url, cursor_parameter):
+    publish(r2z2, DOCS[:3])
+    set_cursor(cursor_parameter, "0")
+    r2z2.faults.script(status=500, when="/2.json", times=7)
+    rig = Rig(r2z2, queue_url, cursor_parameter, pacing=0.1, budget=40)
+    summary = rig.tick()
+    asks = rig.times_of("/ephemeral/2.json")
+    gaps = [round(b - a, 3) for a, b in zip(asks, asks[1:])]
+    assert gaps[:4] == [0.5, 1.0, 2.0, 4.0]  # one poll's retries, then the next poll after the last backoff
+    assert gaps[4:] == [5.0, 5.0, 5.0]  # five failures in a row and more
+    assert summary["errors"] == 7 and sequences(queue_url) == [1, 2, 3]
+
+
+def test_garbage_and_truncated_bodies_are_counted_invalid_and_the_poller_goes_on(
+        r2z2, queue_url, cursor_parameter, caplog):
+    publish(r2z2, DOCS[:5])
+    set_cursor(cursor_parameter, "0")
+    r2z2.faults.script(body=GARBAGE_BODY, when="/2.json")
+    r2z2.faults.script(body=b"<html>oops</html>", when="/3.json")
+    r2z2.faults.script(body=json.dumps({"killmail_id": 7, "zkb": {}}).encode(), when="/4.json")
+    summary = Rig(r2z2, queue_url, cursor_parameter, budget=10).tick()
+    assert summary["invalid"] == 3 and summary["stopped_because"] == BUDGET
+    assert sequences(queue_url) == [1, 5]
+    assert summary["cursor"] == 5
+    raws = [r.raw for r in caplog.records if r.getMessage().startswith("invalid package")]
+    assert raws[:2] == [GARBAGE_BODY.decode(), "<html>oops</html>"]
+
+
+def test_a_stalled_server_hits_the_read_timeout_and_is_retried(r2z2, queue_url, cursor_parameter):
+    publish(r2z2, DOCS[:3])
+    set_cursor(cursor_parameter, "0")
+    r2z2.faults.script(stall=2.0, when="/2.json")
+    rig = Rig(r2z2, queue_url, cursor_parameter, budget=10, read_timeout=0.2)
+    began = time.monotonic()
+    summary = rig.tick()
+    assert time.monotonic() - began < 1.5
+    assert summary["errors"] == 1 and sequences(queue_url) == [1, 2, 3]
+
+
+def test_a_dropped_connection_is_retried(r2z2, queue_url, cursor_parameter):
+    publish(r2z2, DOCS[:3])
+    set_cursor(cursor_parameter, "0")
+    r2z2.faults.script(disconnect=True, when="/2.json")
+    summary = Rig(r2z2, queue_url, cursor_parameter, budget=10).tick()
+    assert summary["errors"] == 1 and sequences(queue_url) == [1, 2, 3]

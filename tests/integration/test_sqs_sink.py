@@ -1,0 +1,212 @@
+"""The SQS sink against moto's SQS over HTTP (boto3 reaches it through AWS_ENDPOINT_URL, as in
+the local runner): batch limits, attributes, the oversized-package rule, per-entry retries and
+what happens to a package SQS never takes. The moto fixtures here serve the poller tests too."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+
+import boto3
+import pytest
+import requests
+from botocore.exceptions import EndpointConnectionError
+from moto.server import ThreadedMotoServer
+
+from killstream.local.corpus import generate, split_hash, zkb_for
+from killstream.package import Package
+from killstream.sqs_sink import MAX_BATCH_BYTES, MAX_MESSAGE_BYTES, SqsSink
+from tests.unit.test_poller_gate import FakeClock
+
+DOCS = generate(30)
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    # werkzeug would log every moto request to stderr.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws(moto_server, monkeypatch):
+    """AWS_ENDPOINT_URL and fake credentials for this test, on a reset moto."""
+    requests.post(f"{moto_server}/moto-api/reset", timeout=5).raise_for_status()
+    for name, value in {"AWS_ENDPOINT_URL": moto_server, "AWS_ACCESS_KEY_ID": "testing",
+                        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    return moto_server
+
+
+@pytest.fixture
+def queue_url(aws) -> str:
+    return boto3.client("sqs").create_queue(QueueName=f"killstream-packages-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+
+
+def drain(queue_url: str) -> list[tuple[dict, dict]]:
+    """Every message on the queue, taken off it, in the order SQS hands them out: (body, attributes)."""
+    sqs = boto3.client("sqs")
+    out = []
+    while True:
+        messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"],
+                                       WaitTimeSeconds=0).get("Messages", [])
+        if not messages:
+            return out
+        for message in messages:
+            attributes = {name: (value["DataType"], value["StringValue"])
+                          for name, value in message.get("MessageAttributes", {}).items()}
+            out.append((json.loads(message["Body"]), attributes))
+        # moto's receive slows down with every message left on the queue, deleted in batches it stays quick.
+        sqs.delete_message_batch(QueueUrl=queue_url, Entries=[
+            {"Id": str(index), "ReceiptHandle": message["ReceiptHandle"]} for index, message in enumerate(messages)])
+
+
+def package(doc: dict, sequence: int, *, esi_padding: int = 0, zkb_padding: int = 0) -> Package:
+    esi, killmail_hash = split_hash(doc)
+    if esi_padding:
+        esi = {**esi, "padding": "x" * esi_padding}
+    zkb = zkb_for(doc) | ({"padding": "z" * zkb_padding} if zkb_padding else {})
+    return Package(killmail_id=doc["killmail_id"], hash=killmail_hash, zkb=zkb, source="r2z2", esi=esi,
+                   sequence_id=sequence, uploaded_at=1767225600 + sequence)
+
+
+class RecordingSqs:
+    """Real SQS behind it. Entries for the killmail ids in `fail` are refused that many times
+    first (-1: always), and `call_errors` whole calls fail before any gets through."""
+
+    def __init__(self, fail: dict[int, int] | None = None, call_errors: int = 0):
+        self.client = boto3.client("sqs")
+        self.fail = dict(fail or {})
+        self.call_errors = call_errors
+        self.calls: list[list[dict]] = []
+
+    def send_message_batch(self, QueueUrl, Entries):
+        self.calls.append(Entries)
+        if self.call_errors:
+            self.call_errors -= 1
+            raise EndpointConnectionError(endpoint_url=QueueUrl)
+        passing, failed = [], []
+        for entry in Entries:
+            killmail_id = int(entry["MessageAttributes"]["killmail_id"]["StringValue"])
+            if self.fail.get(killmail_id, 0):
+                self.fail[killmail_id] -= 1
+                failed.append({"Id": entry["Id"], "SenderFault": False, "Code": "InternalError", "Message": "busy"})
+            else:
+                passing.append(entry)
+        response = self.client.send_message_batch(QueueUrl=QueueUrl, Entries=passing) if passing else {}
+        return {"Successful": response.get("Successful", []), "Failed": failed + response.get("Failed", [])}
+
+
+def entry_bytes(entry: dict) -> int:
+    return len(entry["MessageBody"].encode()) + sum(
+        len(name) + len(value["DataType"]) + len(value["StringValue"]) for name, value in entry["MessageAttributes"].items())
+
+
+def make_sink(queue_url: str, sqs=None, **options) -> tuple[SqsSink, FakeClock]:
+    clock = FakeClock()
+    return SqsSink(sqs or boto3.client("sqs"), queue_url, clock=clock, sleep=clock.sleep, **options), clock
+
+
+def test_packages_arrive_with_their_bodies_and_attributes_in_batches_of_at_most_ten(queue_url):
+    sqs = RecordingSqs()
+    sink, _ = make_sink(queue_url, sqs)
+    packages = [package(doc, n) for n, doc in enumerate(DOCS[:25], start=1)]
+    accepted = []
+    for p in packages:
+        accepted += sink.add(p).accepted
+    accepted += sink.flush().accepted
+    assert [len(call) for call in sqs.calls] == [10, 10, 5]
+    assert accepted == packages
+    received = drain(queue_url)
+    assert [body for body, _ in received] == [json.loads(p.to_body()) for p in packages]
+    assert [attributes for _, attributes in received] == [
+        {"source": ("String", "r2z2"), "killmail_id": ("Number", str(p.killmail_id))} for p in packages]
+
+
+def test_a_batch_never_exceeds_256_kib(queue_url):
+    sqs = RecordingSqs()
+    sink, _ = make_sink(queue_url, sqs)
+    packages = [package(doc, n, esi_padding=70_000) for n, doc in enumerate(DOCS[:9], start=1)]
+    for p in packages:
+        sink.add(p)
+    sink.flush()
+    assert all(sum(entry_bytes(e) for e in call) <= MAX_BATCH_BYTES for call in sqs.calls)
+    assert [len(call) for call in sqs.calls] == [3, 3, 3]
+    assert [body["killmail_id"] for body, _ in drain(queue_url)] == [p.killmail_id for p in packages]
+
+
+def test_an_oversized_package_goes_without_esi_and_is_counted(queue_url, caplog):
+    sink, _ = make_sink(queue_url)
+    big = package(DOCS[0], 1, esi_padding=MAX_MESSAGE_BYTES)
+    report = sink.add(big)
+    report.add(sink.flush())
+    assert (report.accepted, report.esi_dropped, report.failed, report.dropped) == ([big], 1, [], [])
+    (body, _), = drain(queue_url)
+    assert "esi" not in body
+    assert body == json.loads(big.to_body(with_esi=False))
+    warned = [r for r in caplog.records if r.levelname == "WARNING" and getattr(r, "killmail_id", None) == big.killmail_id]
+    assert warned
+
+
+def test_a_package_too_large_even_without_esi_is_logged_in_full_and_never_sent(queue_url, caplog):
+    sink, _ = make_sink(queue_url)
+    huge = package(DOCS[0], 1, zkb_padding=MAX_MESSAGE_BYTES)
+    report = sink.add(huge)
+    report.add(sink.flush())
+    assert report.dropped == [huge] and report.accepted == []
+    assert drain(queue_url) == []
+    (logged,) = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert logged.killmail_id == huge.killmail_id and logged.package == huge.to_body(with_esi=False)
+
+
+def test_entries_refused_individually_are_retried_until_taken(queue_url):
+    packages = [package(doc, n) for n, doc in enumerate(DOCS[:4], start=1)]
+    sqs = RecordingSqs(fail={packages[1].killmail_id: 2})
+    sink, clock = make_sink(queue_url, sqs)
+    for p in packages:
+        sink.add(p)
+    report = sink.flush()
+    assert sorted(p.sequence_id for p in report.accepted) == [1, 2, 3, 4] and report.failed == []
+    assert [len(call) for call in sqs.calls] == [4, 1, 1]
+    assert len(clock.sleeps) == 2
+    assert sorted(body["sequence_id"] for body, _ in drain(queue_url)) == [1, 2, 3, 4]
+
+
+def test_a_failed_call_is_retried(queue_url):
+    sqs = RecordingSqs(call_errors=1)
+    sink, _ = make_sink(queue_url, sqs)
+    p = package(DOCS[0], 1)
+    sink.add(p)
+    assert sink.flush().accepted == [p]
+    assert len(drain(queue_url)) == 1
+
+
+def test_a_package_sqs_never_takes_is_reported_and_logged_in_full(queue_url, caplog):
+    packages = [package(doc, n) for n, doc in enumerate(DOCS[:3], start=1)]
+    sqs = RecordingSqs(fail={packages[2].killmail_id: -1})
+    sink, _ = make_sink(queue_url, sqs, attempts=4)
+    for p in packages:
+        sink.add(p)
+    report = sink.flush()
+    assert report.failed == [packages[2]] and report.accepted == packages[:2]
+    assert len(sqs.calls) == 4
+    (logged,) = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert logged.killmail_id == packages[2].killmail_id
+    assert Package.from_body(logged.package) == packages[2]
+
+
+def test_a_package_is_due_within_flush_within_of_arriving(queue_url):
+    sink, clock = make_sink(queue_url, flush_within=1.0)
+    assert sink.due_at is None
+    sink.add(package(DOCS[0], 1))
+    clock.advance(0.4)
+    sink.add(package(DOCS[1], 2))
+    assert sink.due_at == 1001.0 and sink.pending == 2
+    sink.flush()
+    assert sink.due_at is None and sink.pending == 0
