@@ -112,7 +112,6 @@ def test_done_when_one_invocation_at_10_ms_pacing_enqueues_500_packages_in_order
         monkeypatch.setenv(name, value)
     handler = load_handler_module("poller").handler
     summary = handler({}, LambdaContext("poller", 60))
-    print("DONE-WHEN-1", json.dumps(summary))
     assert (summary["received"], summary["enqueued"], summary["cursor"]) == (500, 500, 500)
     assert (summary["errors"], summary["invalid"], summary["enqueue_failures"]) == (0, 0, 0)
     assert summary["stopped_because"] == BUDGET
@@ -133,7 +132,6 @@ def test_done_when_default_pacing_and_a_50_s_budget_make_at_most_101_requests(r2
     clock = FakeClock()
     poller = Poller.from_config(config, clock=clock, sleep=clock.sleep)
     summary = poller.tick(LambdaContext("poller", 60, clock=clock).get_remaining_time_in_millis)
-    print("DONE-WHEN-2", json.dumps(summary))
     assert len(r2z2.requests) == summary["requests"] <= 101
     assert summary["runtime_seconds"] <= 50
     assert summary["enqueued"] == summary["received"] == summary["requests"] - 1  # one sequence.json

@@ -88,7 +88,7 @@ class Gate:
 
     def pace(self) -> None:
         """Wait until the next request may start; StopTick if it could not start in time."""
-        start_at = max(self._last_start + self.pacing, self._not_before)
+        start_at = max(self._last_start + self.pacing, self._not_before, self.clock())
         self._refuse_after_deadline(start_at)
         if start_at > self.clock():
             self._before_sleep(start_at)
