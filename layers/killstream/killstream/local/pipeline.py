@@ -128,7 +128,8 @@ class LocalPipeline:
         self.stopped = False
         self.aws: LocalAws | None = None
         self.replay: Replay | None = None
-        self.poller = self.fetcher = None
+        self.poller = None
+        self.fetchers = []
         self._threads: list[threading.Thread] = []
         self.fetcher_batches = 0
         self.tick_errors: list[BaseException] = []
@@ -170,7 +171,9 @@ class LocalPipeline:
         self._counter = StatsCounter(self.stats)
         logging.getLogger(logger.name).addFilter(self._counter)
         self.poller = load_handler_module("poller")
-        self.fetcher = load_handler_module("fetcher")
+        # One module per fetcher worker: each is its own Lambda instance, with its own
+        # database connection and ESI session, as concurrent executions are in AWS.
+        self.fetchers = [load_handler_module("fetcher") for _ in range(s.fetcher_workers)]
         sqs = self.aws.client("sqs")
         self.queue_arn = sqs.get_queue_attributes(QueueUrl=self.aws.queue_url,
                                                   AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
@@ -182,8 +185,8 @@ class LocalPipeline:
             self.setup()
         s = self.settings
         self._threads = [threading.Thread(target=self._poll_forever, name="poller")]
-        self._threads += [threading.Thread(target=self._fetch_forever, name=f"fetcher-{n}")
-                          for n in range(s.fetcher_workers)]
+        self._threads += [threading.Thread(target=self._fetch_forever, args=(module,), name=f"fetcher-{n}")
+                          for n, module in enumerate(self.fetchers)]
         for thread in self._threads:
             thread.start()
         return self
@@ -202,21 +205,21 @@ class LocalPipeline:
             # the next scheduled invocation
             self.stop_event.wait(max(0.0, self.settings.tick_interval - (time.monotonic() - started)))
 
-    def _fetch_forever(self) -> None:
+    def _fetch_forever(self, fetcher) -> None:
         sqs = self.aws.client("sqs")
         while not self.stop_event.is_set():
             messages = sqs.receive_message(
                 QueueUrl=self.aws.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1,
                 AttributeNames=["All"], MessageAttributeNames=["All"]).get("Messages", [])
             if messages:
-                self.run_fetcher_batch(sqs, messages)
+                self.run_fetcher_batch(fetcher, sqs, messages)
 
-    def run_fetcher_batch(self, sqs, messages: list[dict]) -> set[str]:
+    def run_fetcher_batch(self, fetcher, sqs, messages: list[dict]) -> set[str]:
         """Invoke the fetcher on one batch and settle it as Lambda does. Returns the failed ids."""
         event = sqs_event(messages, self.queue_arn)
         context = LambdaContext("killstream-fetcher", FETCHER_TIMEOUT_SECONDS)
         try:
-            response = self.fetcher.handler(event, context) or {}
+            response = fetcher.handler(event, context) or {}
             failed = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
         except Exception as exc:  # the whole invocation failed: every record returns to the queue
             failed = {m["MessageId"] for m in messages}
