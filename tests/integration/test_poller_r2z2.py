@@ -24,6 +24,7 @@ from killstream.observability import metrics
 from killstream.poller import FINISH_RESERVE_SECONDS, Poller
 from killstream.sources import Gate, HttpClient, R2Z2Source
 from killstream.sources.base import BUDGET, ENQUEUE_FAILED, REMAINING_TIME, SOURCE_REFUSED
+from killstream.sources.r2z2 import UNREADABLE_ATTEMPTS
 from killstream.sqs_sink import SqsSink
 from tests.integration.test_sqs_sink import RecordingSqs, aws, drain, moto_server, queue_url  # noqa: F401  (fixtures)
 from tests.unit.test_poller_gate import FakeClock
@@ -379,15 +380,26 @@ def test_garbage_and_truncated_bodies_are_counted_invalid_and_the_poller_goes_on
         r2z2, queue_url, cursor_parameter, caplog):
     publish(r2z2, DOCS[:5])
     set_cursor(cursor_parameter, "0")
-    r2z2.faults.script(body=GARBAGE_BODY, when="/2.json")
-    r2z2.faults.script(body=b"<html>oops</html>", when="/3.json")
-    r2z2.faults.script(body=json.dumps({"killmail_id": 7, "zkb": {}}).encode(), when="/4.json")
+    # each stays unreadable however often it is asked for
+    r2z2.faults.script(body=GARBAGE_BODY, when="/2.json", times=UNREADABLE_ATTEMPTS)
+    r2z2.faults.script(body=b"<html>oops</html>", when="/3.json", times=UNREADABLE_ATTEMPTS)
+    r2z2.faults.script(body=json.dumps({"killmail_id": 7, "zkb": {}}).encode(), when="/4.json",
+                       times=UNREADABLE_ATTEMPTS)
     summary = Rig(r2z2, queue_url, cursor_parameter, budget=10).tick()
     assert summary["invalid"] == 3 and summary["stopped_because"] == BUDGET
     assert sequences(queue_url) == [1, 5]
     assert summary["cursor"] == 5
     raws = [r.raw for r in caplog.records if r.getMessage().startswith("invalid package")]
     assert raws[:2] == [GARBAGE_BODY.decode(), "<html>oops</html>"]
+
+
+def test_a_body_unreadable_once_is_asked_for_again_and_not_lost(r2z2, queue_url, cursor_parameter):
+    publish(r2z2, DOCS[:3])
+    set_cursor(cursor_parameter, "0")
+    r2z2.faults.script(body=GARBAGE_BODY[: len(GARBAGE_BODY) // 2], when="/2.json", times=UNREADABLE_ATTEMPTS - 1)
+    summary = Rig(r2z2, queue_url, cursor_parameter, budget=10).tick()
+    assert summary["invalid"] == 0
+    assert sequences(queue_url) == [1, 2, 3] and summary["cursor"] == 3
 
 
 def test_a_stalled_server_hits_the_read_timeout_and_is_retried(r2z2, queue_url, cursor_parameter):

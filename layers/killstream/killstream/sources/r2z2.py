@@ -11,6 +11,7 @@ from killstream.package import InvalidPackage, from_r2z2
 from .base import HttpClient, PollResult, Source
 
 NOT_PUBLISHED_WAIT = 6.0
+UNREADABLE_ATTEMPTS = 3
 LISTED_MISSING = 50
 
 
@@ -25,6 +26,7 @@ class R2Z2Source(Source):
         self.head: int | None = None
         self._next: int | None = None
         self._head_read = False
+        self._unreadable: dict[int, int] = {}
 
     def start(self, cursor: int | None) -> None:
         self._next = None if cursor is None else cursor + 1
@@ -52,13 +54,23 @@ class R2Z2Source(Source):
             return self._not_found(sequence)
         if reply.status != 200:
             return self._unexpected(reply)
-        self._next = sequence + 1
         self._seen(sequence)
         try:
             package = from_r2z2(reply.text)
         except InvalidPackage as error:
+            # A static file that does not parse is most often a cut transfer or an error page
+            # served with 200: ask again. Only one that stays unreadable is skipped.
+            self._unreadable[sequence] = attempts = self._unreadable.get(sequence, 0) + 1
+            if attempts < UNREADABLE_ATTEMPTS:
+                logger.warning("unreadable package: asking again",
+                               extra={"sequence_id": sequence, "attempt": attempts, "problem": error.reason})
+                return PollResult()
+            self._next = sequence + 1
+            self._unreadable.clear()
             self._invalid(error, sequence_id=sequence)
             return PollResult(through=sequence)
+        self._next = sequence + 1
+        self._unreadable.pop(sequence, None)
         return PollResult([package], through=sequence)
 
     def _read_head(self) -> int | None:
