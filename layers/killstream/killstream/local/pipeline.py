@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from killstream.local import corpus
-from killstream.observability import logger
+from killstream.observability import logger, metrics
 from killstream.local.aws import REGION, LocalAws
 from killstream.local.console import RunStats, StatsCounter
 from killstream.local.lambda_runtime import LambdaContext, load_handler_module
@@ -41,8 +41,14 @@ class PipelineSettings:
     tick_interval: float = 60.0              # EventBridge fires once a minute
     visibility_timeout: int = 6 * FETCHER_TIMEOUT_SECONDS
     fetcher_workers: int = 1
+    duplicate_delivery_rate: float = 0.0     # fault injection: a finished record is not deleted
     seed: int = 1
     extra_env: dict = field(default_factory=dict)
+
+
+class InvocationKilled(BaseException):
+    """The function's process died mid-invocation (timeout, out of memory, a crash): nothing after
+    that point ran, and the next invocation gets a fresh instance. Fault-injection raises it."""
 
 
 class StoppableContext(LambdaContext):
@@ -126,6 +132,8 @@ class LocalPipeline:
         self.stats = stats or RunStats()
         self.stop_event = threading.Event()
         self.stopped = False
+        self._rng = random.Random(settings.seed)
+        self._rng_lock = threading.Lock()
         self.aws: LocalAws | None = None
         self.replay: Replay | None = None
         self.poller = None
@@ -147,6 +155,7 @@ class LocalPipeline:
             "USER_AGENT": s.user_agent,
             "POLL_BUDGET_SECONDS": str(s.budget_seconds),
             # EMF documents are for CloudWatch; locally the console shows the same facts
+            # (cleared after each invocation: Powertools prints a set once 100 values pile up)
             "POWERTOOLS_METRICS_DISABLED": "true",
             "POWERTOOLS_METRICS_NAMESPACE": "killstream",
         }
@@ -199,9 +208,13 @@ class LocalPipeline:
             context = StoppableContext("killstream-poller", POLLER_TIMEOUT_SECONDS, self.stop_event)
             try:
                 self.poller.handler(SCHEDULED_EVENT, context)
+            except InvocationKilled:
+                logger.warning("poller instance killed mid-invocation; the next tick starts a fresh one")
+                self.poller = load_handler_module("poller")
             except Exception as exc:  # a failed invocation: Lambda logs it and the schedule fires again
                 self.tick_errors.append(exc)
                 logger.exception(f"poller invocation failed: {exc}")
+            metrics.clear_metrics()
             # the next scheduled invocation
             self.stop_event.wait(max(0.0, self.settings.tick_interval - (time.monotonic() - started)))
 
@@ -224,6 +237,7 @@ class LocalPipeline:
         except Exception as exc:  # the whole invocation failed: every record returns to the queue
             failed = {m["MessageId"] for m in messages}
             logger.exception(f"fetcher invocation failed: {exc}")
+        metrics.clear_metrics()
         done = [m for m in messages if m["MessageId"] not in failed]
         self.settle(sqs, done)
         self.fetcher_batches += 1
@@ -231,6 +245,9 @@ class LocalPipeline:
 
     def settle(self, sqs, done: list[dict]) -> None:
         """Delete the records the handler finished with."""
+        if self.settings.duplicate_delivery_rate:
+            with self._rng_lock:
+                done = [m for m in done if self._rng.random() >= self.settings.duplicate_delivery_rate]
         for start in range(0, len(done), 10):
             chunk = done[start:start + 10]
             sqs.delete_message_batch(QueueUrl=self.aws.queue_url, Entries=[

@@ -1,0 +1,252 @@
+"""Fault injection over the whole local pipeline: replay thousands of killmails while the
+feed, ESI, SQS, the database and the poller itself misbehave, then prove that every killmail
+is stored exactly once, that the DLQ holds only what was injected as permanently bad, and that
+a redrive brings home everything that failed for transient reasons.
+
+Run by `make chaos` (bench/chaos.py); a smaller run is part of `make test`."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable
+
+import boto3
+from botocore.exceptions import EndpointConnectionError
+
+from killstream import db, dlq
+from killstream.local import corpus
+from killstream.local.console import RunStats
+from killstream.local.pipeline import InvocationKilled, LocalPipeline, PipelineSettings
+from killstream.local.simulators.faults import FaultRates
+from killstream.models import parse_killmail
+from killstream.observability import logger
+
+INVALID_KILLMAIL = "esi_invalid_killmail"
+
+
+@dataclass
+class ChaosRates:
+    """Each rate is a probability per request, publication or call."""
+
+    source_429: float = 0.02
+    source_5xx: float = 0.03
+    source_stall: float = 0.002        # stalls past the poller's read timeout
+    source_garbage: float = 0.02       # a 200 whose body is not JSON
+    gap: float = 0.01                  # the publisher skips 1-3 sequence numbers
+    republish: float = 0.03            # zKillboard re-values a killmail already published
+    esi_5xx: float = 0.03
+    esi_429: float = 0.01
+    esi_420_bursts: int = 2            # the error limit trips this many times
+    invalid: float = 0.01              # published with a wrong hash: ESI answers 422, for ever
+    sqs_send_failure: float = 0.03     # SendMessageBatch to the killmail queue fails
+    poller_kill: float = 0.1           # the poller dies after SQS took a batch, before the cursor save
+    duplicate_delivery: float = 0.03   # a finished SQS record is not deleted and comes again
+    database_restart_at: float = 0.4   # share of the feed published when PostgreSQL restarts
+
+
+@dataclass
+class ChaosReport:
+    published: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    lost: int = 0
+    dlq: int = 0
+    redriven: int = 0
+    dlq_by_reason: Counter = field(default_factory=Counter)
+    injected_invalid: int = 0
+    unexpected_in_dlq: int = 0
+    stale_zkb: int = 0
+    republished: int = 0
+    injected: Counter = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.lost == 0 and self.duplicates == 0 and self.unexpected_in_dlq == 0 and self.stale_zkb == 0
+
+    def lines(self) -> list[str]:
+        faults = ", ".join(f"{k}={v}" for k, v in sorted(self.injected.items()))
+        reasons = " ".join(f"{k}={v}" for k, v in sorted(self.dlq_by_reason.items())) or "empty"
+        return [
+            f"faults injected: {faults}",
+            f"zkb: republished={self.republished} stale={self.stale_zkb}; "
+            f"invalid injected={self.injected_invalid} unexpected in DLQ={self.unexpected_in_dlq}; {self.seconds:.0f}s",
+            f"dlq by reason: {reasons}",
+            f"chaos: published={self.published} stored={self.stored} duplicates={self.duplicates} lost={self.lost} "
+            f"dlq={self.dlq} redriven={self.redriven}",
+        ]
+
+
+class AwsFaults:
+    """Faults in the AWS calls the handlers make, injected through botocore's event hooks on
+    boto3's default session, so the handlers' own clients see them and no code is patched."""
+
+    def __init__(self, queue_url: str, rates: ChaosRates, rng: random.Random, injected: Counter):
+        self.queue_url = queue_url
+        self.rates = rates
+        self.rng = rng
+        self.injected = injected
+        self.active = True
+        self.lock = threading.Lock()
+
+    def _roll(self, rate: float) -> bool:
+        with self.lock:
+            return self.active and self.rng.random() < rate
+
+    def install(self) -> None:
+        boto3.setup_default_session()
+        events = boto3.DEFAULT_SESSION.events
+        events.register("before-parameter-build.sqs.SendMessageBatch", self._send_batch)
+        events.register("before-parameter-build.ssm.PutParameter", self._put_cursor)
+
+    def _send_batch(self, params, **_):
+        if params.get("QueueUrl") == self.queue_url and self._roll(self.rates.sqs_send_failure):
+            self.injected["sqs_send_failure"] += 1
+            raise EndpointConnectionError(endpoint_url=self.queue_url)
+
+    def _put_cursor(self, params, **_):
+        if self._roll(self.rates.poller_kill):
+            self.injected["poller_killed"] += 1
+            raise InvocationKilled("killed between the SQS send and the cursor save")
+
+
+def _expected_rows(docs: dict[int, dict]) -> tuple[int, int]:
+    attackers = items = 0
+    for doc in docs.values():
+        km = parse_killmail(corpus.split_hash(doc)[0])
+        attackers += len(km.attackers)
+        items += len(km.items)
+    return attackers, items
+
+
+def run_chaos(database_url: str, *, count: int = 2000, rates: ChaosRates | None = None, seed: int = 2026,
+              restart_database: Callable[[], None] | None = None, timeout: float = 900.0,
+              progress: Callable[[str], None] = print) -> ChaosReport:
+    rates = rates or ChaosRates()
+    rng = random.Random(seed)
+    report = ChaosReport()
+    started = time.monotonic()
+    docs = corpus.renumber(corpus.load_real() or corpus.generate(106), count, first_id=500_000_000)
+    by_id = {doc["killmail_id"]: doc for doc in docs}
+
+    settings = PipelineSettings(
+        database_url=database_url, user_agent="killstream-chaos/1.0 (chaos@example.com)", replay=[],
+        pacing_ms=5, budget_seconds=20, tick_interval=0, visibility_timeout=3, fetcher_workers=2,
+        duplicate_delivery_rate=rates.duplicate_delivery, seed=seed)
+    pipeline = LocalPipeline(settings, RunStats()).setup()
+    r2z2, esi = pipeline.replay.r2z2, pipeline.replay.esi
+    aws_faults = AwsFaults(pipeline.aws.queue_url, rates, rng, report.injected)
+    aws_faults.install()
+    r2z2.faults.rates = FaultRates(rate_429=rates.source_429, rate_5xx=rates.source_5xx,
+                                   rate_stall=rates.source_stall, rate_garbage=rates.source_garbage,
+                                   stall_seconds=6.0)
+    esi.faults.rates = FaultRates(rate_429=rates.esi_429, rate_5xx=rates.esi_5xx)
+    for _ in range(rates.esi_420_bursts):
+        esi.faults.script(status=420, headers={"X-ESI-Error-Limit-Reset": "1", "X-ESI-Error-Limit-Remain": "0"},
+                          times=3)
+
+    invalid_ids: set[int] = set()
+    latest_zkb: dict[int, dict] = {}
+    restart_after = int(count * rates.database_restart_at) if restart_database else None
+
+    def publish_all():
+        for n, doc in enumerate(docs):
+            esi_doc, killmail_hash = corpus.split_hash(doc)
+            zkb = corpus.zkb_for(doc)
+            inline = rng.random() < 0.5
+            if not inline and rng.random() < rates.invalid:
+                invalid_ids.add(doc["killmail_id"])
+                killmail_hash = corpus.fake_hash(doc["killmail_id"], "wrong")
+                zkb["hash"] = killmail_hash
+            else:
+                esi.add(esi_doc, killmail_hash)
+            latest_zkb[doc["killmail_id"]] = zkb
+            r2z2.publish(esi_doc, killmail_hash, zkb, include_esi=inline)
+            if rng.random() < rates.gap:
+                r2z2.skip(rng.randint(1, 3))
+                report.injected["sequence_gap"] += 1
+            if rng.random() < rates.republish and latest_zkb:
+                again = rng.choice([k for k in latest_zkb if k not in invalid_ids] or [doc["killmail_id"]])
+                revalued = dict(latest_zkb[again], totalValue=round(latest_zkb[again]["totalValue"] * 1.1 + 1, 2))
+                latest_zkb[again] = revalued
+                r2z2.republish(again, revalued)
+                report.republished += 1
+            if restart_after is not None and n == restart_after:
+                report.injected["database_restart"] += 1
+                restart_database()
+            time.sleep(0.002)
+
+    publisher = threading.Thread(target=publish_all, name="chaos-publisher")
+    pipeline.start()
+    publisher.start()
+
+    def drained() -> bool:
+        return not publisher.is_alive() and pipeline.aws.queue_depth(pipeline.aws.queue_url) == 0 \
+            and _cursor(pipeline) >= r2z2.head
+
+    try:
+        if not pipeline.wait_until(lambda: drained() and drained(), timeout=timeout, poll=1.0):
+            progress("chaos: the pipeline did not drain in time")
+        progress(f"main phase done in {time.monotonic() - started:.0f}s: clearing the faults")
+        with aws_faults.lock:
+            aws_faults.active = False
+        r2z2.faults.clear()
+        esi.faults.clear()
+        pipeline.settings.duplicate_delivery_rate = 0.0
+
+        sqs = pipeline.aws.client("sqs")
+        inspection = dlq.inspect_dlq(sqs, pipeline.aws.dlq_url)
+        transient = sorted(set(inspection.counts) - {INVALID_KILLMAIL})
+        if transient:
+            result = dlq.redrive(sqs, pipeline.aws.dlq_url, pipeline.aws.queue_url, error_types=transient,
+                                 prefer_move_task=False)
+            report.redriven = result.moved
+            progress(f"redrove {result.moved} transient failures ({', '.join(transient)})")
+            pipeline.wait_until(lambda: drained() and drained(), timeout=timeout, poll=1.0)
+        final = dlq.inspect_dlq(sqs, pipeline.aws.dlq_url)
+    finally:
+        publisher.join()
+        pipeline.stop()
+        boto3.DEFAULT_SESSION = None
+
+    report.dlq_by_reason = Counter(final.counts)
+    report.dlq = sum(final.counts.values())
+    report.injected_invalid = len(invalid_ids)
+    report.unexpected_in_dlq = sum(1 for m in final.messages if m.killmail_id not in invalid_ids)
+    report.injected.update(f"r2z2_{f.status or f.kind}" for f in r2z2.faults.injected)
+    report.injected.update(f"esi_{f.status or f.kind}" for f in esi.faults.injected)
+    _count_database(database_url, by_id, invalid_ids, latest_zkb, report)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _cursor(pipeline: LocalPipeline) -> int:
+    value = pipeline.aws.client("ssm").get_parameter(Name=pipeline.aws.cursor_parameter)["Parameter"]["Value"]
+    return int(value) if value.isdigit() else -1
+
+
+def _count_database(url: str, by_id: dict[int, dict], invalid_ids: set[int], latest_zkb: dict[int, dict],
+                    report: ChaosReport) -> None:
+    conn = db.connect(url)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT killmail_id, zkb_total_value FROM killmails")
+            stored = {kid: float(value) for kid, value in cur.fetchall()}
+            cur.execute("SELECT (SELECT count(*) FROM attackers), (SELECT count(*) FROM items)")
+            attackers, items = cur.fetchone()
+    finally:
+        conn.close()
+    good = set(by_id) - invalid_ids
+    expected_attackers, expected_items = _expected_rows({k: by_id[k] for k in stored if k in by_id})
+    report.published = len(by_id)
+    report.stored = len(stored)
+    report.lost = len(good - set(stored))
+    # the primary key makes a doubled killmail row impossible; doubled children are what to look for
+    report.duplicates = (attackers - expected_attackers) + (items - expected_items) + len(set(stored) - good)
+    report.stale_zkb = sum(1 for kid, value in stored.items()
+                           if kid in latest_zkb and abs(value - latest_zkb[kid]["totalValue"]) > 0.005)
+    logger.debug("chaos counted", extra={"stored": len(stored), "attackers": attackers, "items": items})
