@@ -1,0 +1,120 @@
+"""The fetcher's PostgreSQL connection: made on first use, kept across invocations (a warm
+Lambda container reuses it), replaced when it breaks.
+
+Where and as whom:
+- DATABASE_URL alone (local, tests): everything is in the URL;
+- DB_SECRET_ARN alone: the Secrets Manager secret holds host, port, username, password, dbname;
+- both (template.yaml's shape): the URL says where (host, port, dbname, no credentials) and the
+  secret holds username and password — all an RDS-managed master secret holds.
+The secret is read through Powertools Parameters, cached. A rotated password shows up as an
+authentication failure: the secret is then fetched again, once, bypassing the cache."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, TypeVar
+
+import psycopg2
+import psycopg2.extensions
+from aws_lambda_powertools.utilities import parameters
+from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError, TransformParameterError
+
+from killstream import db
+from killstream.config import ConfigError, DatabaseConfig
+
+T = TypeVar("T")
+SECRET_MAX_AGE_SECONDS = 300
+# OperationalError covers a server that is down, unreachable, restarting or refusing us;
+# InterfaceError a connection psycopg2 already knows is closed.
+CONNECTION_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
+
+
+class DatabaseUnavailable(Exception):
+    """PostgreSQL (or the secret that opens it) cannot be reached now; nothing was written."""
+
+
+def _is_authentication_failure(exc: psycopg2.OperationalError) -> bool:
+    # libpq reports a failed login at connect time as text only (no SQLSTATE on the exception).
+    return exc.pgcode == "28P01" or "authentication failed" in str(exc)
+
+
+class Database:
+    """`run(operation)` calls `operation(connection)` on the kept connection. A kept connection
+    found broken is replaced and the operation tried once more on the new one (the operation
+    must be one transaction, so a failed attempt left nothing behind)."""
+
+    def __init__(self, config: DatabaseConfig, *, get_secret: Callable[..., Any] = parameters.get_secret,
+                 connect: Callable[..., psycopg2.extensions.connection] = db.connect,
+                 secret_max_age: int = SECRET_MAX_AGE_SECONDS):
+        self.config = config
+        self._get_secret = get_secret
+        self._connect = connect
+        self._secret_max_age = secret_max_age
+        self._conn: psycopg2.extensions.connection | None = None
+
+    def run(self, operation: Callable[[psycopg2.extensions.connection], T]) -> T:
+        kept = self._conn is not None and not self._conn.closed
+        try:
+            return operation(self.connection())
+        except CONNECTION_ERRORS as exc:
+            self.close()
+            if not kept:
+                raise DatabaseUnavailable(f"PostgreSQL: {_first_line(exc)}") from exc
+        try:
+            return operation(self.connection())
+        except CONNECTION_ERRORS as exc:
+            self.close()
+            raise DatabaseUnavailable(f"PostgreSQL: {_first_line(exc)}") from exc
+
+    def connection(self) -> psycopg2.extensions.connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = self._open()
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
+
+    def _tls(self) -> dict[str, str]:
+        tls = {}
+        if self.config.sslmode:
+            tls["sslmode"] = self.config.sslmode
+        if self.config.sslrootcert:
+            tls["sslrootcert"] = self.config.sslrootcert
+        return tls
+
+    def _open(self) -> psycopg2.extensions.connection:
+        dsn = self.config.database_url or ""
+        if not self.config.secret_arn:
+            return self._connect(dsn, **self._tls())
+        try:
+            return self._connect(dsn, **self._secret_credentials(force_fetch=False), **self._tls())
+        except psycopg2.OperationalError as exc:
+            if not _is_authentication_failure(exc):
+                raise
+        return self._connect(dsn, **self._secret_credentials(force_fetch=True), **self._tls())
+
+    def _secret_credentials(self, *, force_fetch: bool) -> dict[str, Any]:
+        try:
+            secret = self._get_secret(self.config.secret_arn, transform="json", force_fetch=force_fetch,
+                                      max_age=self._secret_max_age)
+        except (GetParameterError, TransformParameterError) as exc:
+            raise DatabaseUnavailable(f"secret {self.config.secret_arn}: {exc}") from exc
+        if not isinstance(secret, dict):
+            raise ConfigError("DB_SECRET_ARN", "the secret is not a JSON object")
+        locates = not self.config.database_url
+        required = ("host", "username", "password") if locates else ("username", "password")
+        missing = [key for key in required if not secret.get(key)]
+        if missing:
+            raise ConfigError("DB_SECRET_ARN", f"the secret lacks {', '.join(missing)}")
+        credentials = {"user": secret["username"], "password": secret["password"]}
+        if locates:
+            credentials |= {"host": secret["host"], "port": int(secret.get("port") or 5432),
+                            "dbname": secret.get("dbname") or "postgres"}
+        return credentials
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -1,0 +1,237 @@
+"""ESI's killmail route: one validated killmail per call, within ESI's limits
+(docs/streams.md, "ESI").
+
+Every way a fetch can end that is not a killmail is a typed error: `PermanentError` when asking
+again can never help (and would burn ESI's budget), `TransientError` when a later delivery may
+succeed. The rate limit and the error limit belong to the source IP, not to a thread, so the
+pauses they impose are shared by every thread using one client."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import threading
+import time
+from collections import Counter
+from typing import Callable
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from killstream.models import Killmail, KillmailValidationError, parse_killmail
+
+COMPATIBILITY_DATE = "2025-11-06"
+INVALID_KILLMAIL_STATUSES = frozenset({400, 404, 422})
+# A 2xx costs 2 tokens of the killmail group's bucket: the pace that bucket sustains.
+SUCCESS_COST = 2
+_WINDOW = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*([smh])\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
+# models' number check lets an integer too big for a float escape as OverflowError: it is as
+# much a validation failure as any other.
+VALIDATION_ERRORS = (KillmailValidationError, OverflowError)
+
+
+class FetchError(Exception):
+    """A message that did not become a stored killmail. `error_type` is short and stable: it
+    becomes the DLQ's `error_type` attribute and the log's `reason`."""
+
+    transient = False
+
+    def __init__(self, error_type: str, message: str):
+        super().__init__(f"{error_type}: {message}")
+        self.error_type = error_type
+        self.message = message
+
+
+class PermanentError(FetchError):
+    """Will fail the same way every time: dead-letter it, don't retry it."""
+
+
+class TransientError(FetchError):
+    """May succeed on a later delivery: give it back to the queue."""
+
+    transient = True
+
+
+def _number(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _bucket(limit: str | None) -> tuple[int, float] | None:
+    """(tokens, seconds between successful fetches it sustains) of a limit like `3600/15m`."""
+    match = _WINDOW.match(limit or "")
+    if not match or int(match[1]) == 0:
+        return None
+    tokens, window = int(match[1]), int(match[2]) * _UNIT_SECONDS[match[3]]
+    return tokens, window / tokens * SUCCESS_COST
+
+
+class _Limits:
+    """What ESI told any thread about its limits: when calls may resume, and how fast."""
+
+    def __init__(self, low_water: float):
+        self.low_water = low_water
+        self.lock = threading.Lock()
+        self.error_limited_until = 0.0   # 420: no call at all before this
+        self.retry_after_until = 0.0     # 429: wait (if there is time) before this
+        self.next_slot = 0.0             # pacing while the bucket runs low
+        self.interval = 0.0
+
+    def observe_bucket(self, response: requests.Response) -> None:
+        remaining = _number(response.headers.get("X-Ratelimit-Remaining"))
+        bucket = _bucket(response.headers.get("X-Ratelimit-Limit"))
+        if remaining is None or bucket is None:
+            return
+        tokens, sustainable = bucket
+        with self.lock:
+            self.interval = sustainable if remaining <= tokens * self.low_water else 0.0
+
+
+class EsiClient:
+    """Fetches killmails from `{base_url}/killmails/{id}/{hash}/` over the given session.
+
+    `fetch` returns a validated `Killmail` whose id is the one asked for, or raises
+    `PermanentError` / `TransientError`. `deadline` is a time on `clock` by which the call
+    must have returned; waits and timeouts are cut to fit it. `take_counts()` returns and resets
+    what was spent: `requests` sent, `errors` (non-2xx answers and transport failures) and
+    `rate_limited` (420/429 answers, and calls refused locally because of one)."""
+
+    def __init__(self, base_url: str, user_agent: str, *, session: requests.Session | None = None,
+                 connect_timeout: float = 3.05, read_timeout: float = 10.0, retries: int = 2,
+                 backoff: float = 0.5, low_water: float = 0.1, default_error_limit_reset: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+                 jitter: Callable[[], float] = random.random):
+        self.base_url = base_url.rstrip("/")
+        self.session = session or requests.Session()
+        self.session.headers.update({"User-Agent": user_agent, "X-Compatibility-Date": COMPATIBILITY_DATE,
+                                     "Accept": "application/json"})
+        # Retries are ours (they must respect the deadline and the error limit), not urllib3's;
+        # the pool is sized for the fetcher's threads so keep-alive connections are not dropped.
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=16, max_retries=0)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.default_error_limit_reset = default_error_limit_reset
+        self._clock = clock
+        self._sleep = sleep
+        self._jitter = jitter
+        self._limits = _Limits(low_water)
+        self._counts: Counter[str] = Counter()
+        self._counts_lock = threading.Lock()
+
+    def url(self, killmail_id: int, killmail_hash: str) -> str:
+        return f"{self.base_url}/killmails/{killmail_id}/{killmail_hash}/"
+
+    def take_counts(self) -> dict[str, int]:
+        with self._counts_lock:
+            counts = {key: self._counts[key] for key in ("requests", "errors", "rate_limited")}
+            self._counts.clear()
+        return counts
+
+    def _count(self, key: str) -> None:
+        with self._counts_lock:
+            self._counts[key] += 1
+
+    def fetch(self, killmail_id: int, killmail_hash: str, deadline: float) -> Killmail:
+        url = self.url(killmail_id, killmail_hash)
+        failures = 0
+        while True:
+            self._wait_for_turn(deadline)
+            try:
+                response = self.session.get(url, timeout=(self.connect_timeout, self._read_timeout(deadline)))
+            except requests.RequestException as exc:
+                self._count("requests")
+                self._count("errors")
+                failures += 1
+                self._back_off(failures, deadline, f"{type(exc).__name__}: {exc}")
+                continue
+            self._count("requests")
+            self._limits.observe_bucket(response)
+            if response.status_code == 200:
+                try:
+                    return self._killmail(response, killmail_id)
+                except ValueError as exc:
+                    # A cut-off body is a transport failure: the document itself never changes.
+                    self._count("errors")
+                    failures += 1
+                    self._back_off(failures, deadline, f"malformed JSON from ESI: {exc}")
+                    continue
+            self._count("errors")
+            status = response.status_code
+            if status in INVALID_KILLMAIL_STATUSES:
+                raise PermanentError("esi_invalid_killmail", f"ESI answered {status}: {_excerpt(response)}")
+            if status == 420:
+                self._count("rate_limited")
+                reset = _number(response.headers.get("X-ESI-Error-Limit-Reset"))
+                until = self._clock() + (self.default_error_limit_reset if reset is None else max(reset, 1.0))
+                with self._limits.lock:
+                    self._limits.error_limited_until = max(self._limits.error_limited_until, until)
+                raise TransientError("esi_error_limited", f"ESI's error limit is reached ({_excerpt(response)})")
+            if status == 429:
+                self._count("rate_limited")
+                retry_after = _number(response.headers.get("Retry-After"))
+                until = self._clock() + (1.0 if retry_after is None else max(retry_after, 0.0))
+                with self._limits.lock:
+                    self._limits.retry_after_until = max(self._limits.retry_after_until, until)
+                failures += 1
+                if failures > self.retries:
+                    raise TransientError("esi_rate_limited", f"ESI answered 429 {failures} times")
+                continue  # _wait_for_turn sleeps it out, or gives up when it does not fit
+            if status >= 500:
+                failures += 1
+                self._back_off(failures, deadline, f"ESI answered {status}")
+                continue
+            raise TransientError("esi_error", f"ESI answered {status}: {_excerpt(response)}")
+
+    def _killmail(self, response: requests.Response, killmail_id: int) -> Killmail:
+        doc = json.loads(response.content)
+        try:
+            killmail = parse_killmail(doc)
+        except VALIDATION_ERRORS as exc:
+            raise PermanentError("validation_error", f"ESI's document: {exc}") from None
+        if killmail.killmail_id != killmail_id:
+            raise PermanentError("esi_mismatch", f"asked ESI for {killmail_id}, it answered {killmail.killmail_id}")
+        return killmail
+
+    def _wait_for_turn(self, deadline: float) -> None:
+        """Honour the shared limits before a request: refuse while error-limited, sleep out a
+        Retry-After and the pacing slot when they fit before the deadline."""
+        limits = self._limits
+        with limits.lock:
+            now = self._clock()
+            if now < limits.error_limited_until:
+                self._count("rate_limited")
+                raise TransientError("esi_error_limited",
+                                     f"not calling ESI for {limits.error_limited_until - now:.0f} s more (error limit)")
+            start = max(now, limits.retry_after_until, limits.next_slot)
+            if start > deadline - self.connect_timeout:
+                if limits.retry_after_until >= limits.next_slot and limits.retry_after_until > now:
+                    self._count("rate_limited")
+                    raise TransientError("esi_rate_limited",
+                                         f"ESI asked to wait {start - now:.1f} s, more than the time left")
+                raise TransientError("out_of_time", "no time left in this invocation to call ESI")
+            limits.next_slot = start + limits.interval
+        if start > now:
+            self._sleep(start - now)
+
+    def _back_off(self, failures: int, deadline: float, reason: str) -> None:
+        if failures > self.retries:
+            raise TransientError("esi_unavailable", f"{reason} (after {failures} attempts)")
+        delay = self.backoff * 2 ** (failures - 1) * (0.5 + self._jitter())
+        if self._clock() + delay > deadline - self.connect_timeout:
+            raise TransientError("esi_unavailable", f"{reason} (no time left to retry)")
+        self._sleep(delay)
+
+    def _read_timeout(self, deadline: float) -> float:
+        return max(0.1, min(self.read_timeout, deadline - self._clock()))
+
+
+def _excerpt(response: requests.Response) -> str:
+    return response.text[:200].strip() or response.reason or ""

@@ -1,0 +1,429 @@
+"""The fetcher Lambda end to end on one machine: the real handler (functions/fetcher/app.py)
+called with SQS events, the local ESI server, moto's SQS over HTTP as the DLQ, and a real
+PostgreSQL. What is asserted is what a user would see: rows, batchItemFailures, DLQ messages,
+requests that reached ESI, log lines and metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections import Counter
+from contextlib import closing
+
+import boto3
+import pytest
+
+from killstream import db
+from killstream.local.corpus import split_hash, zkb_for
+from killstream.local.lambda_runtime import LambdaContext, load_handler_module
+from killstream.local.simulators import EsiServer
+from killstream.models import parse_killmail, parse_zkb
+from killstream.observability import metrics
+from killstream.package import Package
+from killstream.store import KillmailRecord, KillmailStore
+from tests.integration._fetcher_aws import aws, moto_server  # noqa: F401  (fixtures)
+from tests.stored import assert_stored_as, assert_zkb, count_rows
+
+UA = "killstream-tests/0.1 (tests@example.com)"
+needs_embedded_server = pytest.mark.skipif(
+    bool(os.environ.get("DATABASE_URL")), reason="stops the embedded server; DATABASE_URL is set")
+
+
+def body(doc: dict, *, inline: bool, sequence_id: int | None = None, zkb: dict | None = None) -> str:
+    esi, killmail_hash = split_hash(doc)
+    return Package(killmail_id=doc["killmail_id"], hash=killmail_hash, zkb=zkb or zkb_for(doc), source="r2z2",
+                   esi=esi if inline else None, sequence_id=sequence_id).to_body()
+
+
+def record(message_body: str, message_id: str | None = None) -> dict:
+    return {"messageId": message_id or str(uuid.uuid4()), "receiptHandle": "handle", "body": message_body,
+            "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": str(int(time.time() * 1000))},
+            "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
+            "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:killstream-packages", "awsRegion": "us-east-1"}
+
+
+class Harness:
+    """The handler wired to local servers, as the Lambda runtime would call it."""
+
+    def __init__(self, module, esi: EsiServer, dlq_url: str, database_url: str):
+        self.module = module
+        self.esi = esi
+        self.dlq_url = dlq_url
+        self.database_url = database_url
+
+    def invoke(self, records: list[dict], timeout: float = 60.0) -> dict:
+        return self.module.handler({"Records": records}, LambdaContext("fetcher", timeout))
+
+    def dead_letters(self) -> list[dict]:
+        sqs = boto3.client("sqs")
+        letters = []
+        while True:
+            answer = sqs.receive_message(QueueUrl=self.dlq_url, MaxNumberOfMessages=10,
+                                         MessageAttributeNames=["All"], WaitTimeSeconds=0)
+            if not answer.get("Messages"):
+                return letters
+            for message in answer["Messages"]:
+                attributes = {k: v["StringValue"] for k, v in message.get("MessageAttributes", {}).items()}
+                letters.append({"body": message["Body"], **attributes})
+                sqs.delete_message(QueueUrl=self.dlq_url, ReceiptHandle=message["ReceiptHandle"])
+
+    def connect(self):
+        return closing(db.connect(self.database_url))
+
+
+@pytest.fixture
+def make_harness(aws, database_url, monkeypatch):
+    servers = []
+
+    def make(docs, **env) -> Harness:
+        esi = EsiServer(**env.pop("esi_options", {})).start()
+        servers.append(esi)
+        esi.add_many(docs)
+        dlq_url = boto3.client("sqs").create_queue(QueueName="killstream-fetcher-dlq")["QueueUrl"]
+        settings = {"DATABASE_URL": database_url, "ESI_URL": esi.url, "DLQ_URL": dlq_url, "USER_AGENT": UA, **env}
+        for name, value in settings.items():
+            monkeypatch.setenv(name, value)
+        metrics.clear_metrics()
+        return Harness(load_handler_module("fetcher"), esi, settings["DLQ_URL"], database_url)
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+def failures(response: dict) -> list[str]:
+    return sorted(item["itemIdentifier"] for item in response["batchItemFailures"])
+
+
+LOG_KEYS = ("killmail_id", "outcome", "total_value", "reason", "error_type")
+
+
+def output(capfd, caplog) -> tuple[list[dict], Counter]:
+    """(per-killmail log lines, metric totals from the EMF the handler printed) since the last call."""
+    lines = [{key: getattr(r, key, None) for key in LOG_KEYS} for r in caplog.records if hasattr(r, "outcome")]
+    caplog.clear()
+    totals = Counter()
+    for line in capfd.readouterr().out.splitlines():
+        if not line.startswith('{"_aws"'):
+            continue
+        doc = json.loads(line)
+        for definition in doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]:
+            value = doc[definition["Name"]]
+            totals[definition["Name"]] += sum(value) if isinstance(value, list) else value
+    return lines, totals
+
+
+def store_directly(database_url: str, docs: list[dict]) -> None:
+    with closing(db.connect(database_url)) as conn:
+        KillmailStore(conn).write([
+            KillmailRecord(parse_killmail(split_hash(doc)[0]), doc["killmail_hash"], parse_zkb(zkb_for(doc)), "r2z2")
+            for doc in docs
+        ])
+
+
+# --- one batch, every kind of message ----------------------------------------------------------
+
+def test_a_mixed_batch_stores_the_good_dead_letters_the_bad_and_returns_the_transient(make_harness, sample_killmails, capfd, caplog):
+    docs = sample_killmails[:8]
+    stored, inline, fetched, unknown_hash, mismatched, flaky, invalid_inline = docs[:7]
+    h = make_harness(docs)
+    store_directly(h.database_url, [stored])
+    h.esi.fail(unknown_hash["killmail_id"], 404)
+    h.esi.mismatch(mismatched["killmail_id"])
+    h.esi.fail(flaky["killmail_id"], 503, times=None)
+    broken = json.loads(body(invalid_inline, inline=True))
+    broken["esi"]["killmail_time"] = "yesterday"
+    records = {
+        "stored": record(body(stored, inline=False)),
+        "inline": record(body(inline, inline=True)),
+        "fetched": record(body(fetched, inline=False)),
+        "not-json": record('{"killmail_id": 5, "hash": '),
+        "invalid": record(json.dumps(broken)),
+        "unknown-hash": record(body(unknown_hash, inline=False)),
+        "mismatched": record(body(mismatched, inline=False)),
+        "flaky": record(body(flaky, inline=False)),
+    }
+    output(capfd, caplog)
+
+    response = h.invoke(list(records.values()))
+
+    assert failures(response) == [records["flaky"]["messageId"]]
+    with h.connect() as conn:
+        assert count_rows(conn, "killmails") == 3
+        for doc in (stored, inline, fetched):
+            assert_stored_as(conn, split_hash(doc)[0] | {"killmail_hash": doc["killmail_hash"]}, zkb_for(doc))
+    letters = {letter["error_type"]: letter for letter in h.dead_letters()}
+    assert sorted(letters) == ["esi_invalid_killmail", "esi_mismatch", "invalid_message", "validation_error"]
+    assert letters["invalid_message"]["body"] == records["not-json"]["body"]
+    assert "not JSON" in letters["invalid_message"]["error_message"]
+    assert letters["validation_error"]["body"] == records["invalid"]["body"]
+    assert "killmail_time" in letters["validation_error"]["error_message"]
+    assert letters["validation_error"]["killmail_id"] == str(invalid_inline["killmail_id"])
+    assert letters["esi_invalid_killmail"]["body"] == records["unknown-hash"]["body"]
+    assert "404" in letters["esi_invalid_killmail"]["error_message"]
+    assert letters["esi_mismatch"]["killmail_id"] == str(mismatched["killmail_id"])
+    assert letters["esi_mismatch"]["source"] == "r2z2"
+    # ESI was asked only for what the batch lacked; the 404 was not retried, the 503 was.
+    assert h.esi.hits == Counter({fetched["killmail_id"]: 1, unknown_hash["killmail_id"]: 1,
+                                  mismatched["killmail_id"]: 1, flaky["killmail_id"]: 3})
+
+    lines, totals = output(capfd, caplog)
+    outcomes = Counter((line["killmail_id"], line["outcome"]) for line in lines)
+    assert outcomes[(stored["killmail_id"], "skipped")] == 1
+    assert outcomes[(inline["killmail_id"], "saved")] == 1
+    assert outcomes[(fetched["killmail_id"], "fetching")] == 1
+    assert outcomes[(fetched["killmail_id"], "saved")] == 1
+    assert outcomes[(None, "failed")] == 1
+    assert (inline["killmail_id"], "fetching") not in outcomes
+    failed = {line["killmail_id"]: line for line in lines if line["outcome"] == "failed"}
+    assert failed[flaky["killmail_id"]]["reason"].startswith("ESI answered 503")
+    assert failed[flaky["killmail_id"]]["error_type"] == "esi_unavailable"
+    saved = next(line for line in lines if line["outcome"] == "saved" and line["killmail_id"] == fetched["killmail_id"])
+    assert saved["total_value"] == zkb_for(fetched)["totalValue"]
+    assert {name: totals[name] for name in ("KillmailsStored", "KillmailsDuplicate", "ZkbUpdated", "EsiFetches",
+                                             "EsiErrors", "PermanentFailures", "TransientFailures")} == {
+        "KillmailsStored": 2, "KillmailsDuplicate": 1, "ZkbUpdated": 0, "EsiFetches": 6, "EsiErrors": 4,
+        "PermanentFailures": 4, "TransientFailures": 1}
+    assert totals["IngestLagSeconds"] > 0
+    assert totals["DbWriteMs"] > 0
+
+
+def test_the_transient_message_is_stored_on_redelivery(make_harness, sample_killmails):
+    doc = sample_killmails[0]
+    h = make_harness([doc])
+    h.esi.fail(doc["killmail_id"], 503, times=3)
+    message = record(body(doc, inline=False))
+    assert failures(h.invoke([message])) == [message["messageId"]]
+    assert failures(h.invoke([message])) == []
+    with h.connect() as conn:
+        assert_stored_as(conn, doc)
+    assert h.dead_letters() == []
+
+
+# --- the database --------------------------------------------------------------------------
+
+@needs_embedded_server
+def test_the_database_stopping_mid_batch_makes_every_record_transient_and_the_retry_stores_them(
+        make_harness, sample_killmails, postgres_server):
+    docs = sample_killmails[10:20]
+    h = make_harness(docs)
+    records = [record(body(doc, inline=n % 2 == 0)) for n, doc in enumerate(docs)]
+    h.invoke([record(body(sample_killmails[30], inline=True))])  # the connection is made and kept
+
+    def stop_database(response, *args, **kwargs):
+        postgres_server.stop()
+    session = h.module.fetcher().esi.session
+    session.hooks["response"].append(stop_database)
+    try:
+        response = h.invoke(records)
+    finally:
+        session.hooks["response"].remove(stop_database)
+        postgres_server.start()
+
+    assert failures(response) == sorted(r["messageId"] for r in records)
+    with h.connect() as conn:
+        assert count_rows(conn, "killmails") == 1, "nothing of the failed batch may be written"
+        assert count_rows(conn, "attackers") == len(sample_killmails[30]["attackers"])
+    assert h.dead_letters() == []
+
+    assert failures(h.invoke(records)) == []
+    with h.connect() as conn:
+        for doc in docs:
+            assert_stored_as(conn, doc, zkb_for(doc))
+        assert count_rows(conn, "killmails") == 11
+
+
+@needs_embedded_server
+def test_a_database_down_from_the_start_costs_no_esi_request(make_harness, sample_killmails, postgres_server, capfd, caplog):
+    docs = sample_killmails[:4]
+    h = make_harness(docs)
+    records = [record(body(doc, inline=False)) for doc in docs]
+    output(capfd, caplog)
+    postgres_server.stop()
+    try:
+        response = h.invoke(records)
+    finally:
+        postgres_server.start()
+    assert failures(response) == sorted(r["messageId"] for r in records)
+    assert h.esi.total_hits == 0
+    lines, totals = output(capfd, caplog)
+    assert {line["error_type"] for line in lines if line["outcome"] == "failed"} == {"database_unavailable"}
+    assert totals["TransientFailures"] == 4
+
+
+def test_a_record_the_database_refuses_is_dead_lettered_alone_and_the_rest_stored(make_harness, sample_killmails):
+    docs = sample_killmails[:4]
+    refused = docs[1]
+    h = make_harness(docs)
+    with h.connect() as conn, conn, conn.cursor() as cur:
+        # Stands for any value a column cannot hold that validation let through (SQLSTATE class 22).
+        cur.execute("""
+            CREATE FUNCTION refuse_one() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF NEW.killmail_id = %s THEN
+                    RAISE EXCEPTION 'value out of range for this column' USING ERRCODE = '22003';
+                END IF;
+                RETURN NEW;
+            END $$;
+            CREATE TRIGGER refuse_one BEFORE INSERT ON killmails FOR EACH ROW EXECUTE FUNCTION refuse_one();
+        """, (refused["killmail_id"],))
+    records = [record(body(doc, inline=n % 2 == 0)) for n, doc in enumerate(docs)]
+
+    assert failures(h.invoke(records)) == []
+
+    with h.connect() as conn:
+        assert count_rows(conn, "killmails") == 3
+        for doc in docs:
+            if doc is not refused:
+                assert_stored_as(conn, doc, zkb_for(doc))
+    [letter] = h.dead_letters()
+    assert letter["error_type"] == "database_rejected"
+    assert "out of range" in letter["error_message"]
+    assert letter["killmail_id"] == str(refused["killmail_id"])
+
+
+# --- exactly once ------------------------------------------------------------------------------
+
+def test_the_same_message_twice_and_the_same_killmail_under_two_sequences_are_stored_once(make_harness, sample_killmails):
+    first, second = sample_killmails[:2]
+    h = make_harness([first, second])
+    older_zkb = zkb_for(first)
+    newer_zkb = older_zkb | {"totalValue": older_zkb["totalValue"] * 2, "points": 1}
+    older = body(first, inline=True, sequence_id=100)
+    newer = body(first, inline=True, sequence_id=101, zkb=newer_zkb)
+    metadata_only = body(second, inline=False, sequence_id=102)
+    batch = [record(older), record(older), record(newer), record(metadata_only), record(metadata_only)]
+
+    assert failures(h.invoke(batch)) == []
+    assert failures(h.invoke([record(older), record(metadata_only)])) == []  # redelivered later
+
+    with h.connect() as conn:
+        assert count_rows(conn, "killmails") == 2
+        assert count_rows(conn, "attackers") == len(first["attackers"]) + len(second["attackers"])
+        assert_stored_as(conn, first, newer_zkb)  # the later sequence wins, even redelivered out of order
+        assert_stored_as(conn, second, zkb_for(second))
+    assert h.esi.hits == Counter({second["killmail_id"]: 1})
+
+
+def test_already_stored_killmails_cause_no_esi_request_and_still_take_new_zkb_values(make_harness, sample_killmails, capfd, caplog):
+    docs = sample_killmails[:5]
+    h = make_harness(docs)
+    store_directly(h.database_url, docs)
+    revalued = zkb_for(docs[0]) | {"totalValue": 123456.78}
+    records = [record(body(docs[0], inline=False, zkb=revalued))]
+    records += [record(body(doc, inline=False)) for doc in docs[1:]]
+    output(capfd, caplog)
+
+    assert failures(h.invoke(records)) == []
+
+    assert h.esi.total_hits == 0
+    with h.connect() as conn:
+        assert count_rows(conn, "killmails") == 5
+        assert_zkb(conn, docs[0]["killmail_id"], revalued)
+        assert_stored_as(conn, docs[1], zkb_for(docs[1]))
+    lines, totals = output(capfd, caplog)
+    assert sorted(line["outcome"] for line in lines) == ["skipped"] * 4 + ["updated"]
+    assert (totals["ZkbUpdated"], totals["KillmailsDuplicate"], totals["EsiFetches"]) == (1, 4, 0)
+
+
+# --- ESI's limits across the batch -------------------------------------------------------------
+
+def test_an_error_limited_esi_is_not_called_again_and_the_rest_of_the_batch_is_transient(make_harness, sample_killmails):
+    docs = sample_killmails[:5]
+    h = make_harness(docs, ESI_PARALLELISM="1")
+    h.esi.fail(docs[0]["killmail_id"], 420, headers={"X-ESI-Error-Limit-Reset": "45"})
+    records = [record(body(doc, inline=False)) for doc in docs[:4]] + [record(body(docs[4], inline=True))]
+
+    response = h.invoke(records)
+
+    assert failures(response) == sorted(r["messageId"] for r in records[:4])
+    assert h.esi.total_hits == 1
+    with h.connect() as conn:
+        assert count_rows(conn, "killmails") == 1  # the one that needed no ESI
+    assert h.dead_letters() == []
+
+
+def test_fetches_run_in_parallel_up_to_esi_parallelism(make_harness, sample_killmails):
+    docs = sample_killmails[:8]
+    h = make_harness(docs, ESI_PARALLELISM="4", esi_options={"latency": 0.3})
+    started = time.monotonic()
+    assert failures(h.invoke([record(body(doc, inline=False)) for doc in docs])) == []
+    elapsed = time.monotonic() - started
+    # 8 fetches of 0.3 s: two rounds of 4 at once, far from 8 × 0.3 one after another.
+    assert 0.6 <= elapsed < 1.6
+    in_flight = max(sum(1 for other in h.esi.requests if other.started <= r.started < other.started + 0.3)
+                    for r in h.esi.requests)
+    assert in_flight == 4
+
+
+# --- the DLQ -----------------------------------------------------------------------------------
+
+def test_a_permanent_failure_the_dlq_refuses_is_reported_failed_not_dropped(make_harness, sample_killmails):
+    good = sample_killmails[0]
+    h = make_harness([good], DLQ_URL="http://127.0.0.1:1/000000000000/no-such-queue")
+    bad = record("not json at all")
+    response = h.invoke([bad, record(body(good, inline=True))])
+    assert failures(response) == [bad["messageId"]]
+    with h.connect() as conn:
+        assert_stored_as(conn, good)
+
+
+# --- configuration -----------------------------------------------------------------------------
+
+@pytest.mark.filterwarnings("ignore:No application metrics")
+def test_configuration_is_read_on_the_first_invocation_and_a_bad_value_names_its_variable(make_harness, monkeypatch):
+    h = make_harness([])
+    monkeypatch.setenv("ESI_PARALLELISM", "lots")  # after import: the module must not have read it yet
+    with pytest.raises(ValueError, match="ESI_PARALLELISM"):
+        h.invoke([record("{}")])
+
+
+def test_the_zkb_href_host_is_never_called(make_harness, sample_killmails):
+    doc = sample_killmails[0]
+    h = make_harness([doc])
+    zkb = zkb_for(doc) | {"href": f"http://127.0.0.1:1/v1/killmails/{doc['killmail_id']}/{doc['killmail_hash']}/"}
+    assert failures(h.invoke([record(body(doc, inline=False, zkb=zkb))])) == []
+    assert h.esi.hits == Counter({doc["killmail_id"]: 1})
+
+
+# --- done when: the 106 real killmails ---------------------------------------------------------
+
+def test_the_real_killmails_half_inline_half_from_esi_are_stored_and_a_redelivery_changes_nothing(
+        make_harness, real_killmails, capfd, caplog):
+    h = make_harness(real_killmails)
+    batches = [[record(body(doc, inline=n % 2 == 0, sequence_id=1000 + n))
+                for n, doc in enumerate(real_killmails[i:i + 10], start=i)]
+               for i in range(0, len(real_killmails), 10)]
+    output(capfd, caplog)
+
+    started = time.monotonic()
+    first_failures = [failures(h.invoke(batch)) for batch in batches]
+    first_seconds = time.monotonic() - started
+    first_hits = h.esi.total_hits
+    _, first = output(capfd, caplog)
+
+    with h.connect() as conn:
+        assert count_rows(conn, "killmails") == len(real_killmails)
+        for doc in real_killmails:
+            assert_stored_as(conn, doc, zkb_for(doc))
+        rows = {table: count_rows(conn, table) for table in ("killmails", "attackers", "items")}
+
+    started = time.monotonic()
+    second_failures = [failures(h.invoke(batch)) for batch in batches]
+    second_seconds = time.monotonic() - started
+    _, second = output(capfd, caplog)
+
+    assert first_failures == second_failures == [[]] * len(batches)
+    assert first_hits == len(real_killmails) // 2
+    assert h.esi.total_hits == first_hits, "a redelivery must not reach ESI"
+    assert first["KillmailsStored"] == len(real_killmails)
+    assert second["KillmailsStored"] == 0
+    assert second["KillmailsDuplicate"] == len(real_killmails)
+    with h.connect() as conn:
+        assert {table: count_rows(conn, table) for table in rows} == rows
+    print(f"\nfirst delivery: {len(batches)} batches, stored {first['KillmailsStored']:.0f}, "
+          f"ESI requests {first_hits}, {first_seconds:.2f} s; rows {rows}")
+    print(f"second delivery: stored {second['KillmailsStored']:.0f}, duplicates {second['KillmailsDuplicate']:.0f}, "
+          f"ESI requests {h.esi.total_hits - first_hits}, {second_seconds:.2f} s")
