@@ -129,3 +129,28 @@ def test_zkb_parses_all_optional_and_rejects_wrong_types():
         with pytest.raises(KillmailValidationError) as excinfo:
             parse_zkb(bad)
         assert excinfo.value.field == field
+
+
+def test_values_the_integer_columns_cannot_hold_are_refused():
+    item = {"flag": 5, "item_type_id": 34, "singleton": 2**62}
+    with pytest.raises(KillmailValidationError) as excinfo:
+        parse_killmail(_mutated(("victim", "items"), [item]))
+    assert excinfo.value.field == "victim.items[0].singleton"
+    with pytest.raises(KillmailValidationError) as excinfo:
+        parse_zkb({"points": 2**31})
+    assert excinfo.value.field == "zkb.points"
+
+
+def test_integers_beyond_a_double_are_a_validation_error_not_a_crash():
+    with pytest.raises(KillmailValidationError) as excinfo:
+        parse_killmail(_mutated(("attackers", 0, "security_status"), 10**400))
+    assert excinfo.value.field == "attackers[0].security_status"
+    with pytest.raises(KillmailValidationError):
+        parse_zkb({"totalValue": 10**400})
+
+
+def test_deeply_nested_bodies_are_invalid_packages():
+    from killstream.package import InvalidPackage, Package
+
+    with pytest.raises(InvalidPackage):
+        Package.from_body("[" * 100_000 + "]" * 100_000)

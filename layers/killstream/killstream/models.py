@@ -17,6 +17,7 @@ MAX_ITEMS = 10_000
 MAX_ITEM_DEPTH = 8
 MAX_ATTACKERS = 100_000
 BIGINT_MAX = 2**63 - 1
+INTEGER_MAX = 2**31 - 1  # flag, singleton and points are `integer` columns
 HASH_RE = re.compile(r"^[0-9a-f]{40}$")
 # json.dumps writes U+0000 as \u0000; an odd run of backslashes before it is that escape.
 _NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
@@ -106,14 +107,14 @@ def _object(value: Any, path: str) -> dict:
     return value
 
 
-def _id(value: Any, path: str, *, minimum: int = 0) -> int:
+def _id(value: Any, path: str, *, minimum: int = 0, maximum: int = BIGINT_MAX) -> int:
     # bool is an int subclass in Python; JSON `true` is not the number 1.
     if type(value) is not int:
         raise KillmailValidationError(path, f"must be an integer, got {type(value).__name__}")
     if value < minimum:
         raise KillmailValidationError(path, f"must be >= {minimum}, got {value}")
-    if value > BIGINT_MAX:
-        raise KillmailValidationError(path, "exceeds a 64-bit integer")
+    if value > maximum:
+        raise KillmailValidationError(path, f"exceeds {'a 64' if maximum == BIGINT_MAX else 'a 32'}-bit integer")
     return value
 
 
@@ -125,9 +126,13 @@ def _opt_id(doc: dict, key: str, path: str) -> int | None:
 def _float(value: Any, path: str) -> float:
     if type(value) not in (int, float):
         raise KillmailValidationError(path, f"must be a number, got {type(value).__name__}")
-    if not math.isfinite(value):
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond any double
+        raise KillmailValidationError(path, "is too large") from None
+    if not math.isfinite(number):
         raise KillmailValidationError(path, "must be finite")
-    return float(value)
+    return number
 
 
 def _bool(value: Any, path: str) -> bool:
@@ -192,10 +197,10 @@ def _walk_items(items: Any, path: str, parent: int | None, depth: int, out: list
             index=index,
             parent_index=parent,
             item_type_id=_id(_require(doc, "item_type_id", p), p + "item_type_id"),
-            flag=_id(_require(doc, "flag", p), p + "flag"),
+            flag=_id(_require(doc, "flag", p), p + "flag", maximum=INTEGER_MAX),
             quantity_destroyed=_opt_id(doc, "quantity_destroyed", p),
             quantity_dropped=_opt_id(doc, "quantity_dropped", p),
-            singleton=_id(_require(doc, "singleton", p), p + "singleton"),
+            singleton=_id(_require(doc, "singleton", p), p + "singleton", maximum=INTEGER_MAX),
         ))
         if doc.get("items") is not None:
             _walk_items(doc["items"], p + "items", index, depth + 1, out)
@@ -240,8 +245,8 @@ def _storable_json(doc: Any, path: str) -> str:
     try:
         text = json.dumps(doc, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
         text.encode("utf-8")
-    except ValueError as exc:  # UnicodeEncodeError is a ValueError too
-        raise KillmailValidationError(path, f"cannot be stored as JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # UnicodeEncodeError is a ValueError too
+        raise KillmailValidationError(path, f"cannot be stored as JSON: {type(exc).__name__}: {exc}") from None
     if _NUL_ESCAPE.search(text):
         raise KillmailValidationError(path, "contains U+0000, which PostgreSQL cannot store")
     return text
@@ -283,7 +288,7 @@ def parse_zkb(doc: Any) -> Zkb:
         dropped_value=_opt_value(doc, "droppedValue"),
         destroyed_value=_opt_value(doc, "destroyedValue"),
         total_value=_opt_value(doc, "totalValue"),
-        points=None if points is None else _id(points, "zkb.points", minimum=-(2**31)),
+        points=None if points is None else _id(points, "zkb.points", minimum=-INTEGER_MAX - 1, maximum=INTEGER_MAX),
         npc=_opt_bool(doc, "npc"),
         solo=_opt_bool(doc, "solo"),
         awox=_opt_bool(doc, "awox"),

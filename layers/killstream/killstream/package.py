@@ -66,8 +66,8 @@ def _decode(body: str | bytes | dict) -> dict:
         return body
     try:
         doc = json.loads(body)
-    except (ValueError, TypeError) as exc:
-        raise InvalidPackage(f"not JSON: {exc}", body if isinstance(body, str) else repr(body)) from None
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise InvalidPackage(f"not JSON: {type(exc).__name__}: {exc}", body if isinstance(body, str) else repr(body)) from None
     if not isinstance(doc, dict):
         raise InvalidPackage(f"not a JSON object but {type(doc).__name__}", body)
     return doc
