@@ -1,0 +1,74 @@
+"""The fetcher with ESI_PARALLELISM 1 vs 4 on metadata-only batches (every killmail fetched from
+a local ESI that answers after 150 ms), through the real handler and PostgreSQL.
+
+    .venv/bin/python bench/bench_fetcher.py [--batches 10]
+
+Last line: fetcher: p1=<killmails/s> p4=<killmails/s> ratio=<p4/p1>"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from _support import fresh_database  # noqa: E402
+
+from killstream.local import corpus  # noqa: E402
+from killstream.local.lambda_runtime import LambdaContext, load_handler_module  # noqa: E402
+from killstream.local.simulators import EsiServer  # noqa: E402
+from killstream.observability import logger  # noqa: E402
+
+logger.setLevel("WARNING")
+
+
+def batches(docs: list[dict], size: int = 10) -> list[dict]:
+    events = []
+    for start in range(0, len(docs), size):
+        records = []
+        for doc in docs[start:start + size]:
+            body = {"killmail_id": doc["killmail_id"], "hash": doc["killmail_hash"], "zkb": corpus.zkb_for(doc),
+                    "source": "r2z2"}
+            records.append({"messageId": str(doc["killmail_id"]), "receiptHandle": "x", "body": json.dumps(body),
+                            "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": str(int(time.time() * 1000))},
+                            "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
+                            "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:bench", "awsRegion": "us-east-1"})
+        events.append({"Records": records})
+    return events
+
+
+def run(parallelism: int, docs: list[dict], url: str, esi: EsiServer) -> float:
+    os.environ.update({"ESI_URL": esi.url, "ESI_PARALLELISM": str(parallelism), "DATABASE_URL": url,
+                       "DLQ_URL": "http://127.0.0.1:9/000000000000/unused", "USER_AGENT": "killstream-bench/0.1 (b@example.com)",
+                       "AWS_DEFAULT_REGION": "us-east-1", "POWERTOOLS_METRICS_DISABLED": "true"})
+    handler = load_handler_module("fetcher").handler
+    started = time.perf_counter()
+    for event in batches(docs):
+        failures = handler(event, LambdaContext("bench-fetcher", 60))["batchItemFailures"]
+        if failures:
+            raise SystemExit(f"unexpected failures: {failures}")
+    return len(docs) / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batches", type=int, default=10)
+    args = parser.parse_args()
+    base = corpus.load_real() or corpus.generate(106)
+    count = args.batches * 10
+    one = corpus.renumber(base, count, first_id=600_000_000)
+    four = corpus.renumber(base, count, first_id=700_000_000)
+    with EsiServer(latency=0.150) as esi, fresh_database("bench_fetcher") as url:
+        esi.add_many(one + four)
+        p1 = run(1, one, url, esi)
+        p4 = run(4, four, url, esi)
+    print(f"{count} metadata-only killmails in batches of 10, ESI latency 150 ms: "
+          f"ESI_PARALLELISM=1 {p1:.1f} killmails/s, ESI_PARALLELISM=4 {p4:.1f} killmails/s")
+    print(f"fetcher: p1={p1:.1f} p4={p4:.1f} ratio={p4 / p1:.2f}")
+
+
+if __name__ == "__main__":
+    main()
