@@ -8,7 +8,8 @@ from killstream.local.chaos import ChaosRates, run_chaos
 def test_nothing_lost_nothing_doubled_under_faults(database_url, restore_environ, request):
     restart = None if os.environ.get("DATABASE_URL") else request.getfixturevalue("postgres_server").restart
     # higher rates than make chaos, so a short run still meets every fault
-    rates = ChaosRates(invalid=0.03, gap=0.03, republish=0.05, sqs_send_failure=0.05, poller_kill=0.2)
+    rates = ChaosRates(invalid=0.03, gap=0.03, republish=0.05, sqs_send_failure=0.1, poller_kill=0.5,
+                       database_downtime=16.0)
     report = run_chaos(database_url, count=300, rates=rates, seed=11, restart_database=restart,
                        timeout=240, progress=lambda line: None)
     print("\n".join(report.lines()))
@@ -19,3 +20,5 @@ def test_nothing_lost_nothing_doubled_under_faults(database_url, restore_environ
     assert report.unexpected_in_dlq == 0
     for fault in ("database_restart", "sqs_send_failure", "poller_killed", "sequence_gap"):
         assert report.injected[fault] > 0, f"{fault} was never injected"
+    # the outage outlasted 5 receives: those killmails went to the DLQ and the redrive brought them home
+    assert report.redriven > 0

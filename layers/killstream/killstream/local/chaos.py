@@ -45,7 +45,9 @@ class ChaosRates:
     sqs_send_failure: float = 0.03     # SendMessageBatch to the killmail queue fails
     poller_kill: float = 0.1           # the poller dies after SQS took a batch, before the cursor save
     duplicate_delivery: float = 0.03   # a finished SQS record is not deleted and comes again
-    database_restart_at: float = 0.4   # share of the feed published when PostgreSQL restarts
+    database_restart_at: float = 0.4   # share of the feed published when PostgreSQL goes down
+    database_downtime: float = 20.0    # seconds: longer than 5 receives x visibility, so some
+                                       # killmails exhaust their retries and need the redrive
 
 
 @dataclass
@@ -124,7 +126,7 @@ def _expected_rows(docs: dict[int, dict]) -> tuple[int, int]:
 
 
 def run_chaos(database_url: str, *, count: int = 2000, rates: ChaosRates | None = None, seed: int = 2026,
-              restart_database: Callable[[], None] | None = None, timeout: float = 900.0,
+              restart_database: Callable[[float], None] | None = None, timeout: float = 900.0,
               progress: Callable[[str], None] = print) -> ChaosReport:
     rates = rates or ChaosRates()
     rng = random.Random(seed)
@@ -177,15 +179,16 @@ def run_chaos(database_url: str, *, count: int = 2000, rates: ChaosRates | None 
                 report.republished += 1
             if restart_after is not None and n == restart_after:
                 report.injected["database_restart"] += 1
-                restart_database()
+                outage.start()
             time.sleep(0.002)
 
+    outage = threading.Thread(target=lambda: restart_database(rates.database_downtime), name="chaos-db-outage")
     publisher = threading.Thread(target=publish_all, name="chaos-publisher")
     pipeline.start()
     publisher.start()
 
     def drained() -> bool:
-        return not publisher.is_alive() and pipeline.aws.queue_depth(pipeline.aws.queue_url) == 0 \
+        return not publisher.is_alive() and not outage.is_alive() and pipeline.aws.queue_depth(pipeline.aws.queue_url) == 0 \
             and _cursor(pipeline) >= r2z2.head
 
     try:
@@ -210,6 +213,9 @@ def run_chaos(database_url: str, *, count: int = 2000, rates: ChaosRates | None 
         final = dlq.inspect_dlq(sqs, pipeline.aws.dlq_url)
     finally:
         publisher.join()
+        if outage.ident:
+            outage.join()
+        report.injected["duplicate_delivery"] = pipeline.duplicate_deliveries
         pipeline.stop()
         boto3.DEFAULT_SESSION = None
 

@@ -134,6 +134,7 @@ class LocalPipeline:
         self.stopped = False
         self._rng = random.Random(settings.seed)
         self._rng_lock = threading.Lock()
+        self.duplicate_deliveries = 0
         self.aws: LocalAws | None = None
         self.replay: Replay | None = None
         self.poller = None
@@ -247,7 +248,9 @@ class LocalPipeline:
         """Delete the records the handler finished with."""
         if self.settings.duplicate_delivery_rate:
             with self._rng_lock:
-                done = [m for m in done if self._rng.random() >= self.settings.duplicate_delivery_rate]
+                kept = [m for m in done if self._rng.random() >= self.settings.duplicate_delivery_rate]
+                self.duplicate_deliveries += len(done) - len(kept)
+            done = kept
         for start in range(0, len(done), 10):
             chunk = done[start:start + 10]
             sqs.delete_message_batch(QueueUrl=self.aws.queue_url, Entries=[

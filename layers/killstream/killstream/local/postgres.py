@@ -113,10 +113,10 @@ class EmbeddedPostgres:
         if (self.data_dir / "postmaster.pid").exists():
             self._run("pg_ctl", "stop", "-D", str(self.data_dir), "-m", "fast", "-w", check=False)
 
-    def restart(self) -> None:
-        """Stop and start on the same port (fault-injection tests use it)."""
+    def restart(self, downtime: float = 0.1) -> None:
+        """Stop, stay down for `downtime` seconds, start on the same port (fault injection)."""
         self.stop()
-        time.sleep(0.1)
+        time.sleep(downtime)
         self.start()
 
     def create_database(self, name: str) -> str:
