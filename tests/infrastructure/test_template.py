@@ -311,3 +311,15 @@ def test_sam_build_makes_arm64_layers(tmp_path):
     assert {p.name for p in (ROOT / "layers/killstream/killstream/migrations").glob("*.sql")} == {p.name for p in (package / "migrations").glob("*.sql")}
     for function in ("PollerFunction", "FetcherFunction"):
         assert (build / function / "app.py").exists()
+
+
+def test_the_local_pipeline_mirrors_the_template():
+    """`make run` promises the same queue behaviour as the deployed stack."""
+    from killstream.local import aws, pipeline
+
+    queue = props("KillmailQueue")
+    assert pipeline.FETCHER_TIMEOUT_SECONDS == props("FetcherFunction")["Timeout"]
+    assert pipeline.POLLER_TIMEOUT_SECONDS == props("PollerFunction")["Timeout"]
+    assert pipeline.PipelineSettings(database_url="", user_agent="").visibility_timeout == queue["VisibilityTimeout"]
+    assert aws.MAX_RECEIVE_COUNT == queue["RedrivePolicy"]["maxReceiveCount"]
+    assert aws.DLQ_RETENTION_SECONDS == props("KillmailDLQ")["MessageRetentionPeriod"]

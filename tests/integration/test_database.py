@@ -14,6 +14,7 @@ import pytest
 from aws_lambda_powertools.utilities.parameters import SecretsProvider
 
 from killstream.config import ConfigError, DatabaseConfig
+from killstream import db
 from killstream.database import Database, DatabaseUnavailable
 from tests.integration._fetcher_aws import aws, moto_server  # noqa: F401  (fixtures)
 
@@ -61,6 +62,18 @@ def test_the_connection_is_made_lazily_and_kept(database_url):
     database.close()
 
 
+def test_an_empty_database_gets_the_schema_on_first_use(fresh_database_url):
+    database = Database(url_config(fresh_database_url))
+
+    def tables(conn):
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM schema_migrations")
+            return cur.fetchone()[0]
+
+    assert tables(database.connection()) == len(db.migration_files())
+    database.close()
+
+
 def test_a_broken_connection_is_replaced_and_the_operation_still_succeeds(database_url):
     database = Database(url_config(database_url))
     before = database.run(backend_pid)
@@ -105,6 +118,7 @@ def password_role(postgres_server, database_url):
         admin.autocommit = True
         with admin.cursor() as cur:
             cur.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'first-password'")
+            _grant_schema_read(database_url, role, "GRANT SELECT ON schema_migrations TO")
             hba.write_text(f"host all {role} 127.0.0.1/32 scram-sha-256\n" + original)
             cur.execute("SELECT pg_reload_conf()")
             try:
@@ -113,7 +127,16 @@ def password_role(postgres_server, database_url):
                 hba.write_text(original)
                 cur.execute("SELECT pg_reload_conf()")
                 cur.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'")
+                _grant_schema_read(database_url, role, "REVOKE SELECT ON schema_migrations FROM")
                 cur.execute(f"DROP ROLE IF EXISTS {role}")
+
+
+def _grant_schema_read(database_url: str, role: str, statement: str) -> None:
+    """An application role reads schema_migrations (the fetcher checks the schema on connect)."""
+    with closing(psycopg2.connect(database_url)) as conn:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(f"{statement} {role}")
 
 
 def secret_for(role: str, password: str, database_url: str, postgres_server, *, locates: bool = True) -> str:

@@ -20,6 +20,7 @@ from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterEr
 
 from killstream import db
 from killstream.config import ConfigError, DatabaseConfig
+from killstream.observability import logger
 
 T = TypeVar("T")
 SECRET_MAX_AGE_SECONDS = 300
@@ -50,6 +51,7 @@ class Database:
         self._connect = connect
         self._secret_max_age = secret_max_age
         self._conn: psycopg2.extensions.connection | None = None
+        self._schema_ready = False
 
     def run(self, operation: Callable[[psycopg2.extensions.connection], T]) -> T:
         kept = self._conn is not None and not self._conn.closed
@@ -67,7 +69,15 @@ class Database:
 
     def connection(self) -> psycopg2.extensions.connection:
         if self._conn is None or self._conn.closed:
-            self._conn = self._open()
+            conn = self._open()
+            if not self._schema_ready:
+                # A new deployment's database is empty and private to the VPC: the first
+                # connection brings the schema up to date (idempotent, serialized by a lock).
+                applied = db.migrate(conn)
+                if applied:
+                    logger.info("schema migrations applied", extra={"versions": applied})
+                self._schema_ready = True
+            self._conn = conn
         return self._conn
 
     def close(self) -> None:

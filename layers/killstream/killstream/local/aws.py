@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import socket
+import urllib.request
 
 import boto3
 
@@ -41,6 +42,8 @@ class LocalAws:
         self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         self.server.start()
         self.endpoint_url = f"http://127.0.0.1:{port}"
+        # moto keeps its state per process, not per server: start from nothing
+        urllib.request.urlopen(urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST"), timeout=10)
         # moto accepts any credentials; real ones must never leak to a local endpoint
         os.environ.update({
             "AWS_ENDPOINT_URL": self.endpoint_url, "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",

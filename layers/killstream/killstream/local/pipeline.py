@@ -24,7 +24,7 @@ from killstream.local.lambda_runtime import LambdaContext, load_handler_module
 SCHEDULED_EVENT = {"version": "0", "id": "local", "detail-type": "Scheduled Event", "source": "aws.events",
                    "account": "000000000000", "region": REGION, "resources": [], "detail": {}}
 POLLER_TIMEOUT_SECONDS = 60   # template.yaml: PollerFunction Timeout
-FETCHER_TIMEOUT_SECONDS = 60  # template.yaml: FetcherFunction Timeout
+FETCHER_TIMEOUT_SECONDS = 30  # template.yaml: FetcherFunction Timeout
 
 
 @dataclass
@@ -132,6 +132,7 @@ class LocalPipeline:
         self.stats = stats or RunStats()
         self.stop_event = threading.Event()
         self.stopped = False
+        self._counter: StatsCounter | None = None
         self._rng = random.Random(settings.seed)
         self._rng_lock = threading.Lock()
         self.duplicate_deliveries = 0
@@ -287,7 +288,8 @@ class LocalPipeline:
             self.replay.stop()
         if self.aws:
             self.aws.stop()
-        logging.getLogger(logger.name).removeFilter(self._counter)
+        if self._counter:
+            logging.getLogger(logger.name).removeFilter(self._counter)
 
 
 def replay_documents(path: str | os.PathLike) -> list[dict]:
