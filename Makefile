@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: help venv run test bench bench-store chaos migrate invoke-poller invoke-fetcher redrive dlq postgres clean
+.PHONY: help venv run test bench bench-store chaos migrate invoke-poller invoke-fetcher redrive dlq postgres stop clean
 
 help:
 	@echo "make run     — the whole pipeline on this machine (ARGS=\"--replay DIR\" for offline)"
@@ -60,6 +60,10 @@ dlq: $(STAMP)
 
 redrive: $(STAMP)
 	$(VENV)/bin/killstream redrive $(ARGS)
+
+# The embedded PostgreSQL `make run` leaves running (its data stays in .local/).
+stop: $(STAMP)
+	$(PY) -c "from killstream.local.postgres import EmbeddedPostgres as P; P('.local/postgres').stop(); print('embedded PostgreSQL stopped')"
 
 clean:
 	rm -rf $(VENV) .aws-sam .pytest_cache

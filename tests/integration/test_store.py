@@ -109,12 +109,14 @@ def test_newest_sequence_wins_inside_one_batch(conn, sample_killmails):
     assert_zkb(conn, doc["killmail_id"], new)
 
 
-def test_stored_ids_finds_what_is_there_in_one_query(conn, sample_killmails):
+def test_stored_documents_finds_what_is_there_in_one_query(conn, sample_killmails):
     store = KillmailStore(conn)
     store.write([record(d) for d in sample_killmails[:3]])
     ids = [d["killmail_id"] for d in sample_killmails[:5]]
-    assert store.stored_ids(ids) == set(ids[:3])
-    assert store.stored_ids([]) == set()
+    documents = store.stored_documents(ids)
+    assert set(documents) == set(ids[:3])
+    assert documents[ids[0]] == corpus.split_hash(sample_killmails[0])[0]
+    assert store.stored_documents([]) == {}
 
 
 def test_text_that_needs_escaping_survives_copy(conn, sample_killmails):

@@ -198,16 +198,6 @@ def _chunks(entries: list[tuple[str, dict]]) -> Iterable[list[tuple[str, dict]]]
         yield chunk
 
 
-_STORED_DOCUMENTS = "SELECT killmail_id, esi FROM killmails WHERE killmail_id = ANY(%s::bigint[])"
-
-
-def _stored_documents(conn, killmail_ids: Iterable[int]) -> dict[int, dict]:
-    with conn:
-        with conn.cursor() as cur:
-            cur.execute(_STORED_DOCUMENTS, (sorted(killmail_ids),))
-            return dict(cur.fetchall())
-
-
 def write_records(database: Database, records: Sequence[KillmailRecord]) -> list[Outcome | PermanentError]:
     """All records in one transaction. Should PostgreSQL refuse a value in one of them, that one
     record would fail its whole batch at every delivery: the batch is then written record by
@@ -292,11 +282,9 @@ class Fetcher:
             self._share(pending, carried)
             return
         ids = {work.killmail_id for work in missing}
-        stored = self.database.run(lambda conn: KillmailStore(conn).stored_ids(ids))
-        if stored:
-            documents = self.database.run(lambda conn: _stored_documents(conn, stored))
-            for killmail_id, document in documents.items():
-                carried[killmail_id] = parse_killmail(document)
+        # one query: which are stored already (those never reach ESI), with their documents
+        for killmail_id, document in self.database.run(lambda conn: KillmailStore(conn).stored_documents(ids)).items():
+            carried[killmail_id] = parse_killmail(document)
         self._share(pending, carried)
         self._fetch([work for work in pending if work.killmail is None], deadline)
 

@@ -175,15 +175,16 @@ class KillmailStore:
     def __init__(self, conn):
         self.conn = conn
 
-    def stored_ids(self, killmail_ids: Iterable[int]) -> set[int]:
-        """Which of these killmails are already stored: one query."""
+    def stored_documents(self, killmail_ids: Iterable[int]) -> dict[int, dict]:
+        """The ESI documents of those of these killmails that are stored: one query. A killmail
+        that arrives again without its document needs it to take newer zkb values."""
         ids = sorted(set(killmail_ids))
         if not ids:
-            return set()
+            return {}
         with self.conn:
             with self.conn.cursor() as cur:
-                cur.execute("SELECT killmail_id FROM killmails WHERE killmail_id = ANY(%s::bigint[])", (ids,))
-                return {row[0] for row in cur.fetchall()}
+                cur.execute("SELECT killmail_id, esi FROM killmails WHERE killmail_id = ANY(%s::bigint[])", (ids,))
+                return dict(cur.fetchall())
 
     def write(self, records: Sequence[KillmailRecord]) -> list[Outcome]:
         """Store a batch in one transaction. Returns the outcome of each record, in order;
