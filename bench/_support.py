@@ -13,33 +13,42 @@ from killstream import db
 
 
 @contextlib.contextmanager
-def fresh_database(name: str, *, durable: bool = True):
-    """Yields the URL of a new migrated database; on $DATABASE_URL's server when set."""
-    server, root = None, None
-    admin_url = os.environ.get("DATABASE_URL")
-    if not admin_url:
-        from killstream.local.postgres import EmbeddedPostgres
+def postgres_server(*, durable: bool = True):
+    """Yields an admin URL: $DATABASE_URL's server, else a private one with default
+    durability (fsync on) removed afterwards."""
+    if os.environ.get("DATABASE_URL"):
+        yield os.environ["DATABASE_URL"]
+        return
+    from killstream.local.postgres import EmbeddedPostgres
 
-        root = tempfile.mkdtemp(prefix="killstream-bench-")
-        os.chmod(root, 0o755)
-        server = EmbeddedPostgres(os.path.join(root, "data"), durable=durable).start()
-        admin_url = server.url
+    root = tempfile.mkdtemp(prefix="killstream-bench-")
+    os.chmod(root, 0o755)
+    server = EmbeddedPostgres(os.path.join(root, "data"), durable=durable).start()
     try:
-        conn = psycopg2.connect(admin_url)
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            cur.execute(f'CREATE DATABASE "{name}"')
-        conn.close()
-        url = admin_url.rsplit("/", 1)[0] + "/" + name
-        conn = db.connect(url)
-        db.migrate(conn)
-        conn.close()
-        yield url
+        yield server.url
     finally:
-        if server:
-            server.stop()
-            shutil.rmtree(root, ignore_errors=True)
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def create_database(admin_url: str, name: str) -> str:
+    """A new database with the schema; returns its URL."""
+    conn = psycopg2.connect(admin_url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+    url = admin_url.rsplit("/", 1)[0] + "/" + name
+    db.migrate_database(url)
+    return url
+
+
+@contextlib.contextmanager
+def fresh_database(name: str, *, durable: bool = True):
+    """Yields the URL of a new migrated database."""
+    with postgres_server(durable=durable) as admin_url:
+        yield create_database(admin_url, name)
 
 
 def percentile(values: list[float], p: float) -> float:

@@ -12,16 +12,17 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import shutil
-import tempfile
+import sys
 import time
 
-import psycopg2
+sys.path.insert(0, os.path.dirname(__file__))
 
-from killstream import db
-from killstream.local import corpus
-from killstream.models import parse_killmail, parse_zkb
-from killstream.store import KILLMAIL_COLUMNS, KillmailRecord, KillmailStore, _killmail_row
+from _support import create_database, postgres_server  # noqa: E402
+
+from killstream import db  # noqa: E402
+from killstream.local import corpus  # noqa: E402
+from killstream.models import parse_killmail, parse_zkb  # noqa: E402
+from killstream.store import KILLMAIL_COLUMNS, KillmailRecord, KillmailStore, _killmail_row  # noqa: E402
 
 
 def build_records(count: int) -> list[KillmailRecord]:
@@ -35,20 +36,6 @@ def build_records(count: int) -> list[KillmailRecord]:
 
 def rows_of(records) -> int:
     return sum(1 + len(r.killmail.attackers) + len(r.killmail.items) for r in records)
-
-
-def fresh_database(admin_url: str, name: str) -> str:
-    conn = psycopg2.connect(admin_url)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        cur.execute(f'CREATE DATABASE "{name}"')
-    conn.close()
-    url = admin_url.rsplit("/", 1)[0] + "/" + name
-    conn = db.connect(url)
-    db.migrate(conn)
-    conn.close()
-    return url
 
 
 def bench_batch(url: str, records, batch_size: int) -> float:
@@ -96,28 +83,19 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=500)
     args = parser.parse_args()
 
-    server, root = None, None
-    admin_url = os.environ.get("DATABASE_URL")
-    if not admin_url:
-        from killstream.local.postgres import EmbeddedPostgres
-
-        root = tempfile.mkdtemp(prefix="killstream-bench-")
-        os.chmod(root, 0o755)
-        server = EmbeddedPostgres(os.path.join(root, "data"), durable=True).start()
-        admin_url = server.url
-    try:
+    with postgres_server() as admin_url:
         started = time.perf_counter()
         records = build_records(args.count)
         parse_s = time.perf_counter() - started
         source = "real corpus" if corpus.load_real() else "generated corpus"
         print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-              f"PostgreSQL {'embedded, fsync on' if server else 'at DATABASE_URL'}")
+              f"PostgreSQL {'at DATABASE_URL' if os.environ.get('DATABASE_URL') else 'embedded, fsync on'}")
         print(f"data: {len(records)} killmails from the {source}, {rows_of(records)} rows "
               f"(parsed and validated in {parse_s:.2f} s, {len(records) / parse_s:,.0f}/s)")
 
-        batch_s = bench_batch(fresh_database(admin_url, "bench_batch"), records, args.batch_size)
+        batch_s = bench_batch(create_database(admin_url, "bench_batch"), records, args.batch_size)
         baseline = records[: args.per_row_count]
-        per_row_s = bench_per_row(fresh_database(admin_url, "bench_per_row"), baseline)
+        per_row_s = bench_per_row(create_database(admin_url, "bench_per_row"), baseline)
 
         batch_rate = len(records) / batch_s
         per_row_rate = len(baseline) / per_row_s
@@ -128,10 +106,6 @@ def main() -> None:
               f"{per_row_s:.2f} s = {per_row_rate:,.0f} killmails/s, {rows_of(baseline) / per_row_s:,.0f} rows/s")
         print(f"store: batch={batch_rate:.0f} per_row={per_row_rate:.0f} ratio={batch_rate / per_row_rate:.1f} "
               f"rows_per_s={rows_rate:.0f}")
-    finally:
-        if server:
-            server.stop()
-            shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

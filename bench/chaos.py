@@ -40,9 +40,7 @@ def main() -> int:
         url = server.create_database("chaos")
         from killstream import db
 
-        conn = db.connect(url)
-        db.migrate(conn)
-        conn.close()
+        db.migrate_database(url)
     try:
         print(f"chaos: replaying {args.count} killmails with faults (seed {args.seed}); rates: {ChaosRates()}")
         report = run_chaos(url, count=args.count, seed=args.seed,

@@ -61,9 +61,7 @@ def fresh_database_url(_admin_url):
 @pytest.fixture
 def database_url(fresh_database_url):
     """A new database with the schema applied."""
-    conn = db.connect(fresh_database_url)
-    db.migrate(conn)
-    conn.close()
+    db.migrate_database(fresh_database_url)
     return fresh_database_url
 
 

@@ -29,12 +29,7 @@ def database_url(explicit: str | None = None) -> str:
 def cmd_migrate(args: argparse.Namespace) -> int:
     from killstream import db
 
-    url = database_url(args.database_url)
-    conn = db.connect(url)
-    try:
-        applied = db.migrate(conn)
-    finally:
-        conn.close()
+    applied = db.migrate_database(database_url(args.database_url))
     print(f"migrations applied: {', '.join(applied)}" if applied else "schema up to date: nothing to apply")
     return 0
 

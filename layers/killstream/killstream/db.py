@@ -59,3 +59,12 @@ def migrate(conn: psycopg2.extensions.connection) -> list[str]:
                 cur.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
                 applied_now.append(version)
     return applied_now
+
+
+def migrate_database(dsn: str) -> list[str]:
+    """`migrate` over a connection of its own."""
+    conn = connect(dsn)
+    try:
+        return migrate(conn)
+    finally:
+        conn.close()

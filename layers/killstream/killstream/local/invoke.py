@@ -51,9 +51,7 @@ def _invoke_fetcher(args, aws: LocalAws) -> dict:
 
     records = [record for event in _events(args.event) for record in event["Records"]]
     url = database_url(args.database_url)
-    conn = db.connect(url)
-    db.migrate(conn)
-    conn.close()
+    db.migrate_database(url)
     with EsiServer() as esi:
         # Serve every killmail the events name: inline ones as given, the others made from the
         # sample corpus under the event's id and hash.

@@ -72,11 +72,7 @@ def run(args: argparse.Namespace) -> int:
             return 1
 
     url = database_url(args.database_url)
-    conn = db.connect(url)
-    try:
-        applied = db.migrate(conn)
-    finally:
-        conn.close()
+    applied = db.migrate_database(url)
     print(f"Schema: {'applied ' + ', '.join(applied) if applied else 'up to date'}")
 
     settings = PipelineSettings(database_url=url, user_agent=agent, source=source, replay=replay,
