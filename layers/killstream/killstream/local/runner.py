@@ -39,8 +39,15 @@ def _live_feed_reachable(url: str, agent: str) -> str | None:
     try:
         requests.get(f"{url}/sequence.json", headers={"User-Agent": agent}, timeout=(5, 10)).raise_for_status()
         return None
+    except requests.HTTPError as exc:
+        return f"HTTP {exc.response.status_code}"
     except requests.RequestException as exc:
-        return str(exc).splitlines()[0][:200]
+        text = str(exc)
+        for marker, meaning in (("NameResolution", "its name does not resolve"), ("timed out", "timed out"),
+                                ("Connection refused", "connection refused")):
+            if marker in text:
+                return meaning
+        return type(exc).__name__
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,8 +74,8 @@ def run(args: argparse.Namespace) -> int:
         feed = env.get("R2Z2_URL", DEFAULT_R2Z2_URL)
         problem = _live_feed_reachable(feed, agent)
         if problem:
-            print(f"❌ Cannot reach the live feed at {feed}: {problem}\n"
-                  f"   Run offline instead: make run ARGS=\"--replay ../shared/data/killmails/esi\"", file=sys.stderr)
+            print(f"❌ Cannot reach the live feed at {feed} ({problem}) — run offline instead: "
+                  f"make run ARGS=\"--replay ../shared/data/killmails/esi\"", file=sys.stderr)
             return 1
 
     url = database_url(args.database_url)
