@@ -16,7 +16,6 @@ from aws_lambda_powertools.utilities.parameters import SecretsProvider
 from killstream.config import ConfigError, DatabaseConfig
 from killstream import db
 from killstream.database import Database, DatabaseUnavailable
-from tests.integration._fetcher_aws import aws, moto_server  # noqa: F401  (fixtures)
 
 needs_embedded_server = pytest.mark.skipif(
     bool(os.environ.get("DATABASE_URL")), reason="stops or reconfigures the embedded server; DATABASE_URL is set")

@@ -23,7 +23,6 @@ from killstream.models import parse_killmail, parse_zkb
 from killstream.observability import metrics
 from killstream.package import Package
 from killstream.store import KillmailRecord, KillmailStore
-from tests.integration._fetcher_aws import aws, moto_server  # noqa: F401  (fixtures)
 from tests.stored import assert_stored_as, assert_zkb, count_rows
 
 UA = "killstream-tests/0.1 (tests@example.com)"

@@ -24,7 +24,7 @@ from killstream.sources import Gate, HttpClient, RedisQSource
 from killstream.sources.base import BUDGET, ENQUEUE_FAILED, SOURCE_REFUSED
 from killstream.sources.redisq import READ_TIMEOUT_BEYOND_TTW
 from killstream.sqs_sink import SqsSink
-from tests.integration.test_sqs_sink import RecordingSqs, aws, drain, moto_server, queue_url  # noqa: F401  (fixtures)
+from tests.integration.test_sqs_sink import RecordingSqs, drain, queue_url  # noqa: F401  (queue_url: a fixture)
 from tests.unit.test_poller_gate import FakeClock
 
 UA = "killstream-tests/0.1 (tests@example.com)"

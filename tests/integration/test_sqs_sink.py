@@ -1,47 +1,23 @@
 """The SQS sink against moto's SQS over HTTP (boto3 reaches it through AWS_ENDPOINT_URL, as in
 the local runner): batch limits, attributes, the oversized-package rule, per-entry retries and
-what happens to a package SQS never takes. The moto fixtures here serve the poller tests too."""
+what happens to a package SQS never takes. RecordingSqs, drain and queue_url serve the poller tests too."""
 
 from __future__ import annotations
 
 import json
-import logging
 import uuid
 
 import boto3
 import pytest
-import requests
 from botocore.exceptions import EndpointConnectionError
-from moto.server import ThreadedMotoServer
 
 from killstream.local.corpus import generate, split_hash, zkb_for
 from killstream.package import Package
-from killstream.sqs_sink import MAX_BATCH_BYTES, MAX_MESSAGE_BYTES, SqsSink
+from killstream.sqs_batch import MAX_BYTES, MAX_MESSAGE_BYTES, entry_bytes
+from killstream.sqs_sink import SqsSink
 from tests.unit.test_poller_gate import FakeClock
 
 DOCS = generate(30)
-
-
-@pytest.fixture(scope="session")
-def moto_server():
-    # werkzeug would log every moto request to stderr.
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def aws(moto_server, monkeypatch):
-    """AWS_ENDPOINT_URL and fake credentials for this test, on a reset moto."""
-    requests.post(f"{moto_server}/moto-api/reset", timeout=5).raise_for_status()
-    for name, value in {"AWS_ENDPOINT_URL": moto_server, "AWS_ACCESS_KEY_ID": "testing",
-                        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    return moto_server
 
 
 @pytest.fixture
@@ -103,11 +79,6 @@ class RecordingSqs:
         return {"Successful": response.get("Successful", []), "Failed": failed + response.get("Failed", [])}
 
 
-def entry_bytes(entry: dict) -> int:
-    return len(entry["MessageBody"].encode()) + sum(
-        len(name) + len(value["DataType"]) + len(value["StringValue"]) for name, value in entry["MessageAttributes"].items())
-
-
 def make_sink(queue_url: str, sqs=None, **options) -> tuple[SqsSink, FakeClock]:
     clock = FakeClock()
     return SqsSink(sqs or boto3.client("sqs"), queue_url, clock=clock, sleep=clock.sleep, **options), clock
@@ -136,7 +107,7 @@ def test_a_batch_never_exceeds_256_kib(queue_url):
     for p in packages:
         sink.add(p)
     sink.flush()
-    assert all(sum(entry_bytes(e) for e in call) <= MAX_BATCH_BYTES for call in sqs.calls)
+    assert all(sum(entry_bytes(e) for e in call) <= MAX_BYTES for call in sqs.calls)
     assert [len(call) for call in sqs.calls] == [3, 3, 3]
     assert [body["killmail_id"] for body, _ in drain(queue_url)] == [p.killmail_id for p in packages]
 

@@ -30,10 +30,11 @@ from typing import Any, Callable, Iterable, Iterator
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
+from killstream import sqs_batch
+
 RETRIES_EXHAUSTED = "retries_exhausted"
 FAILURE_ATTRIBUTES = ("error_type", "error_message")
 HOLD_SECONDS = 60
-MAX_BATCH_BYTES = 256 * 1024
 MOVE_TASK_POLL_SECONDS = 5
 TERMINAL_TASK_STATUSES = ("COMPLETED", "FAILED", "CANCELLED")
 UNSUPPORTED_CODES = frozenset({
@@ -301,7 +302,7 @@ def _redrive_loop(sqs, dlq_url, source_url, wanted, dry_run, report, hold_second
 def _move(sqs, dlq_url, source_url, chosen, scan: _Scan, result: RedriveResult, moved_types: Counter) -> None:
     by_id = {str(i): pair for i, pair in enumerate(chosen)}
     entries = [_send_entry(key, message) for key, (message, _) in by_id.items()]
-    for batch in _size_limited(entries):
+    for batch in sqs_batch.batches(entries):
         answer = sqs.send_message_batch(QueueUrl=source_url, Entries=batch)
         for failure in answer.get("Failed", []):
             _, described = by_id[failure["Id"]]
@@ -334,29 +335,6 @@ def _send_entry(key: str, message: dict) -> dict:
     if attributes:
         entry["MessageAttributes"] = attributes
     return entry
-
-
-def _entry_bytes(entry: dict) -> int:
-    size = len(entry["MessageBody"].encode())
-    for name, value in entry.get("MessageAttributes", {}).items():
-        size += len(name.encode()) + len(value["DataType"].encode())
-        size += len(value.get("StringValue", "").encode()) + len(value.get("BinaryValue", b""))
-    return size
-
-
-def _size_limited(entries: list[dict]) -> Iterator[list[dict]]:
-    """SendMessageBatch takes at most 256 KiB in all."""
-    batch: list[dict] = []
-    size = 0
-    for entry in entries:
-        entry_size = _entry_bytes(entry)
-        if batch and size + entry_size > MAX_BATCH_BYTES:
-            yield batch
-            batch, size = [], 0
-        batch.append(entry)
-        size += entry_size
-    if batch:
-        yield batch
 
 
 # --- console ---------------------------------------------------------------------------------

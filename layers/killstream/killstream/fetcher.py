@@ -26,12 +26,11 @@ from killstream.esi import VALIDATION_ERRORS, EsiClient, FetchError, PermanentEr
 from killstream.models import Killmail, Zkb, parse_killmail, parse_zkb
 from killstream.observability import MetricUnit, logger, metrics
 from killstream.package import InvalidPackage, Package
+from killstream import sqs_batch
 from killstream.store import KillmailRecord, KillmailStore, Outcome
 
 # Left for the database write and the DLQ when the ESI fetches run against the clock.
 WRITE_RESERVE_SECONDS = 5.0
-SQS_BATCH_ENTRIES = 10
-SQS_BATCH_BYTES = 256 * 1024
 ERROR_MESSAGE_CHARS = 1000
 
 
@@ -176,26 +175,14 @@ def _entry(work: _Work, error: FetchError) -> dict:
     return {"MessageBody": work.message.body, "MessageAttributes": attributes}
 
 
-def _entry_size(entry: dict) -> int:
-    size = len(entry["MessageBody"].encode())
-    for name, value in entry["MessageAttributes"].items():
-        size += len(name.encode()) + len(value["DataType"].encode()) + len(value["StringValue"].encode())
-    return size
+# The names tests/unit/test_fetcher_parts.py checks the DLQ's batches by.
+SQS_BATCH_BYTES = sqs_batch.MAX_BYTES
+_entry_size = sqs_batch.entry_bytes
 
 
 def _chunks(entries: list[tuple[str, dict]]) -> Iterable[list[tuple[str, dict]]]:
-    """SendMessageBatch's limits: at most 10 entries and 256 KiB in all."""
-    chunk: list[tuple[str, dict]] = []
-    size = 0
-    for item in entries:
-        entry_size = _entry_size(item[1])
-        if chunk and (len(chunk) == SQS_BATCH_ENTRIES or size + entry_size > SQS_BATCH_BYTES):
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(item)
-        size += entry_size
-    if chunk:
-        yield chunk
+    """(message id, entry) pairs in SendMessageBatch calls: the id names what each entry carries."""
+    return sqs_batch.batches(entries, entry=lambda item: item[1])
 
 
 def write_records(database: Database, records: Sequence[KillmailRecord]) -> list[Outcome | PermanentError]:

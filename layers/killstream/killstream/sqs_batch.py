@@ -1,0 +1,40 @@
+"""SendMessageBatch's limits, for everything that sends to SQS: at most 10 entries and 256 KiB in
+all a call, and 256 KiB a message. SQS counts a message's body and, for each message attribute,
+its name, DataType and value (StringValue or BinaryValue) against those bytes."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
+
+MAX_ENTRIES = 10
+MAX_BYTES = 256 * 1024
+MAX_MESSAGE_BYTES = 256 * 1024
+
+T = TypeVar("T")
+
+
+def entry_bytes(entry: Mapping[str, Any]) -> int:
+    """The bytes SQS counts for one SendMessageBatch entry (`MessageBody`, `MessageAttributes`)."""
+    size = len(entry["MessageBody"].encode())
+    for name, value in (entry.get("MessageAttributes") or {}).items():
+        binary = value.get("BinaryValue", b"")
+        size += len(name.encode()) + len(value["DataType"].encode()) + len(value.get("StringValue", "").encode())
+        # boto3 takes a str as a blob too, and sends it UTF-8 encoded.
+        size += len(binary.encode() if isinstance(binary, str) else binary)
+    return size
+
+
+def batches(items: Iterable[T], *, entry: Callable[[T], Mapping[str, Any]] = lambda item: item) -> Iterator[list[T]]:
+    """`items` in order, split into SendMessageBatch calls; `entry` gives an item's SQS entry.
+    An entry too large for any call still goes, alone, so SQS is the one to refuse it."""
+    batch: list[T] = []
+    size = 0
+    for item in items:
+        item_size = entry_bytes(entry(item))
+        if batch and (len(batch) == MAX_ENTRIES or size + item_size > MAX_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(item)
+        size += item_size
+    if batch:
+        yield batch
