@@ -181,17 +181,19 @@ def test_an_oversized_package_goes_without_esi(r2z2, queue_url, cursor_parameter
 # --- pacing, budget, remaining time -------------------------------------------------------------
 
 def test_request_starts_measured_at_the_server_are_never_closer_than_the_pacing(r2z2, queue_url, cursor_parameter):
-    """Real clock: about 0.6 s of real pacing."""
+    """Real clock: about 1 s of real pacing. The exact spacing is asserted with a fake clock in
+    test_poller_gate; here the server's own arrival times must respect it too."""
     publish(r2z2, renumber(DOCS, 40))
     set_cursor(cursor_parameter, "0")
-    pacing = 0.04
-    rig = Rig(r2z2, queue_url, cursor_parameter, pacing=pacing, budget=0.6, clock=time.monotonic, sleep=time.sleep)
+    pacing = 0.1
+    rig = Rig(r2z2, queue_url, cursor_parameter, pacing=pacing, budget=1.0, clock=time.monotonic, sleep=time.sleep)
     summary = rig.tick()
     starts = [request.started for request in r2z2.requests]
     gaps = [b - a for a, b in zip(starts, starts[1:])]
-    assert len(starts) >= 8 and summary["enqueued"] == len(starts) - 1
-    # Arrival times at the server jitter by scheduling; 2 ms is far below the 40 ms asserted.
-    assert min(gaps) >= pacing - 0.002
+    assert len(starts) >= 6 and summary["enqueued"] == len(starts) - 1
+    # Arrival at the server lags the request's start by a scheduling-dependent delay on a busy
+    # machine; 10 ms of that is allowed, a tenth of the pacing asserted.
+    assert min(gaps) >= pacing - 0.010
 
 
 def test_the_budget_is_respected(r2z2, queue_url, cursor_parameter):

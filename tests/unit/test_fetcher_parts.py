@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from killstream.esi import PermanentError, _bucket
-from killstream.fetcher import SQS_BATCH_BYTES, DeadLetterQueue, Message, _chunks, _entry_size, _Work
+from killstream.fetcher import DeadLetterQueue, Message, _chunks, _Work
+from killstream.sqs_batch import MAX_BYTES, entry_bytes
 
 
 def letter(n: int, body: str = "{}") -> tuple[_Work, PermanentError]:
@@ -47,7 +48,7 @@ def test_dead_letter_batches_stay_under_sqs_size_limit():
     entries = [(f"m-{n}", {"MessageBody": big, "MessageAttributes": {}}) for n in range(7)]
     chunks = list(_chunks(entries))
     assert [len(chunk) for chunk in chunks] == [2, 2, 2, 1]
-    assert all(sum(_entry_size(e) for _, e in chunk) <= SQS_BATCH_BYTES for chunk in chunks)
+    assert all(sum(entry_bytes(e) for _, e in chunk) <= MAX_BYTES for chunk in chunks)
 
 
 def test_entries_the_dlq_refuses_are_reported_by_message_id():

@@ -175,11 +175,6 @@ def _entry(work: _Work, error: FetchError) -> dict:
     return {"MessageBody": work.message.body, "MessageAttributes": attributes}
 
 
-# The names tests/unit/test_fetcher_parts.py checks the DLQ's batches by.
-SQS_BATCH_BYTES = sqs_batch.MAX_BYTES
-_entry_size = sqs_batch.entry_bytes
-
-
 def _chunks(entries: list[tuple[str, dict]]) -> Iterable[list[tuple[str, dict]]]:
     """(message id, entry) pairs in SendMessageBatch calls: the id names what each entry carries."""
     return sqs_batch.batches(entries, entry=lambda item: item[1])
