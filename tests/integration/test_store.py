@@ -136,3 +136,36 @@ def test_failed_batch_leaves_nothing_behind(conn, sample_killmails):
     conn.close()
     with pytest.raises(Exception):
         store.write([good])
+
+
+def test_a_newer_zkb_racing_the_first_insert_still_wins(database_url, sample_killmails):
+    """Writer B carries newer zkb values for a killmail writer A is inserting right now: B waits
+    for A's commit, then applies its values rather than taking the killmail as a duplicate."""
+    import threading
+
+    from killstream.store import _MERGE, _STAGING, _copy_rows, _killmail_list, _killmail_row
+
+    doc = sample_killmails[6]
+    old = corpus.zkb_for(doc)
+    new = dict(old, totalValue=old["totalValue"] + 5e8)
+    a, b = db.connect(database_url), db.connect(database_url)
+    try:
+        # A's insert, its transaction left open
+        with a.cursor() as cur:
+            cur.execute(_STAGING)
+            cur.copy_expert(f"COPY stage_killmails ({_killmail_list}) FROM STDIN",
+                            _copy_rows([_killmail_row(record(doc, old, sequence_id=1))]))
+            cur.execute(_MERGE)
+        results = {}
+        writer_b = threading.Thread(target=lambda: results.update(b=KillmailStore(b).write(
+            [record(doc, new, sequence_id=2)])))
+        writer_b.start()
+        writer_b.join(timeout=0.5)
+        assert writer_b.is_alive(), "B should wait for A's uncommitted row"
+        a.commit()
+        writer_b.join(timeout=10)
+        assert results["b"] == [Outcome.ZKB_UPDATED]
+        assert_zkb(b, doc["killmail_id"], new)
+    finally:
+        a.close()
+        b.close()

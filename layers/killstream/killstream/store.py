@@ -54,35 +54,28 @@ ATTACKER_COLUMNS = ("killmail_id", "attacker_index", "character_id", "corporatio
 ITEM_COLUMNS = ("killmail_id", "item_index", "parent_index", "item_type_id", "flag",
                 "quantity_destroyed", "quantity_dropped", "singleton")
 
-# ON COMMIT DELETE ROWS: the staging tables live as long as the connection, empty between batches.
 # ON COMMIT DELETE ROWS: the staging table lives as long as the connection, empty between batches.
-_STAGING = "CREATE TEMP TABLE IF NOT EXISTS stage_killmails (LIKE killmails INCLUDING DEFAULTS INCLUDING COMPRESSION) ON COMMIT DELETE ROWS"
+_STAGING = ("CREATE TEMP TABLE IF NOT EXISTS stage_killmails "
+            "(LIKE killmails INCLUDING DEFAULTS INCLUDING COMPRESSION) ON COMMIT DELETE ROWS")
 
-_zkb_set = ",\n        ".join(f"{c} = s.{c}" for c in _ZKB_COLUMNS)
-_zkb_k = ", ".join(f"k.{c}" for c in _ZKB_COLUMNS)
-_zkb_s = ", ".join(f"s.{c}" for c in _ZKB_COLUMNS)
 _killmail_list = ", ".join(KILLMAIL_COLUMNS)
+_zkb_set = ",\n    ".join(f"{c} = EXCLUDED.{c}" for c in _ZKB_COLUMNS)
+_zkb_stored = ", ".join(f"killmails.{c}" for c in _ZKB_COLUMNS)
+_zkb_new = ", ".join(f"EXCLUDED.{c}" for c in _ZKB_COLUMNS)
+# DO UPDATE, not DO NOTHING then UPDATE: a conflicting row is locked and re-read as committed,
+# so a writer racing another one for the same killmail still applies its newer zkb values.
+# xmax = 0 tells a row this statement inserted from one it updated.
 _MERGE = f"""
-WITH inserted AS (
-    INSERT INTO killmails ({_killmail_list})
-    SELECT {_killmail_list} FROM stage_killmails ORDER BY killmail_id
-    ON CONFLICT (killmail_id) DO NOTHING
-    RETURNING killmail_id
-), updated AS (
-    -- The latest zKillboard values win; a late redelivery of an older sequence does not.
-    UPDATE killmails k SET
-        {_zkb_set},
-        sequence_id = COALESCE(s.sequence_id, k.sequence_id),
-        zkb_updated_at = now()
-    FROM stage_killmails s
-    WHERE k.killmail_id = s.killmail_id
-      AND (s.sequence_id IS NULL OR k.sequence_id IS NULL OR s.sequence_id > k.sequence_id)
-      AND ({_zkb_k}) IS DISTINCT FROM ({_zkb_s})
-    RETURNING k.killmail_id
-)
-SELECT killmail_id, 'inserted' FROM inserted
-UNION ALL
-SELECT killmail_id, 'zkb_updated' FROM updated
+INSERT INTO killmails ({_killmail_list})
+SELECT {_killmail_list} FROM stage_killmails ORDER BY killmail_id
+ON CONFLICT (killmail_id) DO UPDATE SET
+    {_zkb_set},
+    sequence_id = COALESCE(EXCLUDED.sequence_id, killmails.sequence_id),
+    zkb_updated_at = now()
+-- The latest zKillboard values win; a late redelivery of an older sequence does not.
+WHERE (EXCLUDED.sequence_id IS NULL OR killmails.sequence_id IS NULL OR EXCLUDED.sequence_id > killmails.sequence_id)
+  AND ({_zkb_stored}) IS DISTINCT FROM ({_zkb_new})
+RETURNING killmail_id, CASE WHEN xmax = 0 THEN 'inserted' ELSE 'zkb_updated' END
 """
 
 
