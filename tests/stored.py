@@ -84,8 +84,9 @@ def _normalize(doc: dict) -> dict:
     return doc
 
 
-def assert_stored_as(conn, esi: dict, zkb: dict | None = None) -> None:
-    """The rows for esi['killmail_id'] equal the document (and zkb, when given)."""
+def assert_stored_as(conn, esi: dict, zkb: dict | None = None, *, killmail_hash: str | None = None,
+                     source: str | None = None) -> None:
+    """The rows for esi['killmail_id'] equal the document (and zkb, hash and source, when given)."""
     rebuilt = rebuild_esi(conn, esi["killmail_id"])
     assert rebuilt is not None, f"killmail {esi['killmail_id']} is not stored"
     stored_json = rebuilt.pop("_esi")
@@ -93,10 +94,16 @@ def assert_stored_as(conn, esi: dict, zkb: dict | None = None) -> None:
     expected = _normalize(esi)
     assert rebuilt == expected
     assert attacker_count == len(esi["attackers"])
-    source = {k: v for k, v in esi.items() if k != "killmail_hash"}
-    assert stored_json == json.loads(json.dumps(source)), "esi jsonb differs from the document"
+    document = {k: v for k, v in esi.items() if k != "killmail_hash"}
+    assert stored_json == json.loads(json.dumps(document)), "esi jsonb differs from the document"
     if zkb is not None:
         assert_zkb(conn, esi["killmail_id"], zkb)
+    if killmail_hash is not None or source is not None:
+        with conn.cursor() as cur:
+            cur.execute("SELECT killmail_hash, source FROM killmails WHERE killmail_id = %s", (esi["killmail_id"],))
+            stored_hash, stored_source = cur.fetchone()
+        assert killmail_hash is None or stored_hash == killmail_hash
+        assert source is None or stored_source == source
 
 
 def assert_zkb(conn, killmail_id: int, zkb: dict) -> None:

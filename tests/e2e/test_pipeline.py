@@ -48,7 +48,8 @@ def test_replay_stores_every_killmail_exactly_once_and_equal_to_its_source(pipel
         assert count_rows(conn, "killmails") == len(docs)
         assert count_rows(conn, "attackers") == sum(len(d["attackers"]) for d in docs)
         for doc in docs:
-            assert_stored_as(conn, corpus.split_hash(doc)[0], corpus.zkb_for(doc))
+            esi, killmail_hash = corpus.split_hash(doc)
+            assert_stored_as(conn, esi, corpus.zkb_for(doc), killmail_hash=killmail_hash, source="r2z2")
         with conn.cursor() as cur:
             cur.execute("SELECT count(*) FROM killmails WHERE source = 'r2z2' AND sequence_id IS NOT NULL")
             assert cur.fetchone()[0] == len(docs)

@@ -51,7 +51,8 @@ def test_every_real_killmail_round_trips(conn, real_killmails):
     outcomes = store.write(records)
     assert outcomes == [Outcome.INSERTED] * len(records)
     for doc in real_killmails:
-        assert_stored_as(conn, corpus.split_hash(doc)[0], corpus.zkb_for(doc))
+        esi, killmail_hash = corpus.split_hash(doc)
+        assert_stored_as(conn, esi, corpus.zkb_for(doc), killmail_hash=killmail_hash, source="r2z2")
     assert count_rows(conn, "killmails") == len(real_killmails)
     assert count_rows(conn, "attackers") == sum(len(d["attackers"]) for d in real_killmails)
 

@@ -32,7 +32,7 @@ def _text(env: Mapping[str, str], name: str, default: str | None = None, *, requ
     return value
 
 
-def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+def int_setting(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -52,11 +52,16 @@ def _url(env: Mapping[str, str], name: str, default: str | None, *, required: bo
     return value.rstrip("/") if value else value
 
 
+# The template's UserAgent pattern: "app/version (contact)".
+USER_AGENT_RE = re.compile(r"^[^\s/]+/\S+ \(.*\S.*\)$")
+
+
 def user_agent(env: Mapping[str, str]) -> str:
     """zKillboard and ESI refuse anonymous clients: insist on `app/version (contact)`."""
     value = _text(env, "USER_AGENT", required=True)
-    if "/" not in value or len(value) < 8:
-        raise ConfigError("USER_AGENT", f"must name the app/version and a contact, e.g. 'killstream/0.1 (you@example.com)', got {value!r}")
+    if not USER_AGENT_RE.match(value):
+        raise ConfigError("USER_AGENT", f"must be 'app/version (contact)', e.g. 'killstream/0.1 (you@example.com)', "
+                                        f"got {value!r}")
     return value
 
 
@@ -85,10 +90,10 @@ class PollerConfig:
             r2z2_url=_url(env, "R2Z2_URL", DEFAULT_R2Z2_URL),
             redisq_url=_url(env, "REDISQ_URL", DEFAULT_REDISQ_URL),
             redisq_queue_id=_text(env, "REDISQ_QUEUE_ID", required=source == "redisq"),
-            redisq_ttw=_int(env, "REDISQ_TTW", 1, 1, 10),
+            redisq_ttw=int_setting(env, "REDISQ_TTW", 1, 1, 10),
             redisq_filter=_text(env, "REDISQ_FILTER"),
-            pacing_ms=_int(env, "POLL_PACING_MS", 500, 0, 60_000),
-            budget_seconds=_int(env, "POLL_BUDGET_SECONDS", 50, 1, 900),
+            pacing_ms=int_setting(env, "POLL_PACING_MS", 500, 0, 60_000),
+            budget_seconds=int_setting(env, "POLL_BUDGET_SECONDS", 50, 1, 900),
             queue_url=_url(env, "QUEUE_URL", None, required=True),
             cursor_parameter=_text(env, "CURSOR_PARAMETER", required=source == "r2z2"),
             user_agent=user_agent(env),
@@ -112,7 +117,8 @@ class DatabaseConfig:
             raise ConfigError("DATABASE_URL", "set DATABASE_URL or DB_SECRET_ARN")
         if arn and not arn.startswith("arn:"):
             raise ConfigError("DB_SECRET_ARN", f"must be a Secrets Manager ARN, got {arn!r}")
-        sslmode = _text(env, "DB_SSLMODE", None if url else "verify-full")
+        # credentials from Secrets Manager mean a real database: TLS verified unless told otherwise
+        sslmode = _text(env, "DB_SSLMODE", "verify-full" if arn else None)
         if sslmode is not None and sslmode not in SSL_MODES:
             raise ConfigError("DB_SSLMODE", f"must be one of {', '.join(SSL_MODES)}, got {sslmode!r}")
         return cls(database_url=url, secret_arn=arn, sslmode=sslmode, sslrootcert=_text(env, "DB_SSLROOTCERT"))
@@ -131,7 +137,7 @@ class FetcherConfig:
         env = os.environ if env is None else env
         return cls(
             esi_url=_url(env, "ESI_URL", DEFAULT_ESI_URL),
-            esi_parallelism=_int(env, "ESI_PARALLELISM", 4, 1, 16),
+            esi_parallelism=int_setting(env, "ESI_PARALLELISM", 4, 1, 16),
             user_agent=user_agent(env),
             dlq_url=_url(env, "DLQ_URL", None, required=True),
             database=DatabaseConfig.from_env(env),

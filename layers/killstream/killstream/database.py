@@ -73,7 +73,11 @@ class Database:
             if not self._schema_ready:
                 # A new deployment's database is empty and private to the VPC: the first
                 # connection brings the schema up to date (idempotent, serialized by a lock).
-                applied = db.migrate(conn)
+                try:
+                    applied = db.migrate(conn)
+                except BaseException:
+                    conn.close()
+                    raise
                 if applied:
                     logger.info("schema migrations applied", extra={"versions": applied})
                 self._schema_ready = True

@@ -47,6 +47,8 @@ def migrate(conn: psycopg2.extensions.connection) -> list[str]:
     applied_now = []
     with conn:
         with conn.cursor() as cur:
+            # under the lock: two cold fetchers creating the table at once would collide
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
             cur.execute(MIGRATIONS_TABLE)
     for version, sql in migration_files():
         with conn:  # one transaction per migration: all of it or none of it

@@ -10,9 +10,7 @@ import os
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
-os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "killstream")
-
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "killstream"))
-metrics = Metrics()
+metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "killstream"))
 
 __all__ = ["logger", "metrics", "MetricUnit"]

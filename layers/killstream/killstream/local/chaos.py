@@ -187,6 +187,7 @@ def run_chaos(database_url: str, *, count: int = 2000, rates: ChaosRates | None 
     pipeline.start()
     publisher.start()
 
+    # Queue depths are approximate in SQS (and moto): drained means seen empty twice in a row.
     def drained() -> bool:
         return not publisher.is_alive() and not outage.is_alive() and pipeline.aws.queue_depth(pipeline.aws.queue_url) == 0 \
             and _cursor(pipeline) >= r2z2.head

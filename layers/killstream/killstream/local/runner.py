@@ -12,7 +12,7 @@ import time
 import requests
 
 from killstream import __version__
-from killstream.config import DEFAULT_R2Z2_URL, ConfigError, PollerConfig, user_agent
+from killstream.config import DEFAULT_R2Z2_URL, ConfigError, PollerConfig, int_setting, user_agent
 from killstream.local.console import RunStats, install
 from killstream.local.pipeline import LocalPipeline, PipelineSettings, replay_documents
 
@@ -67,8 +67,15 @@ def run(args: argparse.Namespace) -> int:
               "make run ARGS=\"--replay ../shared/data/killmails/esi\"", file=sys.stderr)
         return 2
     source = args.source or env.get("KILLSTREAM_SOURCE", "r2z2")
-    budget = args.budget or int(env.get("POLL_BUDGET_SECONDS", "50"))
-    pacing = args.pacing_ms if args.pacing_ms is not None else int(env.get("POLL_PACING_MS", "500"))
+    try:  # the flags win over the environment; both go through the contract's checks
+        budget = int_setting({"POLL_BUDGET_SECONDS": str(args.budget or env.get("POLL_BUDGET_SECONDS", ""))},
+                             "POLL_BUDGET_SECONDS", 50, 1, 900)
+        pacing = int_setting({"POLL_PACING_MS": str(args.pacing_ms if args.pacing_ms is not None
+                                                    else env.get("POLL_PACING_MS", ""))},
+                             "POLL_PACING_MS", 500, 0, 60_000)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
 
     if replay is None and source == "r2z2":
         feed = env.get("R2Z2_URL", DEFAULT_R2Z2_URL)

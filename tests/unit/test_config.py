@@ -1,0 +1,55 @@
+"""The configuration contract: defaults, and a bad value fails fast naming its variable."""
+
+import pytest
+
+from killstream.config import ConfigError, DatabaseConfig, FetcherConfig, PollerConfig
+
+POLLER = {"QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/1/q", "CURSOR_PARAMETER": "/ks/cursor",
+          "USER_AGENT": "killstream/0.1 (ops@example.com)"}
+FETCHER = {"DLQ_URL": "https://sqs.us-east-1.amazonaws.com/1/dlq", "DATABASE_URL": "postgresql://h/db",
+           "USER_AGENT": "killstream/0.1 (ops@example.com)"}
+
+
+def test_poller_defaults():
+    config = PollerConfig.from_env(POLLER)
+    assert (config.source, config.pacing_ms, config.budget_seconds, config.redisq_ttw) == ("r2z2", 500, 50, 1)
+    assert config.r2z2_url == "https://r2z2.zkillboard.com/ephemeral"
+
+
+@pytest.mark.parametrize("variable, value", [
+    ("KILLSTREAM_SOURCE", "kafka"), ("POLL_PACING_MS", "fast"), ("POLL_PACING_MS", "-1"),
+    ("POLL_BUDGET_SECONDS", "0"), ("REDISQ_TTW", "11"), ("R2Z2_URL", "ftp://x"), ("QUEUE_URL", ""),
+    ("USER_AGENT", ""), ("USER_AGENT", "killstream/0.1"), ("USER_AGENT", "python-requests"),
+])
+def test_a_bad_poller_value_names_its_variable(variable, value):
+    with pytest.raises(ConfigError) as excinfo:
+        PollerConfig.from_env({**POLLER, variable: value})
+    assert excinfo.value.variable == variable and variable in str(excinfo.value)
+
+
+def test_redisq_needs_a_queue_id_and_r2z2_a_cursor_parameter():
+    with pytest.raises(ConfigError, match="REDISQ_QUEUE_ID"):
+        PollerConfig.from_env({**POLLER, "KILLSTREAM_SOURCE": "redisq"})
+    without_cursor = {k: v for k, v in POLLER.items() if k != "CURSOR_PARAMETER"}
+    with pytest.raises(ConfigError, match="CURSOR_PARAMETER"):
+        PollerConfig.from_env(without_cursor)
+    assert PollerConfig.from_env({**without_cursor, "KILLSTREAM_SOURCE": "redisq", "REDISQ_QUEUE_ID": "q"}).source == "redisq"
+
+
+@pytest.mark.parametrize("variable, value", [
+    ("ESI_PARALLELISM", "0"), ("ESI_PARALLELISM", "many"), ("ESI_URL", "esi.evetech.net"), ("DLQ_URL", ""),
+    ("DB_SSLMODE", "sometimes"), ("DB_SECRET_ARN", "my-secret"),
+])
+def test_a_bad_fetcher_value_names_its_variable(variable, value):
+    with pytest.raises(ConfigError) as excinfo:
+        FetcherConfig.from_env({**FETCHER, variable: value})
+    assert excinfo.value.variable == variable
+
+
+def test_tls_is_verified_by_default_whenever_credentials_come_from_the_secret():
+    arn = "arn:aws:secretsmanager:us-east-1:1:secret:db"
+    assert DatabaseConfig.from_env({"DB_SECRET_ARN": arn}).sslmode == "verify-full"
+    assert DatabaseConfig.from_env({"DB_SECRET_ARN": arn, "DATABASE_URL": "postgresql://h/db"}).sslmode == "verify-full"
+    assert DatabaseConfig.from_env({"DATABASE_URL": "postgresql://localhost/db"}).sslmode is None
+    with pytest.raises(ConfigError, match="DATABASE_URL"):
+        DatabaseConfig.from_env({})
