@@ -156,6 +156,16 @@ def test_bodies_that_stay_malformed_end_transient(esi, fake_time):
     assert "malformed JSON" in caught.value.message
 
 
+def test_a_body_nested_deeper_than_json_parses_is_permanent_and_not_retried(esi, fake_time):
+    client = make_client(esi, fake_time)
+    esi.faults.script(body=b"[" * 100_000, when=f"/{DOCS[5]['killmail_id']}/", times=None)
+    with pytest.raises(PermanentError) as caught:
+        fetch(client, fake_time, DOCS[5])
+    assert caught.value.error_type == "validation_error"
+    assert "nested too deeply" in caught.value.message
+    assert esi.total_hits == 1
+
+
 def test_slow_answers_time_out_and_are_retried(esi, fake_time):
     client = make_client(esi, fake_time, read_timeout=0.2)
     esi.slow(DOCS[5]["killmail_id"], 1.0, times=1)

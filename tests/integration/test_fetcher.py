@@ -201,6 +201,107 @@ def test_the_transient_message_is_stored_on_redelivery(make_harness, sample_kill
     assert h.dead_letters() == []
 
 
+# --- what nobody foresaw fails its own record, not the batch ------------------------------------
+
+def test_an_esi_body_nested_too_deeply_is_dead_lettered_alone_and_the_rest_stored(make_harness, sample_killmails):
+    docs = sample_killmails[:4]
+    nested = docs[1]
+    h = make_harness(docs)
+    h.esi.faults.script(body=b"[" * 100_000, when=f"/{nested['killmail_id']}/", times=None)
+    records = [record(body(doc, inline=n % 2 == 0)) for n, doc in enumerate(docs)]
+
+    assert failures(h.invoke(records)) == []
+
+    with h.connect() as conn:
+        assert count_rows(conn, "killmails") == 3
+        for doc in docs:
+            if doc is not nested:
+                assert_stored_as(conn, doc, zkb_for(doc))
+    [letter] = h.dead_letters()
+    assert (letter["error_type"], letter["killmail_id"]) == ("validation_error", str(nested["killmail_id"]))
+    assert "nested too deeply" in letter["error_message"]
+    assert h.esi.hits[nested["killmail_id"]] == 1
+
+
+def test_an_unexpected_error_in_one_fetch_makes_that_record_alone_transient(make_harness, sample_killmails, capfd, caplog):
+    docs = sample_killmails[:4]
+    broken = docs[1]
+    h = make_harness(docs)
+    esi = h.module.fetcher().esi
+    fetch = esi.fetch
+
+    def fetch_or_fail(killmail_id, killmail_hash, deadline):
+        if killmail_id == broken["killmail_id"]:
+            raise RuntimeError("nobody saw this coming")
+        return fetch(killmail_id, killmail_hash, deadline)
+    esi.fetch = fetch_or_fail
+    records = [record(body(doc, inline=n % 2 == 0)) for n, doc in enumerate(docs)]
+    output(capfd, caplog)
+
+    assert failures(h.invoke(records)) == [records[1]["messageId"]]
+
+    with h.connect() as conn:
+        assert count_rows(conn, "killmails") == 3
+        for doc in docs:
+            if doc is not broken:
+                assert_stored_as(conn, doc, zkb_for(doc))
+    assert h.dead_letters() == []
+    lines, totals = output(capfd, caplog)
+    [failed] = [line for line in lines if line["outcome"] == "failed"]
+    assert failed["killmail_id"] == broken["killmail_id"]
+    assert failed["error_type"] == "unexpected_error"
+    assert failed["reason"] == "RuntimeError: nobody saw this coming"
+    assert (totals["KillmailsStored"], totals["TransientFailures"]) == (3, 1)
+
+
+def test_a_stored_document_that_no_longer_validates_makes_that_record_alone_transient(make_harness, sample_killmails, capfd, caplog):
+    docs = sample_killmails[:3]
+    stale, inline, fetched = docs
+    h = make_harness(docs)
+    store_directly(h.database_url, [stale])
+    with h.connect() as conn, conn, conn.cursor() as cur:
+        # Stands for a document stored before the validator refused what it holds.
+        cur.execute("""UPDATE killmails SET esi = jsonb_set(esi, '{killmail_time}', '"yesterday"')
+                       WHERE killmail_id = %s""", (stale["killmail_id"],))
+    records = [record(body(stale, inline=False)), record(body(inline, inline=True)), record(body(fetched, inline=False))]
+    output(capfd, caplog)
+
+    assert failures(h.invoke(records)) == [records[0]["messageId"]]
+
+    with h.connect() as conn:
+        assert count_rows(conn, "killmails") == 3
+        assert_stored_as(conn, inline, zkb_for(inline))
+        assert_stored_as(conn, fetched, zkb_for(fetched))
+    assert h.esi.hits == Counter({fetched["killmail_id"]: 1})
+    assert h.dead_letters() == []
+    lines, _ = output(capfd, caplog)
+    [failed] = [line for line in lines if line["outcome"] == "failed"]
+    assert failed["killmail_id"] == stale["killmail_id"]
+    assert failed["error_type"] == "stored_document_invalid"
+    assert "killmail_time" in failed["reason"]
+
+
+def test_a_database_secret_without_a_password_makes_the_batch_transient_and_still_dead_letters_the_bad(
+        make_harness, sample_killmails, capfd, caplog):
+    doc = sample_killmails[0]
+    arn = boto3.client("secretsmanager").create_secret(
+        Name="killstream/db", SecretString=json.dumps({"username": "killstream"}))["ARN"]
+    h = make_harness([doc], DB_SECRET_ARN=arn, DB_SSLMODE="disable")
+    good, bad = record(body(doc, inline=True)), record("not json at all")
+    output(capfd, caplog)
+
+    assert failures(h.invoke([good, bad])) == [good["messageId"]]
+
+    [letter] = h.dead_letters()
+    assert (letter["body"], letter["error_type"]) == (bad["body"], "invalid_message")
+    lines, _ = output(capfd, caplog)
+    [failed] = [line for line in lines if line["killmail_id"] == doc["killmail_id"]]
+    assert failed["error_type"] == "unexpected_error"
+    assert failed["reason"] == "ConfigError: DB_SECRET_ARN: the secret lacks password"
+    with h.connect() as conn:
+        assert count_rows(conn, "killmails") == 0
+
+
 # --- the database --------------------------------------------------------------------------
 
 @needs_embedded_server

@@ -1,10 +1,11 @@
-"""The fetcher's small pure parts: SQS records in, DLQ batches out, ESI's bucket arithmetic."""
+"""The fetcher's small pure parts: SQS records in, messages parsed, DLQ batches out, ESI's bucket arithmetic."""
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from killstream.esi import PermanentError, _bucket
+from killstream import fetcher
+from killstream.esi import PermanentError, TransientError, _bucket
 from killstream.fetcher import DeadLetterQueue, Message, _chunks, _Work
 from killstream.sqs_batch import MAX_BYTES, entry_bytes
 
@@ -64,3 +65,13 @@ def test_the_pace_a_bucket_sustains_is_its_window_over_its_tokens_times_a_succes
     assert _bucket(None) is None
     assert _bucket("lots") is None
     assert _bucket("0/15m") is None
+
+
+def test_a_message_the_validator_trips_over_is_that_records_transient_failure(monkeypatch):
+    def broken(doc):
+        raise RuntimeError("validator bug")
+    monkeypatch.setattr(fetcher, "parse_zkb", broken)
+    work = fetcher.parse_message(Message("m-1", '{"killmail_id": 1, "hash": "' + "a" * 40 + '", "zkb": {}}'))
+    assert isinstance(work.error, TransientError)
+    assert (work.error.error_type, work.error.message) == ("unexpected_error", "RuntimeError: validator bug")
+    assert work.killmail_id == 1

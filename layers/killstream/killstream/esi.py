@@ -27,9 +27,6 @@ INVALID_KILLMAIL_STATUSES = frozenset({400, 404, 422})
 SUCCESS_COST = 2
 _WINDOW = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*([smh])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
-# models' number check lets an integer too big for a float escape as OverflowError: it is as
-# much a validation failure as any other.
-VALIDATION_ERRORS = (KillmailValidationError, OverflowError)
 
 
 class FetchError(Exception):
@@ -191,10 +188,15 @@ class EsiClient:
             raise TransientError("esi_error", f"ESI answered {status}: {_excerpt(response)}")
 
     def _killmail(self, response: requests.Response, killmail_id: int) -> Killmail:
-        doc = json.loads(response.content)
+        try:
+            doc = json.loads(response.content)
+        except RecursionError:
+            # Not a cut-off body (those raise ValueError and are retried): nesting this deep is
+            # what ESI serves, and asking again would only get the same answer.
+            raise PermanentError("validation_error", "ESI's document: JSON nested too deeply") from None
         try:
             killmail = parse_killmail(doc)
-        except VALIDATION_ERRORS as exc:
+        except KillmailValidationError as exc:
             raise PermanentError("validation_error", f"ESI's document: {exc}") from None
         if killmail.killmail_id != killmail_id:
             raise PermanentError("esi_mismatch", f"asked ESI for {killmail_id}, it answered {killmail.killmail_id}")

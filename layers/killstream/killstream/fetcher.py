@@ -22,8 +22,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from killstream.config import FetcherConfig
 from killstream.database import Database, DatabaseUnavailable
-from killstream.esi import VALIDATION_ERRORS, EsiClient, FetchError, PermanentError, TransientError
-from killstream.models import Killmail, Zkb, parse_killmail, parse_zkb
+from killstream.esi import EsiClient, FetchError, PermanentError, TransientError
+from killstream.models import Killmail, KillmailValidationError, Zkb, parse_killmail, parse_zkb
 from killstream.observability import MetricUnit, logger, metrics
 from killstream.package import InvalidPackage, Package
 from killstream import sqs_batch
@@ -55,35 +55,6 @@ class ParsedMessage:
     package: Package
     zkb: Zkb
     killmail: Killmail | None
-
-
-def read_package(body: str | bytes | dict) -> Package:
-    """The package a message carries; a body that is not one is a `PermanentError`."""
-    try:
-        return Package.from_body(body)
-    except InvalidPackage as exc:
-        raise PermanentError("invalid_message", exc.reason) from None
-    except RecursionError:
-        # json.loads gives up on deep nesting (a few thousand brackets fit in an SQS message)
-        raise PermanentError("invalid_message", "JSON nested too deeply") from None
-
-
-def validate_package(package: Package) -> ParsedMessage:
-    """Its zkb block and inline killmail validated; any flaw is a `PermanentError`."""
-    try:
-        zkb = parse_zkb(package.zkb)
-        killmail = None if package.esi is None else parse_killmail(package.esi)
-    except VALIDATION_ERRORS as exc:
-        raise PermanentError("validation_error", str(exc)) from None
-    if killmail is not None and killmail.killmail_id != package.killmail_id:
-        raise PermanentError("esi_mismatch",
-                             f"message is for killmail {package.killmail_id}, its esi is {killmail.killmail_id}")
-    return ParsedMessage(package, zkb, killmail)
-
-
-def parse_message(body: str | bytes | dict) -> ParsedMessage:
-    """A message body as the poller wrote it, validated; any flaw is a `PermanentError`."""
-    return validate_package(read_package(body))
 
 
 class Disposition(str, Enum):
@@ -128,6 +99,38 @@ class _Work:
     def total_value(self) -> float | None:
         value = self.parsed.zkb.total_value if self.parsed else None
         return None if value is None else float(value)
+
+
+def parse_message(message: Message) -> _Work:
+    """The message as the poller wrote it, validated. Any flaw in it is the record's
+    `PermanentError`, with its package when it was one (so the DLQ entry names its killmail)."""
+    work = _Work(message)
+    try:
+        work.package = Package.from_body(message.body)
+        zkb = parse_zkb(work.package.zkb)
+        killmail = None if work.package.esi is None else parse_killmail(work.package.esi)
+    except InvalidPackage as exc:
+        work.error = PermanentError("invalid_message", exc.reason)
+        return work
+    except KillmailValidationError as exc:
+        work.error = PermanentError("validation_error", str(exc))
+        return work
+    except Exception as exc:
+        # A flaw in the validator, not in the message: the record waits for a fix, the batch goes on.
+        logger.exception("unexpected error reading a message", extra={"message_id": message.message_id})
+        work.error = _unexpected(exc)
+        return work
+    if killmail is not None and killmail.killmail_id != work.package.killmail_id:
+        work.error = PermanentError("esi_mismatch",
+                                    f"message is for killmail {work.package.killmail_id}, its esi is {killmail.killmail_id}")
+        return work
+    work.parsed = ParsedMessage(work.package, zkb, killmail)
+    work.killmail = killmail
+    return work
+
+
+def _unexpected(exc: Exception) -> TransientError:
+    return TransientError("unexpected_error", f"{type(exc).__name__}: {exc}".strip()[:ERROR_MESSAGE_CHARS])
 
 
 class DeadLetterQueue:
@@ -225,35 +228,32 @@ class Fetcher:
     def process(self, messages: Sequence[Message], time_left: float) -> dict[str, RecordResult]:
         """`time_left`: seconds until the invocation must have answered."""
         deadline = self._clock() + max(0.0, time_left - self.write_reserve)
-        batch = [self._parse(message) for message in messages]
+        batch = [parse_message(message) for message in messages]
         pending = [work for work in batch if work.error is None]
         write_ms = None
         try:
             self._find_killmails(pending, deadline)
-            write_ms = self._write([work for work in pending if work.killmail is not None])
+            write_ms = self._write([work for work in pending if work.error is None and work.killmail is not None])
         except DatabaseUnavailable as exc:
-            for work in pending:
-                if work.error is None and work.outcome is None:
-                    work.error = TransientError("database_unavailable", str(exc))
+            self._give_back(pending, TransientError("database_unavailable", str(exc)))
         except psycopg2.Error as exc:
             logger.exception("database error")
-            for work in pending:
-                if work.error is None and work.outcome is None:
-                    work.error = TransientError("database_error", f"{type(exc).__name__}: {exc}".strip())
+            self._give_back(pending, TransientError("database_error", f"{type(exc).__name__}: {exc}".strip()))
+        except Exception as exc:
+            # e.g. a database secret whose contents are no use (ConfigError). Raising would fail
+            # the invocation: every record retried, the permanent failures too, and the reason
+            # in no record's log line.
+            logger.exception("unexpected error in the batch")
+            self._give_back(pending, _unexpected(exc))
         results = self._settle(batch)
         self._report(batch, results, write_ms)
         return results
 
-    def _parse(self, message: Message) -> _Work:
-        work = _Work(message)
-        try:
-            work.package = read_package(message.body)
-            work.parsed = validate_package(work.package)
-        except PermanentError as exc:
-            work.error = exc
-            return work
-        work.killmail = work.parsed.killmail
-        return work
+    @staticmethod
+    def _give_back(pending: list[_Work], error: TransientError) -> None:
+        for work in pending:
+            if work.error is None and work.outcome is None:
+                work.error = error
 
     def _find_killmails(self, pending: list[_Work], deadline: float) -> None:
         """Give every message its killmail: from its own body, from another message of the
@@ -265,10 +265,24 @@ class Fetcher:
             return
         ids = {work.killmail_id for work in missing}
         # one query: which are stored already (those never reach ESI), with their documents
+        unusable: dict[int, TransientError] = {}
         for killmail_id, document in self.database.run(lambda conn: KillmailStore(conn).stored_documents(ids)).items():
-            carried[killmail_id] = parse_killmail(document)
+            try:
+                carried[killmail_id] = parse_killmail(document)
+            except KillmailValidationError as exc:
+                # Stored before the validator grew stricter. ESI would serve the same document,
+                # so fetching it is no cure: the record goes back with its reason logged, until
+                # a fix or SQS's maxReceiveCount.
+                unusable[killmail_id] = TransientError(
+                    "stored_document_invalid", f"the stored ESI document no longer validates: {exc}")
+            except Exception as exc:
+                logger.exception("unexpected error reading a stored document", extra={"killmail_id": killmail_id})
+                unusable[killmail_id] = _unexpected(exc)
+        for work in missing:
+            if work.killmail_id in unusable:
+                work.error = unusable[work.killmail_id]
         self._share(pending, carried)
-        self._fetch([work for work in pending if work.killmail is None], deadline)
+        self._fetch([work for work in pending if work.killmail is None and work.error is None], deadline)
 
     @staticmethod
     def _share(pending: list[_Work], carried: dict[int, Killmail]) -> None:
@@ -291,6 +305,10 @@ class Fetcher:
                 return self.esi.fetch(key[0], key[1], deadline)
             except FetchError as exc:
                 return exc
+            except Exception as exc:
+                # Out of a thread it would surface in pool.map and fail the whole batch.
+                logger.exception(f"unexpected error fetching {key[0]} from ESI", extra={"killmail_id": key[0]})
+                return _unexpected(exc)
 
         with ThreadPoolExecutor(max_workers=min(self.parallelism, len(wanted)), thread_name_prefix="esi") as pool:
             for key, result in zip(wanted, pool.map(fetch, wanted)):
