@@ -9,9 +9,11 @@ from __future__ import annotations
 import glob
 import os
 import pwd
+import secrets
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -60,10 +62,15 @@ class EmbeddedPostgres:
         self.bin_dir = find_bin_dir()
         self.user = _server_user()
         self.log_file = self.data_dir.parent / f"{self.data_dir.name}.log"
+        # TCP logins need this password (scram): any local user can reach 127.0.0.1, and the
+        # server's superuser can run programs. Kept beside the data directory, readable by us only.
+        self.password_file = self.data_dir.parent / f"{self.data_dir.name}.password"
 
     @property
     def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        password = self.password_file.read_text().strip() if self.password_file.exists() else ""
+        credentials = f"postgres:{password}" if password else "postgres"
+        return f"postgresql://{credentials}@127.0.0.1:{self.port}/postgres"
 
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         kwargs = {}
@@ -94,10 +101,7 @@ class EmbeddedPostgres:
             self.port = running
             return self
         if not (self.data_dir / "PG_VERSION").exists():
-            result = self._run("initdb", "-D", str(self.data_dir), "-U", "postgres", "--auth=trust",
-                               "--encoding=UTF8", "--locale=C", check=False)
-            if result.returncode != 0:
-                raise PostgresUnavailable(f"initdb failed: {result.stderr.strip() or result.stdout.strip()}")
+            self._initdb()
         self.port = self.port or _free_port()
         options = [f"-p {self.port}", "-c listen_addresses=127.0.0.1", f"-k {self.data_dir}"]
         if not self.durable:  # throwaway test servers: durability buys nothing
@@ -108,6 +112,24 @@ class EmbeddedPostgres:
             log = self.log_file.read_text()[-2000:] if self.log_file.exists() else ""
             raise PostgresUnavailable(f"pg_ctl start failed: {result.stderr.strip()}\n{log}")
         return self
+
+    def _initdb(self) -> None:
+        password = secrets.token_urlsafe(24)
+        self.password_file.write_text(password + "\n")
+        os.chmod(self.password_file, 0o600)
+        # initdb reads the password from a file its (unprivileged) user can open: a private copy
+        with tempfile.NamedTemporaryFile("w", dir=self.data_dir.parent, delete=False) as pwfile:
+            pwfile.write(password + "\n")
+        try:
+            if self.user:
+                os.chown(pwfile.name, self.user.pw_uid, self.user.pw_gid)
+            result = self._run("initdb", "-D", str(self.data_dir), "-U", "postgres", "--auth-local=trust",
+                               "--auth-host=scram-sha-256", f"--pwfile={pwfile.name}", "--encoding=UTF8",
+                               "--locale=C", check=False)
+        finally:
+            os.unlink(pwfile.name)
+        if result.returncode != 0:
+            raise PostgresUnavailable(f"initdb failed: {result.stderr.strip() or result.stdout.strip()}")
 
     def stop(self) -> None:
         if (self.data_dir / "postmaster.pid").exists():
@@ -129,7 +151,7 @@ class EmbeddedPostgres:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
             cur.execute(f'CREATE DATABASE "{name}"')
         conn.close()
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
+        return f"{self.url.rsplit('/', 1)[0]}/{name}"
 
     def __enter__(self):
         return self.start()
