@@ -291,17 +291,18 @@ def test_a_404_waits_at_least_6_seconds_before_asking_again(r2z2, queue_url, cur
 
 
 def test_an_expired_cursor_skips_forward_counting_and_logging_the_gap(r2z2, queue_url, cursor_parameter, caplog):
-    publish(r2z2, renumber(DOCS, 100))
-    r2z2.expire(60)
+    publish(r2z2, renumber(DOCS, 200))
+    r2z2.expire(150)
     set_cursor(cursor_parameter, "10")
-    rig = Rig(r2z2, queue_url, cursor_parameter, budget=10)
+    rig = Rig(r2z2, queue_url, cursor_parameter, budget=30)
     summary = rig.tick()
-    assert sequences(queue_url) == list(range(61, 101))
-    assert summary["sequence_gaps"] == 50 and summary["cursor"] == 100
-    assert metrics.metric_set["SequenceGaps"]["Value"] == [50]
+    assert sequences(queue_url) == list(range(151, 201))
+    assert summary["sequence_gaps"] == 140 and summary["cursor"] == 200
+    assert metrics.metric_set["SequenceGaps"]["Value"] == [140]
     (gap,) = [r for r in caplog.records if r.getMessage().startswith("sequence gap")]
-    assert (gap.first_missing, gap.last_missing, gap.count) == (11, 60, 50)
-    assert len(rig.starts) < 150  # found by search, not by asking for every missing file
+    assert (gap.first_missing, gap.last_missing, gap.count, gap.missing) == (11, 150, 140, None)
+    missing_asked = {path for _, path in rig.starts} & {f"/ephemeral/{n}.json" for n in range(12, 151)}
+    assert len(missing_asked) < 15  # found by search, not by asking for every missing file
 
 
 def test_a_skipped_sequence_is_counted_and_its_number_logged(r2z2, queue_url, cursor_parameter, caplog):
@@ -309,11 +310,63 @@ def test_a_skipped_sequence_is_counted_and_its_number_logged(r2z2, queue_url, cu
     r2z2.skip(1)
     publish(r2z2, DOCS[3:6])
     set_cursor(cursor_parameter, "0")
-    summary = Rig(r2z2, queue_url, cursor_parameter, budget=10).tick()
+    rig = Rig(r2z2, queue_url, cursor_parameter, budget=30)
+    summary = rig.tick()
     assert sequences(queue_url) == [1, 2, 3, 5, 6, 7]
     assert summary["sequence_gaps"] == 1 and summary["cursor"] == 7
     (gap,) = [r for r in caplog.records if r.getMessage().startswith("sequence gap")]
     assert gap.missing == [4]
+    # Skipping is for ever: two 404s a full wait apart, each followed (after the wait) by
+    # sequence.json past it.
+    first_404, second_404 = rig.times_of("/ephemeral/4.json")
+    heads = [at for at in rig.times_of("/ephemeral/sequence.json") if at > first_404]
+    assert heads[0] - first_404 >= 6 and second_404 - first_404 >= 6 and heads[1] - second_404 >= 6
+    # the first 404 of 4 was an empty poll, the confirming one was not; then 8 is not published yet
+    assert summary["empty_polls"] == 1 + len(rig.times_of("/ephemeral/8.json"))
+
+
+def test_a_file_that_404s_once_after_sequence_json_passed_it_is_asked_for_again_not_skipped(
+        r2z2, queue_url, cursor_parameter, caplog):
+    """A CDN edge may serve a cached 404 for a file that exists: one 404 is not a gap."""
+    publish(r2z2, DOCS[:5])
+    set_cursor(cursor_parameter, "0")
+    r2z2.faults.script(status=404, when="/3.json")
+    rig = Rig(r2z2, queue_url, cursor_parameter, pacing=0.5, budget=30)
+    summary = rig.tick()
+    assert sequences(queue_url) == [1, 2, 3, 4, 5]
+    assert summary["sequence_gaps"] == 0 and summary["cursor"] == 5
+    assert not [r for r in caplog.records if r.getMessage().startswith("sequence gap")]
+    refused, served_after = rig.times_of("/ephemeral/3.json")
+    assert served_after - refused >= 6
+
+
+def test_a_404_waits_6_seconds_even_when_sequence_json_then_fails(r2z2, queue_url, cursor_parameter):
+    publish(r2z2, DOCS[:2])
+    set_cursor(cursor_parameter, "0")
+    # sequence.json answers 404 (not a retried 5xx, whose backoffs would add up to 6 s anyway)
+    # every time once 3.json has been asked for.
+    r2z2.faults.script(status=404, times=None, when=lambda path: path.endswith("/sequence.json") and any(
+        request.path == "/ephemeral/3.json" for request in r2z2.requests))
+    rig = Rig(r2z2, queue_url, cursor_parameter, pacing=0.5, budget=30)
+    summary = rig.tick()
+    asks = rig.times_of("/ephemeral/3.json")
+    assert len(asks) >= 3
+    assert all(b - a >= 6 for a, b in zip(asks, asks[1:]))
+    assert summary["errors"] >= len(asks) - 1 and summary["sequence_gaps"] == 0
+
+
+def test_files_between_two_nearby_gaps_are_not_skipped(r2z2, queue_url, cursor_parameter, caplog):
+    publish(r2z2, DOCS[:2])  # 1, 2
+    r2z2.skip(2)             # 3, 4 missing
+    publish(r2z2, DOCS[2:3])  # 5
+    r2z2.skip(2)             # 6, 7 missing
+    publish(r2z2, DOCS[3:9])  # 8 … 13
+    set_cursor(cursor_parameter, "0")
+    summary = Rig(r2z2, queue_url, cursor_parameter, budget=60).tick()
+    assert sequences(queue_url) == [1, 2, 5, 8, 9, 10, 11, 12, 13]
+    assert summary["sequence_gaps"] == 4 and summary["cursor"] == 13
+    gaps = [r.missing for r in caplog.records if r.getMessage().startswith("sequence gap")]
+    assert gaps == [[3, 4], [6, 7]]
 
 
 def test_a_429_honours_retry_after(r2z2, queue_url, cursor_parameter):
@@ -351,6 +404,40 @@ def test_a_403_stops_the_tick_with_a_clear_error(r2z2, queue_url, cursor_paramet
     assert error.getMessage() == "R2Z2 refuses service: HTTP 403 Forbidden: rate limit violations"
     assert summary["detail"] == error.getMessage()
     assert metrics.metric_set["SourceRefused"]["Value"] == [1]
+
+
+def test_after_a_403_the_warm_poller_asks_nothing_for_15_minutes_and_a_cold_start_asks_once(
+        r2z2, queue_url, cursor_parameter, caplog):
+    publish(r2z2, DOCS[:5])
+    set_cursor(cursor_parameter, "0")
+    r2z2.faults.script(status=403, body=b"Forbidden", when="/3.json")
+    rig = Rig(r2z2, queue_url, cursor_parameter, pacing=0.5, budget=20)
+    assert rig.tick()["refused"] == 1
+    refused_at = rig.clock()
+    asked = len(r2z2.requests)
+
+    caplog.clear()
+    quiet = []
+    for minute in range(1, 15):  # the next ticks of the same warm instance, a minute apart
+        rig.clock.now = refused_at + 60 * minute
+        quiet.append(rig.tick())
+    assert len(r2z2.requests) == asked
+    assert {(s["stopped_because"], s["requests"], s["refused"], s["runtime_seconds"]) for s in quiet} == {
+        (SOURCE_REFUSED, 0, 0, 0)}
+    waits = [r for r in caplog.records if r.getMessage().startswith("not asking again before")]
+    assert len(waits) == 14 and all(r.levelname == "WARNING" for r in waits)
+    assert waits[0].seconds_left == 14 * 60 and "R2Z2 refuses service: HTTP 403 Forbidden" in waits[0].getMessage()
+    assert quiet[0]["detail"] == waits[0].getMessage()
+
+    # A cold start knows nothing of the refusal: it asks once, and is refused again.
+    r2z2.faults.script(status=403, body=b"Forbidden", when="/3.json")
+    cold = Rig(r2z2, queue_url, cursor_parameter, pacing=0.5, budget=20)
+    assert cold.tick()["refused"] == 1 and len(r2z2.requests) == asked + 2  # sequence.json, 3.json
+
+    rig.clock.now = refused_at + 15 * 60
+    summary = rig.tick()
+    assert summary["refused"] == 0 and summary["stopped_because"] == BUDGET
+    assert sequences(queue_url) == [1, 2, 3, 4, 5] and summary["cursor"] == 5
 
 
 def test_5xx_is_retried_three_times_with_backoff(r2z2, queue_url, cursor_parameter):

@@ -67,9 +67,12 @@ class Rig:
         sink = SqsSink(self.sqs, queue_url, flush_within=self.source.flush_within, clock=self.clock, sleep=sleep)
         self.poller = Poller(self.source, sink, None, self.gate, budget_seconds=budget)
         self.listens: list[float] = []
+        self.starts: list[float] = []
         self.client.session.hooks["response"].append(self._record)
 
     def _record(self, response, *args, **kwargs) -> None:
+        # The fake clock moves only when the poller sleeps: an answer's time is its start's.
+        self.starts.append(self.clock())
         if "/listen.php" in response.url:
             self.listens.append(self.clock())
 
@@ -92,7 +95,7 @@ def paths(server: RedisQServer) -> list[str]:
 def test_packages_of_both_shapes_arrive_in_order_with_the_right_bodies(redisq, queue_url):
     publish(redisq, DOCS[:3])
     publish(redisq, DOCS[3:5], include_killmail=True)
-    rig = Rig(redisq, queue_url, pacing=0.5, budget=5)
+    rig = Rig(redisq, queue_url, pacing=0.5, budget=7.5)
     summary = rig.tick()
     received = drain(queue_url)
     assert [body for body, _ in received] == (
@@ -103,21 +106,29 @@ def test_packages_of_both_shapes_arrive_in_order_with_the_right_bodies(redisq, q
     assert paths(redisq)[:4] == ["/listen.php", "/object.php", "/listen.php", "/object.php"]
     assert all(request.status != 429 for request in redisq.requests)  # never two of ours in flight
     assert [len(call) for call in rig.sqs.calls] == [1] * 5  # reads are destructive: each goes at once
-    assert (summary["received"], summary["enqueued"], summary["empty_polls"], summary["requests"]) == (5, 5, 5, 10)
+    assert (summary["received"], summary["enqueued"], summary["empty_polls"], summary["requests"]) == (5, 5, 5, 15)
     assert (summary["cursor"], summary["lag"], summary["stopped_because"]) == (None, None, BUDGET)
 
 
-def test_listens_start_no_closer_than_the_pacing_and_the_redirect_is_followed_at_once(redisq, queue_url):
+def test_the_object_fetch_is_paced_and_counted_like_any_request(redisq, queue_url):
+    """RedisQ allows 2 requests/s per IP: at 500 ms pacing a backlog must not make 4."""
+    publish(redisq, DOCS)
+    rig = Rig(redisq, queue_url, pacing=0.5, budget=4)
+    summary = rig.tick()
+    assert paths(redisq) == ["/listen.php", "/object.php"] * 4
+    assert summary["requests"] == len(rig.starts) == 8 and summary["received"] == 4
+    assert [b - a for a, b in zip(rig.starts, rig.starts[1:])] == [0.5] * 7
+
+
+def test_requests_measured_at_the_server_start_no_closer_than_the_pacing(redisq, queue_url):
     """Real clock: about 0.5 s of real pacing."""
     publish(redisq, DOCS)
     pacing = 0.05
     Rig(redisq, queue_url, pacing=pacing, budget=0.5, clock=time.monotonic, sleep=time.sleep).tick()
-    listens = [request.started for request in redisq.requests if request.path == "/listen.php"]
-    assert len(listens) >= 6
+    starts = [request.started for request in redisq.requests]
+    assert len(starts) >= 6 and "/object.php" in paths(redisq)
     # Arrival times at the server jitter by scheduling; 2 ms is far below the 50 ms asserted.
-    assert min(b - a for a, b in zip(listens, listens[1:])) >= pacing - 0.002
-    follows = [(a, b) for a, b in zip(redisq.requests, redisq.requests[1:]) if b.path == "/object.php"]
-    assert follows and all(b.started - a.started < pacing for a, b in follows)
+    assert min(b - a for a, b in zip(starts, starts[1:])) >= pacing - 0.002
 
 
 def test_the_listen_carries_queue_id_ttw_and_filter(redisq, queue_url):
@@ -140,6 +151,41 @@ def test_a_failed_object_fetch_retries_the_object_never_the_destructive_listen(r
     assert paths(redisq)[:3] == ["/listen.php", "/object.php", "/object.php"]
     assert summary["errors"] == 1 and summary["enqueued"] == 1
     assert [body["killmail_id"] for body, _ in drain(queue_url)] == [DOCS[0]["killmail_id"]]
+
+
+def test_an_object_that_cannot_be_read_is_logged_with_its_url_and_the_poller_goes_on(redisq, queue_url, caplog):
+    publish(redisq, DOCS[:2])
+    redisq.faults.script(status=503, when="/object.php", times=4)  # the first try and every retry
+    summary = Rig(redisq, queue_url, budget=10).tick()
+    assert paths(redisq)[:6] == ["/listen.php"] + ["/object.php"] * 4 + ["/listen.php"]
+    assert summary["errors"] == 4 + 1 and summary["enqueued"] == 1
+    assert [body["killmail_id"] for body, _ in drain(queue_url)] == [DOCS[1]["killmail_id"]]
+    (lost,) = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert lost.object_url == f"{redisq.base_url}/object.php?objectID=1" and "503" in lost.problem
+    assert metrics.metric_set["SourceErrors"]["Value"] == [5]
+
+
+def test_a_429_on_the_object_backs_off_and_asks_for_the_object_again(redisq, queue_url, caplog):
+    publish(redisq, DOCS[:1])
+    redisq.faults.script(status=429, when="/object.php")
+    rig = Rig(redisq, queue_url, pacing=0.5, budget=10)
+    summary = rig.tick()
+    assert paths(redisq)[:3] == ["/listen.php", "/object.php", "/object.php"]
+    assert rig.starts[2] - rig.starts[1] == 5  # the first 429 backoff
+    assert (summary["rate_limited"], summary["errors"], summary["enqueued"]) == (1, 0, 1)
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+def test_a_deadline_between_the_redirect_and_the_object_logs_the_object_url(redisq, queue_url, caplog):
+    publish(redisq, DOCS[:2])
+    summary = Rig(redisq, queue_url, pacing=0.5, budget=0.5).tick()  # room for the listen only
+    assert paths(redisq) == ["/listen.php"]
+    assert summary["stopped_because"] == BUDGET and summary["errors"] == 1 and summary["received"] == 0
+    (lost,) = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert "budget" in lost.problem
+    # popped from the queue, but still there to be fetched by hand
+    recovered = requests.get(lost.object_url, headers={"User-Agent": UA}, timeout=5).json()["package"]
+    assert recovered["killID"] == DOCS[0]["killmail_id"]
 
 
 def test_a_5xx_on_the_listen_is_retried(redisq, queue_url):
@@ -193,6 +239,36 @@ def test_the_shutdown_403_is_one_clear_error_and_stops_the_tick(redisq, queue_ur
     assert error.getMessage() == f"RedisQ refuses service: {SHUTDOWN_ANSWER['message']}"
     assert summary["detail"] == error.getMessage()
     assert metrics.metric_set["SourceRefused"]["Value"] == [1]
+
+
+def test_after_the_shutdown_403_the_warm_poller_asks_nothing_for_15_minutes(redisq, queue_url, caplog):
+    redisq.shutdown = True
+    rig = Rig(redisq, queue_url, budget=5)
+    rig.tick()
+    refused_at = rig.clock()
+    rig.clock.now = refused_at + 60  # the next scheduled tick, same warm instance
+    caplog.clear()
+    summary = rig.tick()
+    assert len(redisq.requests) == 1
+    assert (summary["stopped_because"], summary["requests"], summary["refused"]) == (SOURCE_REFUSED, 0, 0)
+    (line,) = [r for r in caplog.records if r.levelname in ("WARNING", "ERROR")]
+    assert line.getMessage().startswith("not asking again before ") and "redisq is shutting down" in line.getMessage()
+    assert line.seconds_left == 14 * 60
+
+    rig.clock.now = refused_at + 15 * 60
+    redisq.shutdown = False
+    publish(redisq, DOCS[:1])
+    assert rig.tick()["enqueued"] == 1
+
+
+def test_a_shutdown_403_on_the_object_logs_the_object_url_and_stops(redisq, queue_url, caplog):
+    publish(redisq, DOCS[:1])
+    redisq.faults.script(status=403, body=json.dumps(SHUTDOWN_ANSWER).encode(), when="/object.php")
+    summary = Rig(redisq, queue_url, budget=5).tick()
+    assert summary["stopped_because"] == SOURCE_REFUSED and summary["refused"] == 1 and summary["errors"] == 1
+    refusal, lost = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert refusal.getMessage() == f"RedisQ refuses service: {SHUTDOWN_ANSWER['message']}"
+    assert lost.object_url.endswith("/object.php?objectID=1") and refusal.getMessage() in lost.problem
 
 
 def test_garbage_and_invalid_packages_are_counted_logged_raw_and_the_poller_goes_on(redisq, queue_url, caplog):

@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from killstream.sources.base import BUDGET, REMAINING_TIME, Gate, RateLimitBackoff, StopTick
+from killstream.sources.base import BUDGET, REMAINING_TIME, SOURCE_REFUSED, Gate, RateLimitBackoff, StopTick
 
 
 class FakeClock:
@@ -167,3 +167,20 @@ def test_a_deadline_that_moves_closer_during_a_wait_is_noticed_within_a_second()
         gate.pace()
     assert stop.value.reason == REMAINING_TIME
     assert clock() - began <= 1.0
+
+
+def test_a_refusal_ends_every_tick_at_once_until_its_time_has_passed():
+    clock = FakeClock()
+    gate = open_gate(0.5, clock)
+    gate.pace()
+    gate.refuse(900.0, "R2Z2 refuses service: HTTP 403")
+    for minute in (1, 14):
+        clock.now = 1000.0 + 60 * minute
+        gate.begin(lambda: (math.inf, BUDGET), lambda until: None)
+        with pytest.raises(StopTick) as stop:
+            gate.pace()
+        assert stop.value.reason == SOURCE_REFUSED and "R2Z2 refuses service: HTTP 403" in stop.value.detail
+        assert gate.requests == 0 and clock.sleeps == []
+    clock.now = 1000.0 + 900
+    gate.pace()
+    assert gate.requests == 1 and gate.refused_until() is None

@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urljoin
 
 import requests
@@ -27,6 +28,9 @@ ERROR_STREAK_BACKOFF = 5.0
 RATE_LIMIT_FIRST = 5.0
 RATE_LIMIT_CEILING = 60.0
 UNEXPECTED_ANSWER_BACKOFF = 5.0
+REFUSAL_PAUSE = 15 * 60.0
+"""After a 403 (R2Z2's ban lasts about an hour, RedisQ's shutdown for good), asking again a
+minute later only prolongs a ban: ticks end at once for this long."""
 MAX_REDIRECTS = 5
 SLEEP_SLICE = 1.0
 REDIRECTS = (301, 302, 303, 307, 308)
@@ -68,6 +72,8 @@ class Gate:
         self.requests = 0
         self._last_start = -math.inf
         self._not_before = -math.inf
+        self._refused_until = -math.inf
+        self._refusal = ""
         self._time_left: TimeLeft = lambda: (math.inf, BUDGET)
         self._before_sleep: Callable[[float], None] = lambda until: None
 
@@ -86,8 +92,23 @@ class Gate:
         """No request before `seconds` from now (a protocol's wait or a backoff)."""
         self._not_before = max(self._not_before, self.clock() + seconds)
 
+    def refuse(self, seconds: float, why: str) -> None:
+        """The source refused service: no request for `seconds`, and a tick in that time ends
+        at once. Kept across ticks, as the pacing is: a warm Lambda reuses this gate."""
+        self._refused_until = self.clock() + seconds
+        self._refusal = why
+
+    def refused_until(self) -> datetime | None:
+        """When requests may start again after a refusal (wall clock, for people to read)."""
+        left = self._refused_until - self.clock()
+        return datetime.now(UTC) + timedelta(seconds=left) if left > 0 else None
+
     def pace(self) -> None:
         """Wait until the next request may start; StopTick if it could not start in time."""
+        if (until := self.refused_until()) is not None:
+            detail = f"not asking again before {until:%Y-%m-%dT%H:%M:%SZ}: {self._refusal}"
+            logger.warning(detail, extra={"seconds_left": round(self._refused_until - self.clock())})
+            raise StopTick(SOURCE_REFUSED, detail)
         start_at = max(self._last_start + self.pacing, self._not_before, self.clock())
         self._refuse_after_deadline(start_at)
         if start_at > self.clock():
@@ -137,22 +158,21 @@ class HttpClient:
         """The longest one attempt can take before its timeouts end it."""
         return sum(self.timeout)
 
-    def get(self, url: str, params: Mapping[str, object] | None = None) -> Reply:
-        reply = self._attempt_all(url, params, paced=True)
-        for _ in range(MAX_REDIRECTS):
-            location = reply.headers.get("Location")
-            if reply.status not in REDIRECTS or not location:
+    def get(self, url: str, params: Mapping[str, object] | None = None, *,
+            follow_redirects: bool = True) -> Reply:
+        """Each attempt, a redirect's included, is a request of its own through the gate."""
+        reply = self._attempt_all(url, params)
+        for _ in range(MAX_REDIRECTS if follow_redirects else 0):
+            location = redirect_location(reply)
+            if location is None:
                 break
-            # RedisQ pops the package before it redirects: the object is fetched at once, not a
-            # pacing interval later, and only the object is retried, never the destructive listen.
-            reply = self._attempt_all(urljoin(reply.url, location), None, paced=False)
+            reply = self._attempt_all(location, None)
         return reply
 
-    def _attempt_all(self, url: str, params: Mapping[str, object] | None, *, paced: bool) -> Reply:
+    def _attempt_all(self, url: str, params: Mapping[str, object] | None) -> Reply:
         problem = ""
         for attempt in range(self.retries + 1):
-            if paced or attempt:
-                self.gate.pace()
+            self.gate.pace()
             try:
                 response = self.session.get(url, params=params, timeout=self.timeout, allow_redirects=False)
             except requests.RequestException as error:
@@ -229,27 +249,40 @@ class Source(ABC):
     @abstractmethod
     def poll(self) -> PollResult: ...
 
-    def _get(self, url: str, params: Mapping[str, object] | None = None) -> Reply | None:
+    def _get(self, url: str, params: Mapping[str, object] | None = None, *,
+             follow_redirects: bool = True) -> Reply | None:
         """The answer, or None when there is none to read this time (already counted and backed
         off: network trouble, 5xx after retries, 429). A 403 ends the tick."""
         try:
-            reply = self.client.get(url, params)
+            reply = self.client.get(url, params, follow_redirects=follow_redirects)
         except Unreachable:
             return None
-        if reply.status == 429:
-            wait = self._rate_limit.wait(reply.headers.get("Retry-After"))
-            self.gate.count("RateLimited")
-            self.gate.hold(wait)
-            logger.warning(f"{self.title} rate limited us (429)", extra={"url": url, "wait_seconds": wait})
+        if self._rate_limited(reply):
             return None
-        self._rate_limit.reset()
-        if reply.status == 403:
-            # A ban or a refusal, not a blip: asking again would only prolong it.
-            self._refuse(f"{self.title} refuses service: {answer_message(reply)}")
+        self._stop_if_refused(reply)
         return reply
 
+    def _rate_limited(self, reply: Reply) -> bool:
+        """A 429: counted, and the backoff held on the gate."""
+        if reply.status != 429:
+            self._rate_limit.reset()
+            return False
+        wait = self._rate_limit.wait(reply.headers.get("Retry-After"))
+        self.gate.count("RateLimited")
+        self.gate.hold(wait)
+        logger.warning(f"{self.title} rate limited us (429)", extra={"url": reply.url, "wait_seconds": wait})
+        return True
+
+    def _stop_if_refused(self, reply: Reply) -> None:
+        if reply.status == 403:
+            # A ban or a refusal, not a blip: asking again, even next tick, would only prolong it.
+            message = f"{self.title} refuses service: {answer_message(reply)}"
+            self.gate.refuse(REFUSAL_PAUSE, message)
+            self._refuse(message)
+
     def _refuse(self, message: str) -> None:
-        logger.error(message)
+        until = self.gate.refused_until()
+        logger.error(message, extra={"not_asking_before": f"{until:%Y-%m-%dT%H:%M:%SZ}"} if until else {})
         self.gate.count("SourceRefused")
         raise StopTick(SOURCE_REFUSED, message)
 
@@ -263,6 +296,14 @@ class Source(ABC):
     def _invalid(self, error: InvalidPackage, **where: object) -> None:
         self.gate.count("InvalidPackages")
         logger.warning(f"invalid package: {error.reason}", extra={"raw": (error.raw or "")[:LOGGED_TEXT], **where})
+
+
+def redirect_location(reply: Reply) -> str | None:
+    """Where a redirect points (absolute), or None when the reply is not one."""
+    location = reply.headers.get("Location")
+    if reply.status not in REDIRECTS or not location:
+        return None
+    return urljoin(reply.url, location)
 
 
 def answer_message(reply: Reply) -> str:

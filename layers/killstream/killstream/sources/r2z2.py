@@ -27,6 +27,8 @@ class R2Z2Source(Source):
         self._next: int | None = None
         self._head_read = False
         self._unreadable: dict[int, int] = {}
+        self._gap_suspect: int | None = None
+        """A sequence that 404'd although sequence.json had passed it: a gap only if it 404s again."""
 
     def start(self, cursor: int | None) -> None:
         self._next = None if cursor is None else cursor + 1
@@ -95,18 +97,30 @@ class R2Z2Source(Source):
         self.head = sequence if self.head is None else max(self.head, sequence)
 
     def _not_found(self, sequence: int) -> PollResult:
-        head = self._read_head()
-        if head is None:
-            return PollResult()
-        if head < sequence:
+        # Held before sequence.json is read, so whatever that read brings (even no answer), the
+        # file is not asked for again sooner than the publisher's own idle wait.
+        self.gate.hold(NOT_PUBLISHED_WAIT)
+        confirming = self._gap_suspect == sequence
+        if not confirming:
             self.gate.count("EmptyPolls")
-            self.gate.hold(NOT_PUBLISHED_WAIT)
+        head = self._read_head()
+        published = head is not None and head >= sequence
+        if not confirming:
+            if published:
+                # sequence.json is rewritten only after the files it covers exist, so this one
+                # should be served; but a single 404 may be a CDN edge's cached answer from before
+                # it was published. Skipping is for ever: only a second 404, after the wait,
+                # makes it a gap.
+                self._gap_suspect = sequence
             return PollResult()
-        # sequence.json only moves after the files it covers are written: this one expired
-        # (older than ~24 h) or was never published, and will 404 for ever.
+        if not published:
+            self.gate.count("EmptyPolls")
+            return PollResult()
+        # Expired (older than ~24 h) or never published: it will 404 for ever.
         first = self._first_present(sequence, head)
-        if first is None or first == sequence:
+        if first is None:
             return PollResult()
+        self._gap_suspect = None
         missing = list(range(sequence, first))
         self.gate.count("SequenceGaps", len(missing))
         logger.warning("sequence gap: skipping sequences that will never be served",
@@ -116,33 +130,49 @@ class R2Z2Source(Source):
         return PollResult(through=first - 1)
 
     def _first_present(self, missing: int, head: int) -> int | None:
-        """The first sequence after `missing` that is served (head + 1 if none up to head is).
-        Gallops then bisects, so a cursor a day behind costs ~30 requests, not ~20,000: it
-        assumes what is missing is one run (expired files) or the odd skipped number."""
+        """The first sequence after `missing` that is served (head + 1 if none up to head is);
+        None when a probe got no usable answer. Gallops then bisects, so a cursor a day behind
+        costs ~30 requests, not ~20,000. That search assumes one run of missing numbers: between
+        two nearby gaps it can step over a file that exists, so a short skip is then checked
+        number by number, and only what is truly missing is skipped."""
+        if missing >= head:
+            return head + 1
+        absent = {missing}
         known_missing, step, present = missing, 1, None
         while present is None:
-            probe = min(known_missing + step, head)
-            found = self._probe(probe)
+            candidate = min(known_missing + step, head)
+            found = self._probe(candidate, absent)
             if found is None:
                 return None
             if found:
-                present = probe
-            elif probe == head:
-                return head + 1
+                present = candidate
+            elif candidate == head:
+                present = head + 1
             else:
-                known_missing, step = probe, step * 2
+                known_missing, step = candidate, step * 2
         while present - known_missing > 1:
             middle = (known_missing + present) // 2
-            found = self._probe(middle)
+            found = self._probe(middle, absent)
             if found is None:
                 return None
             known_missing, present = (known_missing, middle) if found else (middle, present)
+        if present - missing - 1 <= LISTED_MISSING:
+            for sequence in range(missing + 1, present):
+                if sequence in absent:
+                    continue
+                found = self._probe(sequence, absent)
+                if found is None:
+                    return None
+                if found:
+                    return sequence
         return present
 
-    def _probe(self, sequence: int) -> bool | None:
+    def _probe(self, sequence: int, absent: set[int]) -> bool | None:
         reply = self._get(f"{self.base_url}/{sequence}.json")
         if reply is None:
             return None
+        if reply.status == 404:
+            absent.add(sequence)
         if reply.status in (200, 404):
             return reply.status == 200
         self._unexpected(reply)

@@ -1,13 +1,15 @@
 """RedisQ, the stream of the original design (docs/streams.md, "RedisQ"): one long poll per
-request; reads are destructive, so a package is handed on as soon as it is read."""
+request; reads are destructive, so a package is handed on as soon as it is read, and one popped
+but never read is logged with the address that still serves it."""
 
 from __future__ import annotations
 
 import json
 
+from killstream.observability import logger
 from killstream.package import InvalidPackage, from_redisq
 
-from .base import HttpClient, PollResult, Source, answer_message
+from .base import HttpClient, PollResult, Reply, Source, StopTick, Unreachable, answer_message, redirect_location
 
 READ_TIMEOUT_BEYOND_TTW = 5.0
 """The listen holds the request for up to ttw seconds (and a refusal comes after ~3 s): the read
@@ -29,9 +31,15 @@ class RedisQSource(Source):
             self.params["filter"] = package_filter
 
     def poll(self) -> PollResult:
-        reply = self._get(self.url, self.params)
+        # The redirect is followed here, not in the client: its object holds a package already
+        # popped from our queue, and losing it must leave its address in the log.
+        reply = self._get(self.url, self.params, follow_redirects=False)
         if reply is None:
             return PollResult()
+        if (object_url := redirect_location(reply)) is not None:
+            reply = self._read_popped(object_url)
+            if reply is None:
+                return PollResult()
         if reply.status == 400:
             self._refuse(f"RedisQ rejected the request as malformed (HTTP 400): check REDISQ_FILTER "
                          f"{self.package_filter!r}: {answer_message(reply)}")
@@ -53,3 +61,32 @@ class RedisQSource(Source):
             self._invalid(InvalidPackage(error.reason, reply.text))
             return PollResult()
         return PollResult([package])
+
+    def _read_popped(self, object_url: str) -> Reply | None:
+        """The object a listen redirected to: its package is already out of our queue. Paced like
+        any request (RedisQ allows 2 requests/s per IP), asked for again after a 429 for as long
+        as the tick lasts; when it cannot be read, the loss is logged with the object URL."""
+        try:
+            while True:
+                try:
+                    reply = self.client.get(object_url)
+                except Unreachable as error:
+                    problem = f"no answer after every retry: {error}"
+                    break
+                if self._rate_limited(reply):
+                    continue
+                self._stop_if_refused(reply)
+                if reply.status == 200:
+                    return reply
+                problem = f"HTTP {reply.status} {reply.text.strip()[:200]}".strip()
+                break
+        except StopTick as stop:
+            self._lost(object_url, f"the tick ended before it was read: {stop.detail or stop.reason}")
+            raise
+        self._lost(object_url, problem)
+        return None
+
+    def _lost(self, object_url: str, problem: str) -> None:
+        self.gate.count("SourceErrors")
+        logger.error("RedisQ package popped from the queue but not read: fetch object_url by hand while RedisQ "
+                     "still serves it", extra={"object_url": object_url, "problem": problem})
