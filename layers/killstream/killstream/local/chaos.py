@@ -36,7 +36,7 @@ class ChaosRates:
     source_5xx: float = 0.03
     source_stall: float = 0.002        # stalls past the poller's read timeout
     source_garbage: float = 0.02       # a 200 whose body is not JSON
-    gap: float = 0.01                  # the publisher skips 1-3 sequence numbers
+    gap: float = 0.005                 # the publisher skips 1-3 sequence numbers (each costs ~12 s)
     republish: float = 0.03            # zKillboard re-values a killmail already published
     esi_5xx: float = 0.03
     esi_429: float = 0.01
@@ -141,7 +141,8 @@ def run_chaos(database_url: str, *, count: int = 2000, rates: ChaosRates | None 
         duplicate_delivery_rate=rates.duplicate_delivery, seed=seed)
     pipeline = LocalPipeline(settings, RunStats()).setup()
     r2z2, esi = pipeline.replay.r2z2, pipeline.replay.esi
-    aws_faults = AwsFaults(pipeline.aws.queue_url, rates, rng, report.injected)
+    # its own generator: the publisher's choices stay the same for a seed whatever the threads do
+    aws_faults = AwsFaults(pipeline.aws.queue_url, rates, random.Random(seed + 1), report.injected)
     aws_faults.install()
     r2z2.faults.rates = FaultRates(rate_429=rates.source_429, rate_5xx=rates.source_5xx,
                                    rate_stall=rates.source_stall, rate_garbage=rates.source_garbage,
