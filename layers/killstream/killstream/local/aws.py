@@ -37,7 +37,9 @@ class LocalAws:
     def start(self) -> "LocalAws":
         from moto.server import ThreadedMotoServer
 
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log line per AWS call
+        # no access log line per AWS call, nor the tracebacks of moto's own races under concurrent
+        # receives (it answers 500 and the SDK retries)
+        logging.getLogger("werkzeug").setLevel(logging.CRITICAL)
         port = _free_port()
         self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         self.server.start()
