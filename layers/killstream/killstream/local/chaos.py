@@ -228,6 +228,9 @@ def run_chaos(database_url: str, *, count: int = 2000, rates: ChaosRates | None 
     report.injected.update(f"r2z2_{f.status or f.kind}" for f in r2z2.faults.injected)
     report.injected.update(f"esi_{f.status or f.kind}" for f in esi.faults.injected)
     _count_database(database_url, by_id, invalid_ids, latest_zkb, report)
+    # The primary key makes a second row impossible; a second *insert* the application believed
+    # it made (two "saved" outcomes for one killmail) is what would show a doubled delivery.
+    report.duplicates += max(0, pipeline.stats.outcomes["saved"] - report.stored)
     report.seconds = time.monotonic() - started
     return report
 
