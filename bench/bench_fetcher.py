@@ -57,7 +57,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batches", type=int, default=10)
     args = parser.parse_args()
-    base = corpus.load_real() or corpus.generate(106)
+    base = corpus.sample()
     count = args.batches * 10
     one = corpus.renumber(base, count, first_id=600_000_000)
     four = corpus.renumber(base, count, first_id=700_000_000)

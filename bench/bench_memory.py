@@ -27,7 +27,7 @@ def main() -> None:
     from killstream.local import corpus
     from killstream.local.lambda_runtime import LambdaContext, load_handler_module
 
-    docs = corpus.load_real() or corpus.generate(106)
+    docs = corpus.sample()
     largest = sorted(docs, key=lambda d: len(json.dumps(d)), reverse=True)[:10]
     records = []
     for doc in largest:

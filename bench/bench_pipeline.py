@@ -66,7 +66,7 @@ def main() -> None:
     parser.add_argument("--pacing-ms", type=int, default=10)
     parser.add_argument("--fetchers", type=int, default=2, help="concurrent fetchers (template default: 2)")
     args = parser.parse_args()
-    base = corpus.load_real() or corpus.generate(106)
+    base = corpus.sample()
     with fresh_database("bench_pipeline_burst") as url:
         throughput, _ = run_once(url, corpus.renumber(base, args.count, first_id=300_000_000), rate=0,
                                  pacing_ms=args.pacing_ms, workers=args.fetchers)

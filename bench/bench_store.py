@@ -26,7 +26,7 @@ from killstream.store import KILLMAIL_COLUMNS, KillmailRecord, KillmailStore, _k
 
 
 def build_records(count: int) -> list[KillmailRecord]:
-    docs = corpus.renumber(corpus.load_real() or corpus.generate(106), count)
+    docs = corpus.renumber(corpus.sample(), count)
     records = []
     for doc in docs:
         esi, killmail_hash = corpus.split_hash(doc)

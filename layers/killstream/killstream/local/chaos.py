@@ -132,7 +132,7 @@ def run_chaos(database_url: str, *, count: int = 2000, rates: ChaosRates | None 
     rng = random.Random(seed)
     report = ChaosReport()
     started = time.monotonic()
-    docs = corpus.renumber(corpus.load_real() or corpus.generate(106), count, first_id=500_000_000)
+    docs = corpus.renumber(corpus.sample(), count, first_id=500_000_000)
     by_id = {doc["killmail_id"]: doc for doc in docs}
 
     settings = PipelineSettings(

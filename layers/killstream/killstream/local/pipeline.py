@@ -141,8 +141,6 @@ class LocalPipeline:
         self.poller = None
         self.fetchers = []
         self._threads: list[threading.Thread] = []
-        self.fetcher_batches = 0
-        self.tick_errors: list[BaseException] = []
 
     # --- setup --------------------------------------------------------------------------
 
@@ -214,7 +212,6 @@ class LocalPipeline:
                 logger.warning("poller instance killed mid-invocation; the next tick starts a fresh one")
                 self.poller = load_handler_module("poller")
             except Exception as exc:  # a failed invocation: Lambda logs it and the schedule fires again
-                self.tick_errors.append(exc)
                 logger.exception(f"poller invocation failed: {exc}")
             metrics.clear_metrics()
             # the next scheduled invocation
@@ -242,7 +239,6 @@ class LocalPipeline:
         metrics.clear_metrics()
         done = [m for m in messages if m["MessageId"] not in failed]
         self.settle(sqs, done)
-        self.fetcher_batches += 1
         return failed
 
     def settle(self, sqs, done: list[dict]) -> None:
