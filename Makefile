@@ -63,7 +63,7 @@ redrive: $(STAMP)
 
 # The embedded PostgreSQL `make run` leaves running (its data stays in .local/).
 stop: $(STAMP)
-	$(PY) -c "from killstream.local.postgres import EmbeddedPostgres as P; P('.local/postgres').stop(); print('embedded PostgreSQL stopped')"
+	$(PY) -c "from killstream_workstation.local.postgres import EmbeddedPostgres as P; P('.local/postgres').stop(); print('embedded PostgreSQL stopped')"
 
 clean:
 	rm -rf $(VENV) .aws-sam .pytest_cache

@@ -9,7 +9,7 @@ import tempfile
 
 import psycopg2
 
-from killstream import db
+from killstream.storage import migrations as db
 
 
 @contextlib.contextmanager
@@ -19,7 +19,7 @@ def postgres_server(*, durable: bool = True):
     if os.environ.get("DATABASE_URL"):
         yield os.environ["DATABASE_URL"]
         return
-    from killstream.local.postgres import EmbeddedPostgres
+    from killstream_workstation.local.postgres import EmbeddedPostgres
 
     root = tempfile.mkdtemp(prefix="killstream-bench-")
     os.chmod(root, 0o755)

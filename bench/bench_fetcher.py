@@ -17,9 +17,9 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from _support import fresh_database  # noqa: E402
 
-from killstream.local import corpus  # noqa: E402
-from killstream.local.lambda_runtime import LambdaContext, load_handler_module  # noqa: E402
-from killstream.local.simulators import EsiServer  # noqa: E402
+from killstream_workstation import corpus  # noqa: E402
+from killstream_workstation.local.lambda_runtime import LambdaContext, load_handler_module  # noqa: E402
+from killstream_workstation.simulators import EsiServer  # noqa: E402
 from killstream.observability import logger  # noqa: E402
 
 logger.setLevel("WARNING")

@@ -24,8 +24,8 @@ def rss_mb() -> float:
 def main() -> None:
     from _support import fresh_database
 
-    from killstream.local import corpus
-    from killstream.local.lambda_runtime import LambdaContext, load_handler_module
+    from killstream_workstation import corpus
+    from killstream_workstation.local.lambda_runtime import LambdaContext, load_handler_module
 
     docs = corpus.sample()
     largest = sorted(docs, key=lambda d: len(json.dumps(d)), reverse=True)[:10]

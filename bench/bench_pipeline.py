@@ -20,9 +20,9 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from _support import fresh_database, percentile  # noqa: E402
 
-from killstream import db  # noqa: E402
-from killstream.local import corpus  # noqa: E402
-from killstream.local.pipeline import LocalPipeline, PipelineSettings  # noqa: E402
+from killstream.storage import migrations as db  # noqa: E402
+from killstream_workstation import corpus  # noqa: E402
+from killstream_workstation.local.pipeline import LocalPipeline, PipelineSettings  # noqa: E402
 from killstream.observability import logger  # noqa: E402
 
 logger.setLevel("WARNING")  # a line per killmail would be most of the work measured

@@ -19,10 +19,10 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from _support import create_database, postgres_server  # noqa: E402
 
-from killstream import db  # noqa: E402
-from killstream.local import corpus  # noqa: E402
-from killstream.models import parse_killmail, parse_zkb  # noqa: E402
-from killstream.store import KILLMAIL_COLUMNS, KillmailRecord, KillmailStore, _killmail_row  # noqa: E402
+from killstream.storage import migrations as db  # noqa: E402
+from killstream_workstation import corpus  # noqa: E402
+from killstream.killmail import parse_killmail, parse_zkb  # noqa: E402
+from killstream.storage.writer import KILLMAIL_COLUMNS, KillmailRecord, KillmailStore, _killmail_row  # noqa: E402
 
 
 def build_records(count: int) -> list[KillmailRecord]:

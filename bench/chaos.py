@@ -16,7 +16,7 @@ import shutil
 import sys
 import tempfile
 
-from killstream.local.chaos import ChaosRates, run_chaos
+from killstream_workstation.chaos.suite import ChaosRates, run_chaos
 from killstream.observability import logger
 
 
@@ -34,13 +34,13 @@ def main() -> int:
     server, root = None, None
     url = os.environ.get("DATABASE_URL")
     if not url:
-        from killstream.local.postgres import EmbeddedPostgres
+        from killstream_workstation.local.postgres import EmbeddedPostgres
 
         root = tempfile.mkdtemp(prefix="killstream-chaos-")
         os.chmod(root, 0o755)
         server = EmbeddedPostgres(os.path.join(root, "data")).start()
         url = server.create_database("chaos")
-        from killstream import db
+        from killstream.storage import migrations as db
 
         db.migrate_database(url)
     try:

@@ -11,8 +11,8 @@ import tempfile
 import psycopg2
 import pytest
 
-from killstream import db
-from killstream.local import corpus
+from killstream.storage import migrations as db
+from killstream_workstation import corpus
 
 _database_names = itertools.count()
 
@@ -20,7 +20,7 @@ _database_names = itertools.count()
 @pytest.fixture(scope="session")
 def postgres_server():
     """The embedded server, stopped and removed at the end of the session even on failure."""
-    from killstream.local.postgres import EmbeddedPostgres
+    from killstream_workstation.local.postgres import EmbeddedPostgres
 
     root = tempfile.mkdtemp(prefix="killstream-pg-")
     os.chmod(root, 0o755)

@@ -13,7 +13,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from killstream.config import FetcherConfig
-from killstream.fetcher import Fetcher, Message
+from killstream.fetcher.batch import Fetcher, Message
 from killstream.observability import logger, metrics
 
 # A batch whose every record must be retried (database down) is reported record by record like

@@ -5,7 +5,7 @@ from functools import cache
 
 from killstream.config import ConfigError, PollerConfig
 from killstream.observability import logger, metrics
-from killstream.poller import Poller
+from killstream.poller.tick import Poller
 
 
 @cache

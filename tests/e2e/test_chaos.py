@@ -2,7 +2,7 @@
 
 import os
 
-from killstream.local.chaos import ChaosRates, run_chaos
+from killstream_workstation.chaos.suite import ChaosRates, run_chaos
 
 
 def test_nothing_lost_nothing_doubled_under_faults(database_url, restore_environ, request):

@@ -3,10 +3,10 @@ ESI, PostgreSQL — replaying N killmails: exactly N stored, every field equal t
 
 import pytest
 
-from killstream import db
-from killstream.local import corpus
-from killstream.local.console import RunStats
-from killstream.local.pipeline import LocalPipeline, PipelineSettings
+from killstream.storage import migrations as db
+from killstream_workstation import corpus
+from killstream_workstation.local.console import RunStats
+from killstream_workstation.local.pipeline import LocalPipeline, PipelineSettings
 from tests.stored import assert_stored_as, count_rows
 
 

@@ -310,15 +310,15 @@ def test_sam_build_makes_arm64_layers(tmp_path):
     assert list(site.glob("psycopg2/_psycopg.cpython-313-aarch64-linux-gnu.so"))
     assert not (site / "boto3").exists() and not (site / "botocore").exists()  # the runtime provides them
     package = build / "KillstreamLayer" / "python" / "killstream"
-    assert (package / "__init__.py").exists() and not (package / "local").exists() and not (package / "cli.py").exists()
-    assert {p.name for p in (ROOT / "layers/killstream/killstream/migrations").glob("*.sql")} == {p.name for p in (package / "migrations").glob("*.sql")}
+    assert (package / "__init__.py").exists()
+    assert {p.name for p in (ROOT / "layers/killstream/killstream/storage/sql").glob("*.sql")} == {p.name for p in (package / "storage" / "sql").glob("*.sql")}
     for function in ("PollerFunction", "FetcherFunction"):
         assert (build / function / "app.py").exists()
 
 
 def test_the_local_pipeline_mirrors_the_template():
     """`make run` promises the same queue behaviour as the deployed stack."""
-    from killstream.local import aws, pipeline
+    from killstream_workstation.local import aws, pipeline
 
     queue = props("KillmailQueue")
     assert pipeline.FETCHER_TIMEOUT_SECONDS == props("FetcherFunction")["Timeout"]

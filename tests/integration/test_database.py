@@ -15,8 +15,8 @@ import pytest
 from aws_lambda_powertools.utilities.parameters import SecretsProvider
 
 from killstream.config import ConfigError, DatabaseConfig
-from killstream import db
-from killstream.database import Database, DatabaseUnavailable
+from killstream.storage import migrations as db
+from killstream.storage.connection import Database, DatabaseUnavailable
 
 needs_embedded_server = pytest.mark.skipif(
     bool(os.environ.get("DATABASE_URL")), reason="stops or reconfigures the embedded server; DATABASE_URL is set")

@@ -11,7 +11,7 @@ import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
-from killstream import dlq
+from killstream_workstation.dlq import inspect as dlq
 
 REGION = "us-east-1"
 HASH = "0123456789abcdef0123456789abcdef01234567"

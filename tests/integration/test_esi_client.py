@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from killstream.esi import COMPATIBILITY_DATE, EsiClient, PermanentError, TransientError
-from killstream.local.corpus import generate, split_hash
-from killstream.local.simulators import EsiServer
+from killstream.fetcher.esi import COMPATIBILITY_DATE, EsiClient, PermanentError, TransientError
+from killstream_workstation.corpus import generate, split_hash
+from killstream_workstation.simulators import EsiServer
 
 UA = "killstream-tests/0.1 (tests@example.com)"
 DOCS = generate(8)

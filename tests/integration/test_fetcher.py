@@ -15,14 +15,14 @@ from contextlib import closing
 import boto3
 import pytest
 
-from killstream import db
-from killstream.local.corpus import split_hash, zkb_for
-from killstream.local.lambda_runtime import LambdaContext, load_handler_module
-from killstream.local.simulators import EsiServer
-from killstream.models import parse_killmail, parse_zkb
+from killstream.storage import migrations as db
+from killstream_workstation.corpus import split_hash, zkb_for
+from killstream_workstation.local.lambda_runtime import LambdaContext, load_handler_module
+from killstream_workstation.simulators import EsiServer
+from killstream.killmail import parse_killmail, parse_zkb
 from killstream.observability import metrics
 from killstream.package import Package
-from killstream.store import KillmailRecord, KillmailStore
+from killstream.storage.writer import KillmailRecord, KillmailStore
 from tests.stored import assert_stored_as, assert_zkb, count_rows
 
 UA = "killstream-tests/0.1 (tests@example.com)"

@@ -15,17 +15,17 @@ import pytest
 import requests
 
 from killstream.config import PollerConfig
-from killstream.cursor import CursorStore
-from killstream.local.corpus import renumber, sample, split_hash, zkb_for
-from killstream.local.lambda_runtime import LambdaContext, load_handler_module
-from killstream.local.simulators import R2Z2Server
-from killstream.local.simulators.faults import GARBAGE_BODY
+from killstream.poller.cursor import CursorStore
+from killstream_workstation.corpus import renumber, sample, split_hash, zkb_for
+from killstream_workstation.local.lambda_runtime import LambdaContext, load_handler_module
+from killstream_workstation.simulators import R2Z2Server
+from killstream_workstation.simulators.faults import GARBAGE_BODY
 from killstream.observability import metrics
-from killstream.poller import FINISH_RESERVE_SECONDS, Poller
-from killstream.sources import Gate, HttpClient, R2Z2Source
-from killstream.sources.base import BUDGET, ENQUEUE_FAILED, REMAINING_TIME, SOURCE_REFUSED
-from killstream.sources.r2z2 import UNREADABLE_ATTEMPTS
-from killstream.sqs_sink import SqsSink
+from killstream.poller.tick import FINISH_RESERVE_SECONDS, Poller
+from killstream.poller.sources import Gate, HttpClient, R2Z2Source
+from killstream.poller.sources.base import BUDGET, ENQUEUE_FAILED, REMAINING_TIME, SOURCE_REFUSED
+from killstream.poller.sources.r2z2 import UNREADABLE_ATTEMPTS
+from killstream.poller.sink import SqsSink
 from tests.integration.test_sqs_sink import RecordingSqs, drain, queue_url  # noqa: F401  (queue_url: a fixture)
 from tests.unit.test_poller_gate import FakeClock
 

@@ -13,17 +13,17 @@ import boto3
 import pytest
 import requests
 
-from killstream.local.corpus import generate, split_hash, zkb_for
-from killstream.local.lambda_runtime import LambdaContext, load_handler_module
-from killstream.local.simulators import RedisQServer
-from killstream.local.simulators.faults import GARBAGE_BODY
-from killstream.local.simulators.redisq import SHUTDOWN_ANSWER
+from killstream_workstation.corpus import generate, split_hash, zkb_for
+from killstream_workstation.local.lambda_runtime import LambdaContext, load_handler_module
+from killstream_workstation.simulators import RedisQServer
+from killstream_workstation.simulators.faults import GARBAGE_BODY
+from killstream_workstation.simulators.redisq import SHUTDOWN_ANSWER
 from killstream.observability import metrics
-from killstream.poller import Poller
-from killstream.sources import Gate, HttpClient, RedisQSource
-from killstream.sources.base import BUDGET, ENQUEUE_FAILED, SOURCE_REFUSED
-from killstream.sources.redisq import READ_TIMEOUT_BEYOND_TTW
-from killstream.sqs_sink import SqsSink
+from killstream.poller.tick import Poller
+from killstream.poller.sources import Gate, HttpClient, RedisQSource
+from killstream.poller.sources.base import BUDGET, ENQUEUE_FAILED, SOURCE_REFUSED
+from killstream.poller.sources.redisq import READ_TIMEOUT_BEYOND_TTW
+from killstream.poller.sink import SqsSink
 from tests.integration.test_sqs_sink import RecordingSqs, drain, queue_url  # noqa: F401  (queue_url: a fixture)
 from tests.unit.test_poller_gate import FakeClock
 

@@ -11,9 +11,9 @@ import time
 import pytest
 import requests
 
-from killstream.local.corpus import generate, split_hash, zkb_for
-from killstream.local.simulators import EsiServer, FaultRates, PackageFilter, R2Z2Server, RedisQServer
-from killstream.local.simulators.redisq import FilterError
+from killstream_workstation.corpus import generate, split_hash, zkb_for
+from killstream_workstation.simulators import EsiServer, FaultRates, PackageFilter, R2Z2Server, RedisQServer
+from killstream_workstation.simulators.redisq import FilterError
 
 UA = {"User-Agent": "killstream-tests/0.1 (tests@example.com)"}
 DOCS = generate(6)

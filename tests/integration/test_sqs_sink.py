@@ -11,10 +11,10 @@ import boto3
 import pytest
 from botocore.exceptions import EndpointConnectionError
 
-from killstream.local.corpus import generate, split_hash, zkb_for
+from killstream_workstation.corpus import generate, split_hash, zkb_for
 from killstream.package import Package
-from killstream.sqs_batch import MAX_BYTES, MAX_MESSAGE_BYTES, entry_bytes
-from killstream.sqs_sink import SqsSink
+from killstream.sqs_limits import MAX_BYTES, MAX_MESSAGE_BYTES, entry_bytes
+from killstream.poller.sink import SqsSink
 from tests.unit.test_poller_gate import FakeClock
 
 DOCS = generate(30)

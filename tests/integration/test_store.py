@@ -5,10 +5,10 @@ from decimal import Decimal
 
 import pytest
 
-from killstream import db
-from killstream.local import corpus
-from killstream.models import parse_killmail, parse_zkb
-from killstream.store import KillmailRecord, KillmailStore, Outcome
+from killstream.storage import migrations as db
+from killstream_workstation import corpus
+from killstream.killmail import parse_killmail, parse_zkb
+from killstream.storage.writer import KillmailRecord, KillmailStore, Outcome
 from tests.stored import assert_stored_as, assert_zkb, count_rows
 
 
@@ -38,7 +38,7 @@ def test_migrations_apply_to_an_empty_database_and_reapply_as_no_op(fresh_databa
 
 
 def test_migrate_command_twice_succeeds(fresh_database_url, capsys):
-    from killstream.cli import main
+    from killstream_workstation.cli.main import main
 
     assert main(["migrate", "--database-url", fresh_database_url]) == 0
     assert main(["migrate", "--database-url", fresh_database_url]) == 0
@@ -144,7 +144,7 @@ def test_a_newer_zkb_racing_the_first_insert_still_wins(database_url, sample_kil
     for A's commit, then applies its values rather than taking the killmail as a duplicate."""
     import threading
 
-    from killstream.store import _MERGE, _STAGING, _copy_rows, _killmail_list, _killmail_row
+    from killstream.storage.writer import _MERGE, _STAGING, _copy_rows, _killmail_list, _killmail_row
 
     doc = sample_killmails[6]
     old = corpus.zkb_for(doc)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from killstream import fetcher
-from killstream.esi import PermanentError, TransientError, _bucket
-from killstream.fetcher import DeadLetterQueue, Message, _chunks, _Work
-from killstream.sqs_batch import MAX_BYTES, entry_bytes
+from killstream.fetcher import batch as fetcher
+from killstream.fetcher.esi import PermanentError, TransientError, _bucket
+from killstream.fetcher.batch import DeadLetterQueue, Message, _chunks, _Work
+from killstream.sqs_limits import MAX_BYTES, entry_bytes
 
 
 def letter(n: int, body: str = "{}") -> tuple[_Work, PermanentError]:

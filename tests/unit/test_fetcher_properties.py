@@ -15,12 +15,12 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from killstream.config import DatabaseConfig
-from killstream.database import Database
-from killstream.esi import PermanentError
-from killstream.fetcher import Message, ParsedMessage, parse_message, write_records
-from killstream.local.corpus import sample, split_hash, zkb_for
+from killstream.storage.connection import Database
+from killstream.fetcher.esi import PermanentError
+from killstream.fetcher.batch import Message, ParsedMessage, parse_message, write_records
+from killstream_workstation.corpus import sample, split_hash, zkb_for
 from killstream.package import Package
-from killstream.store import KillmailRecord
+from killstream.storage.writer import KillmailRecord
 from tests.stored import _normalize, assert_zkb, rebuild_esi
 
 # Small documents keep each stored example fast; the shapes are the same as the big ones.

@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from killstream.models import KillmailValidationError, parse_killmail, parse_zkb
-from killstream.local import corpus
+from killstream.killmail import KillmailValidationError, parse_killmail, parse_zkb
+from killstream_workstation import corpus
 
 MINIMAL = {
     "killmail_id": 131234567,

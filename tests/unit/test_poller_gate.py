@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from killstream.sources.base import BUDGET, REMAINING_TIME, SOURCE_REFUSED, Gate, RateLimitBackoff, StopTick
+from killstream.poller.sources.base import BUDGET, REMAINING_TIME, SOURCE_REFUSED, Gate, RateLimitBackoff, StopTick
 
 
 class FakeClock:

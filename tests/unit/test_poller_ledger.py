@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from killstream.package import Package
-from killstream.poller import Ledger
+from killstream.poller.tick import Ledger
 
 
 def package(sequence: int) -> Package:

@@ -8,12 +8,12 @@ import json
 
 import pytest
 
-from killstream.cursor import CursorStore
+from killstream.poller.cursor import CursorStore
 from killstream.observability import metrics
 from killstream.package import Package
-from killstream.poller import FINISH_RESERVE_SECONDS, Poller
-from killstream.sources.base import BUDGET, ENQUEUE_FAILED, REMAINING_TIME, SOURCE_REFUSED, Gate, PollResult, StopTick
-from killstream.sqs_sink import SqsSink
+from killstream.poller.tick import FINISH_RESERVE_SECONDS, Poller
+from killstream.poller.sources.base import BUDGET, ENQUEUE_FAILED, REMAINING_TIME, SOURCE_REFUSED, Gate, PollResult, StopTick
+from killstream.poller.sink import SqsSink
 from tests.unit.test_poller_gate import FakeClock
 
 LONGEST_REQUEST = 8.0

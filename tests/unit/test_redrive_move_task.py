@@ -7,7 +7,7 @@ import pytest
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
-from killstream import dlq
+from killstream_workstation.dlq import inspect as dlq
 
 DLQ_URL = "https://sqs.us-east-1.amazonaws.com/123456789012/killstream-dlq"
 QUEUE_URL = "https://sqs.us-east-1.amazonaws.com/123456789012/killstream-killmails"

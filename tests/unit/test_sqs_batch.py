@@ -3,7 +3,7 @@ calls split."""
 
 from __future__ import annotations
 
-from killstream.sqs_batch import MAX_BYTES, MAX_ENTRIES, batches, entry_bytes
+from killstream.sqs_limits import MAX_BYTES, MAX_ENTRIES, batches, entry_bytes
 
 
 def sized(n: int, **attributes) -> dict:

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from killstream.models import KillmailValidationError, _id, _object, validate_hash
+from killstream.killmail import KillmailValidationError, _id, _object, validate_hash
 
 
 class InvalidPackage(ValueError):

@@ -12,13 +12,13 @@ import boto3
 from botocore.config import Config
 
 from killstream.config import PollerConfig
-from killstream.cursor import CursorStore
+from killstream.poller.cursor import CursorStore
 from killstream.observability import MetricUnit, logger, metrics
 from killstream.package import Package
-from killstream.sources import Gate, HttpClient, PollResult, R2Z2Source, RedisQSource, Source, StopTick
-from killstream.sources.base import BUDGET, ENQUEUE_FAILED, REMAINING_TIME
-from killstream.sources.redisq import READ_TIMEOUT_BEYOND_TTW
-from killstream.sqs_sink import SendReport, SqsSink
+from killstream.poller.sources import Gate, HttpClient, PollResult, R2Z2Source, RedisQSource, Source, StopTick
+from killstream.poller.sources.base import BUDGET, ENQUEUE_FAILED, REMAINING_TIME
+from killstream.poller.sources.redisq import READ_TIMEOUT_BEYOND_TTW
+from killstream.poller.sink import SendReport, SqsSink
 
 FINISH_RESERVE_SECONDS = 2.0
 """Time kept after the last request for the final SendMessageBatch and the cursor write."""

@@ -19,7 +19,7 @@ def database_url(explicit: str | None = None) -> str:
     url = explicit or os.environ.get("DATABASE_URL")
     if url:
         return url
-    from killstream.local.postgres import EmbeddedPostgres
+    from killstream_workstation.local.postgres import EmbeddedPostgres
 
     server = EmbeddedPostgres(local_postgres_dir()).start()
     print(f"PostgreSQL: embedded server, data in {server.data_dir}, listening on 127.0.0.1:{server.port}")
@@ -27,7 +27,7 @@ def database_url(explicit: str | None = None) -> str:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from killstream import db
+    from killstream.storage import migrations as db
 
     applied = db.migrate_database(database_url(args.database_url))
     print(f"migrations applied: {', '.join(applied)}" if applied else "schema up to date: nothing to apply")
@@ -35,14 +35,14 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from killstream.local.runner import run
+    from killstream_workstation.local.runner import run
 
     return run(args)
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from killstream import db
-    from killstream.local.report import database_report
+    from killstream.storage import migrations as db
+    from killstream_workstation.stats import database_report
 
     conn = db.connect(database_url(args.database_url))
     try:
@@ -53,15 +53,15 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_invoke(args: argparse.Namespace) -> int:
-    from killstream.local.invoke import invoke
+    from killstream_workstation.local.invoke import invoke
 
     return invoke(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from killstream import dlq
-    from killstream.local.invoke import add_invoke_arguments
-    from killstream.local.runner import add_run_arguments
+    from killstream_workstation.dlq import inspect as dlq
+    from killstream_workstation.local.invoke import add_invoke_arguments
+    from killstream_workstation.local.runner import add_run_arguments
 
     parser = argparse.ArgumentParser(prog="killstream", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)

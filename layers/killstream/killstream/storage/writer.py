@@ -15,7 +15,7 @@ from decimal import Decimal
 from enum import Enum
 from typing import Iterable, Sequence
 
-from killstream.models import Killmail, Zkb
+from killstream.killmail import Killmail, Zkb
 
 
 class Outcome(str, Enum):

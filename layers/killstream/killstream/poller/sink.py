@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from killstream import sqs_batch
+from killstream import sqs_limits
 from killstream.observability import logger
 from killstream.package import Package
 
@@ -71,13 +71,13 @@ class SqsSink:
         entry = self._entry(package, report)
         if entry is None:
             return report
-        if self._pending_bytes + entry.size > sqs_batch.MAX_BYTES:
+        if self._pending_bytes + entry.size > sqs_limits.MAX_BYTES:
             report.add(self.flush())
         self._pending.append(entry)
         self._pending_bytes += entry.size
         if self._oldest is None:
             self._oldest = self.clock()
-        if len(self._pending) >= sqs_batch.MAX_ENTRIES:
+        if len(self._pending) >= sqs_limits.MAX_ENTRIES:
             report.add(self.flush())
         return report
 
@@ -93,14 +93,14 @@ class SqsSink:
                       "killmail_id": {"DataType": "Number", "StringValue": str(package.killmail_id)}}
         body = package.to_body()
         size = _size(body, attributes)
-        if size > sqs_batch.MAX_MESSAGE_BYTES and package.esi is not None:
+        if size > sqs_limits.MAX_MESSAGE_BYTES and package.esi is not None:
             # The fetcher gets the killmail from ESI when `esi` is absent.
             body = package.to_body(with_esi=False)
             size = _size(body, attributes)
             report.esi_dropped += 1
             logger.warning("package too large for SQS: sent without esi",
                            extra={"killmail_id": package.killmail_id, "bytes": size})
-        if size > sqs_batch.MAX_MESSAGE_BYTES:
+        if size > sqs_limits.MAX_MESSAGE_BYTES:
             report.dropped.append(package)
             logger.error("package too large for SQS even without esi: not enqueued",
                          extra={"killmail_id": package.killmail_id, "bytes": size, "package": body})
@@ -144,4 +144,4 @@ class SqsSink:
 
 
 def _size(body: str, attributes: dict) -> int:
-    return sqs_batch.entry_bytes({"MessageBody": body, "MessageAttributes": attributes})
+    return sqs_limits.entry_bytes({"MessageBody": body, "MessageAttributes": attributes})

@@ -9,9 +9,9 @@ import json
 import os
 from pathlib import Path
 
-from killstream.local import corpus
-from killstream.local.aws import LocalAws
-from killstream.local.lambda_runtime import LambdaContext, load_handler_module
+from killstream_workstation import corpus
+from killstream_workstation.local.aws import LocalAws
+from killstream_workstation.local.lambda_runtime import LambdaContext, load_handler_module
 
 USER_AGENT = "killstream/0.1.0 (local invoke)"
 
@@ -29,7 +29,7 @@ def _events(paths: list[str]) -> list[dict]:
 
 
 def _invoke_poller(args, aws: LocalAws) -> dict:
-    from killstream.local.simulators import R2Z2Server
+    from killstream_workstation.simulators import R2Z2Server
 
     event = _events(args.event)[0]
     with R2Z2Server(sequence_lag=0) as r2z2:
@@ -45,9 +45,9 @@ def _invoke_poller(args, aws: LocalAws) -> dict:
 
 
 def _invoke_fetcher(args, aws: LocalAws) -> dict:
-    from killstream import db
-    from killstream.cli import database_url
-    from killstream.local.simulators import EsiServer
+    from killstream.storage import migrations as db
+    from killstream_workstation.cli.main import database_url
+    from killstream_workstation.simulators import EsiServer
 
     records = [record for event in _events(args.event) for record in event["Records"]]
     url = database_url(args.database_url)

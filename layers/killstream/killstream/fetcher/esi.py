@@ -19,7 +19,7 @@ from typing import Callable
 import requests
 from requests.adapters import HTTPAdapter
 
-from killstream.models import Killmail, KillmailValidationError, parse_killmail
+from killstream.killmail import Killmail, KillmailValidationError, parse_killmail
 
 COMPATIBILITY_DATE = "2025-11-06"
 INVALID_KILLMAIL_STATUSES = frozenset({400, 404, 422})

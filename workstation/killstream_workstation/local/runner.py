@@ -13,8 +13,8 @@ import requests
 
 from killstream import __version__
 from killstream.config import DEFAULT_R2Z2_URL, ConfigError, PollerConfig, int_setting, user_agent
-from killstream.local.console import RunStats, install
-from killstream.local.pipeline import LocalPipeline, PipelineSettings, replay_documents
+from killstream_workstation.local.console import RunStats, install
+from killstream_workstation.local.pipeline import LocalPipeline, PipelineSettings, replay_documents
 
 RULE = "━" * 60
 
@@ -51,8 +51,8 @@ def _live_feed_reachable(url: str, agent: str) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from killstream import db
-    from killstream.cli import database_url
+    from killstream.storage import migrations as db
+    from killstream_workstation.cli.main import database_url
     from killstream.observability import logger
 
     env = os.environ

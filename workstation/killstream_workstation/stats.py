@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from killstream.local.console import isk
+from killstream_workstation.local.console import isk
 
 _QUERIES = {
     "counts": "SELECT (SELECT count(*) FROM killmails), (SELECT count(*) FROM attackers), (SELECT count(*) FROM items)",

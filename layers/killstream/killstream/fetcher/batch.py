@@ -21,13 +21,13 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from killstream.config import FetcherConfig
-from killstream.database import Database, DatabaseUnavailable
-from killstream.esi import EsiClient, FetchError, PermanentError, TransientError
-from killstream.models import Killmail, KillmailValidationError, Zkb, parse_killmail, parse_zkb
+from killstream.storage.connection import Database, DatabaseUnavailable
+from killstream.fetcher.esi import EsiClient, FetchError, PermanentError, TransientError
+from killstream.killmail import Killmail, KillmailValidationError, Zkb, parse_killmail, parse_zkb
 from killstream.observability import MetricUnit, logger, metrics
 from killstream.package import InvalidPackage, Package
-from killstream import sqs_batch
-from killstream.store import KillmailRecord, KillmailStore, Outcome
+from killstream import sqs_limits
+from killstream.storage.writer import KillmailRecord, KillmailStore, Outcome
 
 # Left for the database write and the DLQ when the ESI fetches run against the clock.
 WRITE_RESERVE_SECONDS = 5.0
@@ -180,7 +180,7 @@ def _entry(work: _Work, error: FetchError) -> dict:
 
 def _chunks(entries: list[tuple[str, dict]]) -> Iterable[list[tuple[str, dict]]]:
     """(message id, entry) pairs in SendMessageBatch calls: the id names what each entry carries."""
-    return sqs_batch.batches(entries, entry=lambda item: item[1])
+    return sqs_limits.batches(entries, entry=lambda item: item[1])
 
 
 def write_records(database: Database, records: Sequence[KillmailRecord]) -> list[Outcome | PermanentError]:

@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 from types import ModuleType
 
-from killstream.local.corpus import repo_root
+from killstream_workstation.corpus import repo_root
 
 
 def load_handler_module(function: str) -> ModuleType:

@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterable, Iterator
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from killstream import sqs_batch
+from killstream import sqs_limits
 
 RETRIES_EXHAUSTED = "retries_exhausted"
 FAILURE_ATTRIBUTES = ("error_type", "error_message")
@@ -302,7 +302,7 @@ def _redrive_loop(sqs, dlq_url, source_url, wanted, dry_run, report, hold_second
 def _move(sqs, dlq_url, source_url, chosen, scan: _Scan, result: RedriveResult, moved_types: Counter) -> None:
     by_id = {str(i): pair for i, pair in enumerate(chosen)}
     entries = [_send_entry(key, message) for key, (message, _) in by_id.items()]
-    for batch in sqs_batch.batches(entries):
+    for batch in sqs_limits.batches(entries):
         answer = sqs.send_message_batch(QueueUrl=source_url, Entries=batch)
         for failure in answer.get("Failed", []):
             _, described = by_id[failure["Id"]]

@@ -16,7 +16,7 @@ CORPUS_ENV = "KILLSTREAM_CORPUS"
 
 def repo_root() -> Path:
     """The checkout this package was installed from (editable install)."""
-    return Path(__file__).resolve().parents[4]
+    return Path(__file__).resolve().parents[2]
 
 
 def default_corpus_dir() -> Path | None:

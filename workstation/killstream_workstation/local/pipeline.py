@@ -15,11 +15,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from killstream.local import corpus
+from killstream_workstation import corpus
 from killstream.observability import logger, metrics
-from killstream.local.aws import REGION, LocalAws
-from killstream.local.console import RunStats, StatsCounter
-from killstream.local.lambda_runtime import LambdaContext, load_handler_module
+from killstream_workstation.local.aws import REGION, LocalAws
+from killstream_workstation.local.console import RunStats, StatsCounter
+from killstream_workstation.local.lambda_runtime import LambdaContext, load_handler_module
 
 SCHEDULED_EVENT = {"version": "0", "id": "local", "detail-type": "Scheduled Event", "source": "aws.events",
                    "account": "000000000000", "region": REGION, "resources": [], "detail": {}}
@@ -86,7 +86,7 @@ class Replay:
     packages with the ESI killmail inline and metadata-only ones the fetcher gets from ESI."""
 
     def __init__(self, docs: list[dict], *, rate: float, inline_ratio: float, esi_latency: float, seed: int):
-        from killstream.local.simulators import EsiServer, R2Z2Server
+        from killstream_workstation.simulators import EsiServer, R2Z2Server
 
         self.docs = docs
         self.rate = rate

@@ -24,7 +24,7 @@ def connect(dsn: str, **kwargs) -> psycopg2.extensions.connection:
 
 def migration_files() -> list[tuple[str, str]]:
     """(version, sql) for every migration shipped with the package, in order."""
-    folder = resources.files("killstream") / "migrations"
+    folder = resources.files("killstream.storage") / "sql"
     files = sorted((f for f in folder.iterdir() if f.name.endswith(".sql")), key=lambda f: f.name)
     return [(f.name.removesuffix(".sql"), f.read_text()) for f in files]
 

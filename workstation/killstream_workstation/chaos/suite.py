@@ -17,12 +17,13 @@ from typing import Callable
 import boto3
 from botocore.exceptions import EndpointConnectionError
 
-from killstream import db, dlq
-from killstream.local import corpus
-from killstream.local.console import RunStats
-from killstream.local.pipeline import InvocationKilled, LocalPipeline, PipelineSettings
-from killstream.local.simulators.faults import FaultRates
-from killstream.models import parse_killmail
+from killstream.storage import migrations as db
+from killstream_workstation.dlq import inspect as dlq
+from killstream_workstation import corpus
+from killstream_workstation.local.console import RunStats
+from killstream_workstation.local.pipeline import InvocationKilled, LocalPipeline, PipelineSettings
+from killstream_workstation.simulators.faults import FaultRates
+from killstream.killmail import parse_killmail
 from killstream.observability import logger
 
 INVALID_KILLMAIL = "esi_invalid_killmail"

@@ -18,7 +18,7 @@ import psycopg2.extensions
 from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError, TransformParameterError
 
-from killstream import db
+from killstream.storage import migrations as db
 from killstream.config import ConfigError, DatabaseConfig
 from killstream.observability import logger
 
