@@ -11,7 +11,6 @@ to import them here. Built trees are cached under .local/bench/. Last line:
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import shutil

@@ -10,17 +10,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(__file__))
+from support import fresh_database, use_real_corpus
 
-from _support import fresh_database  # noqa: E402
-
-from killstream_workstation import corpus  # noqa: E402
-from killstream_workstation.local.lambda_runtime import LambdaContext, load_handler_module  # noqa: E402
-from killstream_workstation.simulators import EsiServer  # noqa: E402
-from killstream.observability import logger  # noqa: E402
+from killstream.observability import logger
+from killstream_workstation import corpus
+from killstream_workstation.local.lambda_runtime import LambdaContext, load_handler_module
+from killstream_workstation.simulators.esi import EsiServer
 
 logger.setLevel("WARNING")
 
@@ -57,6 +54,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batches", type=int, default=10)
     args = parser.parse_args()
+    use_real_corpus()
     base = corpus.sample()
     count = args.batches * 10
     one = corpus.renumber(base, count, first_id=600_000_000)

@@ -11,10 +11,7 @@ from __future__ import annotations
 import json
 import os
 import resource
-import sys
 import time
-
-sys.path.insert(0, os.path.dirname(__file__))
 
 
 def rss_mb() -> float:
@@ -22,11 +19,12 @@ def rss_mb() -> float:
 
 
 def main() -> None:
-    from _support import fresh_database
+    from support import fresh_database, use_real_corpus
 
     from killstream_workstation import corpus
     from killstream_workstation.local.lambda_runtime import LambdaContext, load_handler_module
 
+    use_real_corpus()
     docs = corpus.sample()
     largest = sorted(docs, key=lambda d: len(json.dumps(d)), reverse=True)[:10]
     records = []

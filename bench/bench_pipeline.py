@@ -13,24 +13,20 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
-import time
 
-sys.path.insert(0, os.path.dirname(__file__))
+from support import fresh_database, percentile, use_real_corpus
 
-from _support import fresh_database, percentile  # noqa: E402
-
-from killstream.storage import migrations as db  # noqa: E402
-from killstream_workstation import corpus  # noqa: E402
-from killstream_workstation.local.pipeline import LocalPipeline, PipelineSettings  # noqa: E402
-from killstream.observability import logger  # noqa: E402
+from killstream.observability import logger
+from killstream.storage.connection import connect
+from killstream_workstation import corpus
+from killstream_workstation.local.pipeline import LocalPipeline, PipelineSettings
 
 logger.setLevel("WARNING")  # a line per killmail would be most of the work measured
 USER_AGENT = "killstream-bench/0.1 (bench@example.com)"
 
 
 def stored_times(url: str) -> dict[int, float]:
-    conn = db.connect(url)
+    conn = connect(url)
     with conn, conn.cursor() as cur:
         cur.execute("SELECT killmail_id, extract(epoch FROM stored_at) FROM killmails")
         rows = {kid: float(t) for kid, t in cur.fetchall()}
@@ -66,6 +62,7 @@ def main() -> None:
     parser.add_argument("--pacing-ms", type=int, default=10)
     parser.add_argument("--fetchers", type=int, default=2, help="concurrent fetchers (template default: 2)")
     args = parser.parse_args()
+    use_real_corpus()
     base = corpus.sample()
     with fresh_database("bench_pipeline_burst") as url:
         throughput, _ = run_once(url, corpus.renumber(base, args.count, first_id=300_000_000), rate=0,

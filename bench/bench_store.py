@@ -12,17 +12,14 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(__file__))
+from support import create_database, postgres_server, use_real_corpus
 
-from _support import create_database, postgres_server  # noqa: E402
-
-from killstream.storage import migrations as db  # noqa: E402
-from killstream_workstation import corpus  # noqa: E402
-from killstream.killmail import parse_killmail, parse_zkb  # noqa: E402
-from killstream.storage.writer import KILLMAIL_COLUMNS, KillmailRecord, KillmailStore, _killmail_row  # noqa: E402
+from killstream.killmail import parse_killmail, parse_zkb
+from killstream.storage.connection import connect
+from killstream.storage.writer import KILLMAIL_COLUMNS, KillmailRecord, KillmailStore, killmail_row
+from killstream_workstation import corpus
 
 
 def build_records(count: int) -> list[KillmailRecord]:
@@ -39,7 +36,7 @@ def rows_of(records) -> int:
 
 
 def bench_batch(url: str, records, batch_size: int) -> float:
-    conn = db.connect(url)
+    conn = connect(url)
     store = KillmailStore(conn)
     start = time.perf_counter()
     for n in range(0, len(records), batch_size):
@@ -51,7 +48,7 @@ def bench_batch(url: str, records, batch_size: int) -> float:
 
 def bench_per_row(url: str, records) -> float:
     """The original worker's way: one INSERT per row, one transaction per killmail."""
-    conn = db.connect(url)
+    conn = connect(url)
     km_sql = (f"INSERT INTO killmails ({', '.join(KILLMAIL_COLUMNS)}) VALUES ({', '.join(['%s'] * len(KILLMAIL_COLUMNS))}) "
               "ON CONFLICT (killmail_id) DO NOTHING")
     attacker_sql = "INSERT INTO attackers VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
@@ -60,7 +57,7 @@ def bench_per_row(url: str, records) -> float:
     start = time.perf_counter()
     for record in records:
         with conn, conn.cursor() as cur:
-            row = list(_killmail_row(record))
+            row = list(killmail_row(record))
             row[KILLMAIL_COLUMNS.index("zkb_labels")] = list(record.zkb.labels or [])
             cur.execute(km_sql, row)
             km = record.killmail
@@ -82,6 +79,7 @@ def main() -> None:
     parser.add_argument("--per-row-count", type=int, default=3_000, help="killmails for the per-row baseline")
     parser.add_argument("--batch-size", type=int, default=500)
     args = parser.parse_args()
+    use_real_corpus()
 
     with postgres_server() as admin_url:
         started = time.perf_counter()

@@ -16,8 +16,11 @@ import shutil
 import sys
 import tempfile
 
-from killstream_workstation.chaos.suite import ChaosRates, run_chaos
+from support import use_real_corpus
+
 from killstream.observability import logger
+from killstream_workstation.chaos.report import ChaosRates
+from killstream_workstation.chaos.suite import run_chaos
 
 
 def main() -> int:
@@ -26,6 +29,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--verbose", action="store_true", help="the handlers' log lines too")
     args = parser.parse_args()
+    use_real_corpus()
     if not args.verbose:
         # thousands of injected failures log at WARNING/ERROR by design: print none of it, but keep
         # the records flowing, since the run counts the fetcher's outcomes from them
@@ -40,9 +44,9 @@ def main() -> int:
         os.chmod(root, 0o755)
         server = EmbeddedPostgres(os.path.join(root, "data")).start()
         url = server.create_database("chaos")
-        from killstream.storage import migrations as db
+        from killstream_workstation.local.database import migrate_database
 
-        db.migrate_database(url)
+        migrate_database(url)
     try:
         print(f"chaos: replaying {args.count} killmails with faults (seed {args.seed}); rates: {ChaosRates()}")
         report = run_chaos(url, count=args.count, seed=args.seed,

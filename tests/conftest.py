@@ -1,5 +1,7 @@
 """Shared fixtures: one throwaway PostgreSQL per test session (or $DATABASE_URL), and the
-real killmail corpus from ../shared (tests that need it skip cleanly without it)."""
+sample killmails: the real ones in ../shared/data/killmails/esi beside the checkout when it is
+there (or wherever $KILLSTREAM_CORPUS points), else generated ones. Tests may read ../shared;
+the product never does."""
 
 from __future__ import annotations
 
@@ -7,12 +9,19 @@ import itertools
 import os
 import shutil
 import tempfile
+from pathlib import Path
 
 import psycopg2
 import pytest
 
-from killstream.storage import migrations as db
+from killstream.storage.connection import connect
 from killstream_workstation import corpus
+from killstream_workstation.local.database import migrate_database
+from killstream_workstation.local.postgres import EmbeddedPostgres
+
+REAL_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "killmails" / "esi"
+if REAL_CORPUS.is_dir():
+    os.environ.setdefault(corpus.CORPUS_ENV, str(REAL_CORPUS))
 
 _database_names = itertools.count()
 
@@ -20,8 +29,6 @@ _database_names = itertools.count()
 @pytest.fixture(scope="session")
 def postgres_server():
     """The embedded server, stopped and removed at the end of the session even on failure."""
-    from killstream_workstation.local.postgres import EmbeddedPostgres
-
     root = tempfile.mkdtemp(prefix="killstream-pg-")
     os.chmod(root, 0o755)
     server = EmbeddedPostgres(os.path.join(root, "data"), durable=False)
@@ -61,13 +68,13 @@ def fresh_database_url(_admin_url):
 @pytest.fixture
 def database_url(fresh_database_url):
     """A new database with the schema applied."""
-    db.migrate_database(fresh_database_url)
+    migrate_database(fresh_database_url)
     return fresh_database_url
 
 
 @pytest.fixture
 def conn(database_url):
-    connection = db.connect(database_url)
+    connection = connect(database_url)
     yield connection
     connection.close()
 

@@ -1,9 +1,9 @@
 """Fetcher Lambda: an SQS batch of packages → their killmails in PostgreSQL.
 
-All the work is in killstream.fetcher. Powertools' BatchProcessor is built around a handler per
+All the work is in the killstream.fetcher package. Powertools' BatchProcessor is built around a handler per
 record, but this batch is worth more processed as a whole (one stored-ids query, ESI fetched in
 parallel, one write), so the whole batch is processed first and the per-record handler then only
-reports that record's result: it raises for the records SQS must redeliver, which
+reports that message's result: it raises for the records SQS must redeliver, which
 BatchProcessor turns into `batchItemFailures`. That keeps to Powertools' public API — no
 subclass reaching into its internals — and BatchProcessor still owns the response format."""
 
@@ -13,7 +13,8 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from killstream.config import FetcherConfig
-from killstream.fetcher.batch import Fetcher, Message
+from killstream.fetcher.batch import Fetcher
+from killstream.fetcher.messages import Message
 from killstream.observability import logger, metrics
 
 # A batch whose every record must be retried (database down) is reported record by record like

@@ -1,9 +1,10 @@
 """Poller Lambda: one scheduled tick of draining the live feed into SQS. All the work is in
-killstream.poller; this returns the tick's summary (the local runner reads it)."""
+killstream.poller.tick; this returns the tick's summary (the local runner reads it)."""
 
 from functools import cache
 
-from killstream.config import ConfigError, PollerConfig
+from killstream.config import PollerConfig
+from killstream.errors import ConfigError
 from killstream.observability import logger, metrics
 from killstream.poller.tick import Poller
 

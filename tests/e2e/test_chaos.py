@@ -2,7 +2,8 @@
 
 import os
 
-from killstream_workstation.chaos.suite import ChaosRates, run_chaos
+from killstream_workstation.chaos.report import ChaosRates
+from killstream_workstation.chaos.suite import run_chaos
 
 
 def test_nothing_lost_nothing_doubled_under_faults(database_url, restore_environ, request):

@@ -3,15 +3,15 @@ ESI, PostgreSQL — replaying N killmails: exactly N stored, every field equal t
 
 import pytest
 
-from killstream.storage import migrations as db
+from killstream.storage.connection import connect
 from killstream_workstation import corpus
 from killstream_workstation.local.console import RunStats
 from killstream_workstation.local.pipeline import LocalPipeline, PipelineSettings
-from tests.stored import assert_stored_as, count_rows
+from tests.support.stored import assert_stored_as, count_rows
 
 
 def stored_count(url: str) -> int:
-    conn = db.connect(url)
+    conn = connect(url)
     try:
         return count_rows(conn, "killmails")
     finally:
@@ -43,7 +43,7 @@ def test_replay_stores_every_killmail_exactly_once_and_equal_to_its_source(pipel
     assert pipeline.refresh_dlq_count() == 0
     pipeline.stop()
 
-    conn = db.connect(database_url)
+    conn = connect(database_url)
     try:
         assert count_rows(conn, "killmails") == len(docs)
         assert count_rows(conn, "attackers") == sum(len(d["attackers"]) for d in docs)

@@ -4,7 +4,9 @@ way the code reaches AWS (boto3 honours AWS_ENDPOINT_URL), its state reset for e
 from __future__ import annotations
 
 import logging
+import uuid
 
+import boto3
 import pytest
 import requests
 from moto.server import ThreadedMotoServer
@@ -30,3 +32,9 @@ def aws(moto_server, monkeypatch):
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     return moto_server
+
+
+@pytest.fixture
+def queue_url(aws) -> str:
+    """A new, empty SQS queue on the local endpoint."""
+    return boto3.client("sqs").create_queue(QueueName=f"killstream-packages-{uuid.uuid4().hex[:8]}")["QueueUrl"]

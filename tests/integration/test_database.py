@@ -4,19 +4,20 @@ from a Secrets Manager secret (moto over HTTP) whose password is rotated."""
 from __future__ import annotations
 
 import json
-from urllib.parse import urlsplit
 import os
 import uuid
 from contextlib import closing, contextmanager
+from urllib.parse import urlsplit
 
 import boto3
 import psycopg2
 import pytest
 from aws_lambda_powertools.utilities.parameters import SecretsProvider
 
-from killstream.config import ConfigError, DatabaseConfig
-from killstream.storage import migrations as db
-from killstream.storage.connection import Database, DatabaseUnavailable
+from killstream.config import DatabaseConfig
+from killstream.errors import ConfigError, DatabaseUnavailable
+from killstream.storage.connection import Database
+from killstream.storage.migrations import migration_files
 
 needs_embedded_server = pytest.mark.skipif(
     bool(os.environ.get("DATABASE_URL")), reason="stops or reconfigures the embedded server; DATABASE_URL is set")
@@ -70,7 +71,7 @@ def test_an_empty_database_gets_the_schema_on_first_use(fresh_database_url):
             cur.execute("SELECT count(*) FROM schema_migrations")
             return cur.fetchone()[0]
 
-    assert tables(database.connection()) == len(db.migration_files())
+    assert tables(database.connection()) == len(migration_files())
     database.close()
 
 

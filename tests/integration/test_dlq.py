@@ -11,7 +11,10 @@ import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
-from killstream_workstation.dlq import inspect as dlq
+from killstream_workstation.cli.dlq import add_commands
+from killstream_workstation.dlq.inspect import inspect_dlq
+from killstream_workstation.dlq.redrive import Progress, redrive
+from killstream_workstation.dlq.render import format_inspection, format_result
 
 REGION = "us-east-1"
 HASH = "0123456789abcdef0123456789abcdef01234567"
@@ -102,7 +105,7 @@ def mixed_dlq(queues):
 
 
 def test_inspection_counts_by_error_type_and_leaves_every_message_visible(mixed_dlq):
-    summary = dlq.inspect_dlq(mixed_dlq.sqs, mixed_dlq.dlq_url, wait_seconds=0)
+    summary = inspect_dlq(mixed_dlq.sqs, mixed_dlq.dlq_url, wait_seconds=0)
 
     assert summary.counts == {"esi_not_found": 12, "retries_exhausted": 2, "invalid_package": 1}
     assert summary.approximate_visible == 15 and not summary.limited
@@ -114,7 +117,7 @@ def test_inspection_counts_by_error_type_and_leaves_every_message_visible(mixed_
     assert by_killmail[3000].receive_count > 5
     assert counts(mixed_dlq.sqs, mixed_dlq.dlq_url) == (15, 0)
 
-    again = dlq.inspect_dlq(mixed_dlq.sqs, mixed_dlq.dlq_url, wait_seconds=0)
+    again = inspect_dlq(mixed_dlq.sqs, mixed_dlq.dlq_url, wait_seconds=0)
     assert again.counts == summary.counts
     assert {m.killmail_id: m.receive_count for m in again.messages}[2000] == 2
 
@@ -122,20 +125,20 @@ def test_inspection_counts_by_error_type_and_leaves_every_message_visible(mixed_
 def test_inspection_reads_the_killmail_id_from_the_body_when_the_attribute_is_absent(queues):
     queues.sqs.send_message(QueueUrl=queues.dlq_url, MessageBody=package_body(4242))
 
-    (message,) = dlq.inspect_dlq(queues.sqs, queues.dlq_url, wait_seconds=0).messages
+    (message,) = inspect_dlq(queues.sqs, queues.dlq_url, wait_seconds=0).messages
 
     assert (message.killmail_id, message.error_type) == (4242, "retries_exhausted")
 
 
 def test_inspection_limit_stops_early_and_still_consumes_nothing(mixed_dlq):
-    summary = dlq.inspect_dlq(mixed_dlq.sqs, mixed_dlq.dlq_url, limit=3, wait_seconds=0)
+    summary = inspect_dlq(mixed_dlq.sqs, mixed_dlq.dlq_url, limit=3, wait_seconds=0)
 
     assert len(summary.messages) == 3 and summary.limited
     assert counts(mixed_dlq.sqs, mixed_dlq.dlq_url) == (15, 0)
 
 
 def test_inspection_table_lists_counts_and_messages(mixed_dlq):
-    table = dlq.format_inspection(dlq.inspect_dlq(mixed_dlq.sqs, mixed_dlq.dlq_url, wait_seconds=0))
+    table = format_inspection(inspect_dlq(mixed_dlq.sqs, mixed_dlq.dlq_url, wait_seconds=0))
 
     assert "~15 visible" in table and "inspected 15" in table
     assert any(line.split() == ["esi_not_found", "12"] for line in table.splitlines())
@@ -144,13 +147,13 @@ def test_inspection_table_lists_counts_and_messages(mixed_dlq):
 
 def test_redrive_moves_only_the_selected_error_types_and_makes_them_look_fresh(mixed_dlq):
     progress = []
-    result = dlq.redrive(mixed_dlq.sqs, mixed_dlq.dlq_url, mixed_dlq.queue_url,
+    result = redrive(mixed_dlq.sqs, mixed_dlq.dlq_url, mixed_dlq.queue_url,
                          error_types=["retries_exhausted", "invalid_package"], progress=progress.append,
                          wait_seconds=0)
 
     assert (result.method, result.moved, result.failed, result.skipped) == ("loop", 3, 0, 12)
     assert result.by_error_type == {"retries_exhausted": 2, "invalid_package": 1} and result.ok
-    assert progress[-1] == dlq.Progress("loop", "COMPLETED", 3)
+    assert progress[-1] == Progress("loop", "COMPLETED", 3)
     assert counts(mixed_dlq.sqs, mixed_dlq.dlq_url) == (12, 0)
     redriven = take_all(mixed_dlq.sqs, mixed_dlq.queue_url)
     assert killmail_ids(redriven) == [2000, 3000, 3001]
@@ -167,7 +170,7 @@ def test_redrive_ends_when_only_unselected_messages_keep_coming_back(queues):
     for killmail_id in (1, 2, 3):
         fail_permanently(queues, killmail_id, "esi_not_found", "ESI 404")
 
-    result = dlq.redrive(queues.sqs, queues.dlq_url, queues.queue_url, error_types=["invalid_package"],
+    result = redrive(queues.sqs, queues.dlq_url, queues.queue_url, error_types=["invalid_package"],
                          hold_seconds=0, wait_seconds=0)
 
     assert (result.moved, result.skipped) == (0, 3)
@@ -175,7 +178,7 @@ def test_redrive_ends_when_only_unselected_messages_keep_coming_back(queues):
 
 
 def test_redrive_of_everything_falls_back_to_the_loop_because_moto_has_no_move_tasks(mixed_dlq):
-    result = dlq.redrive(mixed_dlq.sqs, mixed_dlq.dlq_url, mixed_dlq.queue_url, wait_seconds=0)
+    result = redrive(mixed_dlq.sqs, mixed_dlq.dlq_url, mixed_dlq.queue_url, wait_seconds=0)
 
     assert result.method == "loop" and "NotImplementedError" in result.fallback_reason
     assert result.moved == 15 and result.ok
@@ -184,12 +187,12 @@ def test_redrive_of_everything_falls_back_to_the_loop_because_moto_has_no_move_t
 
 
 def test_dry_run_reports_what_would_move_and_moves_nothing(mixed_dlq):
-    result = dlq.redrive(mixed_dlq.sqs, mixed_dlq.dlq_url, mixed_dlq.queue_url,
+    result = redrive(mixed_dlq.sqs, mixed_dlq.dlq_url, mixed_dlq.queue_url,
                          error_types=["esi_not_found"], dry_run=True, wait_seconds=0)
 
     assert (result.dry_run, result.moved, result.skipped) == (True, 12, 3)
     assert result.by_error_type == {"esi_not_found": 12}
-    assert dlq.format_result(result).startswith("would move 12 (esi_not_found 12)")
+    assert format_result(result).startswith("would move 12 (esi_not_found 12)")
     assert counts(mixed_dlq.sqs, mixed_dlq.dlq_url) == (15, 0)
     assert counts(mixed_dlq.sqs, mixed_dlq.queue_url) == (0, 0)
 
@@ -205,7 +208,7 @@ def test_an_entry_whose_send_failed_stays_in_the_dlq(mixed_dlq, monkeypatch):
         return answer
 
     monkeypatch.setattr(mixed_dlq.sqs, "send_message_batch", send_failing_killmail_2000)
-    result = dlq.redrive(mixed_dlq.sqs, mixed_dlq.dlq_url, mixed_dlq.queue_url,
+    result = redrive(mixed_dlq.sqs, mixed_dlq.dlq_url, mixed_dlq.queue_url,
                          error_types=["invalid_package", "retries_exhausted"], wait_seconds=0)
 
     assert (result.moved, result.failed, result.ok) == (2, 1, False)
@@ -221,14 +224,14 @@ def test_a_send_that_errors_deletes_nothing_and_hands_the_messages_back(mixed_dl
 
     monkeypatch.setattr(mixed_dlq.sqs, "send_message_batch", unreachable)
     with pytest.raises(ClientError):
-        dlq.redrive(mixed_dlq.sqs, mixed_dlq.dlq_url, mixed_dlq.queue_url, prefer_move_task=False, wait_seconds=0)
+        redrive(mixed_dlq.sqs, mixed_dlq.dlq_url, mixed_dlq.queue_url, prefer_move_task=False, wait_seconds=0)
 
     assert counts(mixed_dlq.sqs, mixed_dlq.dlq_url) == (15, 0)
 
 
 def run_cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="killstream")
-    dlq.add_commands(parser.add_subparsers(dest="command", required=True))
+    add_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -6,25 +6,14 @@ from __future__ import annotations
 
 import pytest
 
-from killstream.fetcher.esi import COMPATIBILITY_DATE, EsiClient, PermanentError, TransientError
+from killstream.errors import PermanentError, TransientError
+from killstream.fetcher.esi import COMPATIBILITY_DATE, EsiClient
 from killstream_workstation.corpus import generate, split_hash
-from killstream_workstation.simulators import EsiServer
+from killstream_workstation.simulators.esi import EsiServer
+from tests.support.fakes import FakeClock
 
 UA = "killstream-tests/0.1 (tests@example.com)"
 DOCS = generate(8)
-
-
-class FakeTime:
-    def __init__(self):
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 @pytest.fixture
@@ -36,12 +25,12 @@ def esi():
 
 @pytest.fixture
 def fake_time():
-    return FakeTime()
+    return FakeClock()
 
 
 def make_client(server, fake_time, **options) -> EsiClient:
     options.setdefault("jitter", lambda: 0.5)
-    return EsiClient(server.url, UA, clock=fake_time.clock, sleep=fake_time.sleep, **options)
+    return EsiClient(server.url, UA, clock=fake_time, sleep=fake_time.sleep, **options)
 
 
 def fetch(client, fake_time, doc, *, within=60.0, killmail_hash=None):
@@ -187,7 +176,7 @@ def test_answers_that_stay_slow_end_transient(esi, fake_time):
 def test_connection_errors_end_transient(fake_time):
     with EsiServer() as server:
         url = server.url
-    client = EsiClient(url, UA, clock=fake_time.clock, sleep=fake_time.sleep, jitter=lambda: 0.5)
+    client = EsiClient(url, UA, clock=fake_time, sleep=fake_time.sleep, jitter=lambda: 0.5)
     with pytest.raises(TransientError) as caught:
         client.fetch(DOCS[0]["killmail_id"], DOCS[0]["killmail_hash"], fake_time.now + 60)
     assert caught.value.error_type == "esi_unavailable"
@@ -269,7 +258,7 @@ def test_the_real_token_bucket_running_low_slows_the_client_before_esi_says_no(f
 
 
 def test_the_url_is_built_from_the_configured_base(esi, fake_time):
-    client = EsiClient(esi.url + "/", UA, clock=fake_time.clock, sleep=fake_time.sleep)
+    client = EsiClient(esi.url + "/", UA, clock=fake_time, sleep=fake_time.sleep)
     assert client.url(5, "ab" * 20) == f"{esi.url}/killmails/5/{'ab' * 20}/"
 
 

@@ -15,15 +15,15 @@ from contextlib import closing
 import boto3
 import pytest
 
-from killstream.storage import migrations as db
-from killstream_workstation.corpus import split_hash, zkb_for
-from killstream_workstation.local.lambda_runtime import LambdaContext, load_handler_module
-from killstream_workstation.simulators import EsiServer
 from killstream.killmail import parse_killmail, parse_zkb
 from killstream.observability import metrics
 from killstream.package import Package
+from killstream.storage.connection import connect
 from killstream.storage.writer import KillmailRecord, KillmailStore
-from tests.stored import assert_stored_as, assert_zkb, count_rows
+from killstream_workstation.corpus import split_hash, zkb_for
+from killstream_workstation.local.lambda_runtime import LambdaContext, load_handler_module
+from killstream_workstation.simulators.esi import EsiServer
+from tests.support.stored import assert_stored_as, assert_zkb, count_rows
 
 UA = "killstream-tests/0.1 (tests@example.com)"
 needs_embedded_server = pytest.mark.skipif(
@@ -69,7 +69,7 @@ class Harness:
                 sqs.delete_message(QueueUrl=self.dlq_url, ReceiptHandle=message["ReceiptHandle"])
 
     def connect(self):
-        return closing(db.connect(self.database_url))
+        return closing(connect(self.database_url))
 
 
 @pytest.fixture
@@ -115,7 +115,7 @@ def output(capfd, caplog) -> tuple[list[dict], Counter]:
 
 
 def store_directly(database_url: str, docs: list[dict]) -> None:
-    with closing(db.connect(database_url)) as conn:
+    with closing(connect(database_url)) as conn:
         KillmailStore(conn).write([
             KillmailRecord(parse_killmail(split_hash(doc)[0]), doc["killmail_hash"], parse_zkb(zkb_for(doc)), "r2z2")
             for doc in docs

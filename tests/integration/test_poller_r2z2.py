@@ -15,19 +15,21 @@ import pytest
 import requests
 
 from killstream.config import PollerConfig
+from killstream.errors import BUDGET, ENQUEUE_FAILED, REMAINING_TIME, SOURCE_REFUSED
+from killstream.http.gate import Gate
+from killstream.observability import metrics
+from killstream.poller.counts import TickCounts
 from killstream.poller.cursor import CursorStore
+from killstream.poller.sink import SqsSink
+from killstream.poller.sources.base import source_client
+from killstream.poller.sources.r2z2 import UNREADABLE_ATTEMPTS, R2Z2Source
+from killstream.poller.tick import FINISH_RESERVE_SECONDS, Poller
 from killstream_workstation.corpus import renumber, sample, split_hash, zkb_for
 from killstream_workstation.local.lambda_runtime import LambdaContext, load_handler_module
-from killstream_workstation.simulators import R2Z2Server
 from killstream_workstation.simulators.faults import GARBAGE_BODY
-from killstream.observability import metrics
-from killstream.poller.tick import FINISH_RESERVE_SECONDS, Poller
-from killstream.poller.sources import Gate, HttpClient, R2Z2Source
-from killstream.poller.sources.base import BUDGET, ENQUEUE_FAILED, REMAINING_TIME, SOURCE_REFUSED
-from killstream.poller.sources.r2z2 import UNREADABLE_ATTEMPTS
-from killstream.poller.sink import SqsSink
-from tests.integration.test_sqs_sink import RecordingSqs, drain, queue_url  # noqa: F401  (queue_url: a fixture)
-from tests.unit.test_poller_gate import FakeClock
+from killstream_workstation.simulators.r2z2 import R2Z2Server
+from tests.support.fakes import FakeClock, RecordingSqs
+from tests.support.sqs import drain
 
 UA = "killstream-tests/0.1 (tests@example.com)"
 DOCS = sample()
@@ -74,11 +76,12 @@ class Rig:
         self.clock = clock or FakeClock()
         sleep = sleep or self.clock.sleep
         self.gate = Gate(pacing, clock=self.clock, sleep=sleep)
-        self.client = HttpClient(self.gate, UA, connect_timeout=1.0, read_timeout=read_timeout)
-        self.source = R2Z2Source(self.client, server.url)
+        self.counts = TickCounts()
+        self.client = source_client(self.gate, self.counts, UA, connect_timeout=1.0, read_timeout=read_timeout)
+        self.source = R2Z2Source(self.client, self.counts, server.url)
         sink = SqsSink(sqs or boto3.client("sqs"), queue_url, flush_within=1.0, clock=self.clock, sleep=sleep)
         self.store = CursorStore(boto3.client("ssm"), parameter, clock=self.clock)
-        self.poller = Poller(self.source, sink, self.store, self.gate, budget_seconds=budget)
+        self.poller = Poller(self.source, sink, self.store, self.gate, self.counts, budget_seconds=budget)
         self.starts: list[tuple[float, str]] = []
         self.client.session.hooks["response"].append(
             lambda response, *args, **kwargs: self.starts.append((self.clock(), urlsplit(response.url).path)))
@@ -100,22 +103,40 @@ def served(server: R2Z2Server, sequence: int) -> dict:
 
 # --- "Done when" --------------------------------------------------------------------------------
 
+class TimeUntilAsked(LambdaContext):
+    """A Lambda context with its whole timeout left until the server has been asked for `path`,
+    and no time at all from then on: a tick's end tied to what happened, not to how fast."""
+
+    def __init__(self, server: R2Z2Server, path: str):
+        super().__init__("poller", 900)
+        self.server = server
+        self.path = path
+        self.asked = False
+
+    def get_remaining_time_in_millis(self) -> int:
+        # The newest few requests are enough: this is asked before every request starts.
+        self.asked = self.asked or any(request.path == self.path for request in self.server.requests[-3:])
+        return 0 if self.asked else super().get_remaining_time_in_millis()
+
+
 @pytest.mark.slow
 def test_done_when_one_invocation_at_10_ms_pacing_enqueues_500_packages_in_order(
         r2z2, queue_url, cursor_parameter, monkeypatch, capsys):
-    """Real time, through the real handler: 500 requests at 10 ms pacing take at least 5 s. The
-    11 s budget ends the tick at the first 404 after the drain (its 6 s wait cannot fit)."""
+    """Real time, through the real handler: 500 requests at 10 ms pacing take at least 5 s, however
+    fast the machine. The invocation's time runs out once the feed answered past its head (the
+    404 for 501), however slow the machine: the one invocation drains all 500, in order."""
     published = publish(r2z2, renumber(DOCS, 500))
     set_cursor(cursor_parameter, "0")
     for name, value in {"KILLSTREAM_SOURCE": "r2z2", "R2Z2_URL": r2z2.url, "QUEUE_URL": queue_url,
                         "CURSOR_PARAMETER": cursor_parameter, "USER_AGENT": UA, "POLL_PACING_MS": "10",
-                        "POLL_BUDGET_SECONDS": "11"}.items():
+                        "POLL_BUDGET_SECONDS": "900"}.items():
         monkeypatch.setenv(name, value)
     handler = load_handler_module("poller").handler
-    summary = handler({}, LambdaContext("poller", 60))
+    summary = handler({}, TimeUntilAsked(r2z2, "/ephemeral/501.json"))
     assert (summary["received"], summary["enqueued"], summary["cursor"]) == (500, 500, 500)
     assert (summary["errors"], summary["invalid"], summary["enqueue_failures"]) == (0, 0, 0)
-    assert summary["stopped_because"] == BUDGET
+    assert summary["stopped_because"] == REMAINING_TIME
+    assert summary["runtime_seconds"] >= 500 * 0.010 - 0.001  # sequence.json, then 500 files, 10 ms apart
     assert sequences(queue_url) == published == list(range(1, 501))
     assert saved_cursor(cursor_parameter) == "500"
     emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
@@ -229,7 +250,7 @@ def test_an_sqs_failure_leaves_the_cursor_before_the_unsent_package_and_the_next
     docs = DOCS[:5]
     publish(r2z2, docs)
     set_cursor(cursor_parameter, "0")
-    failing = RecordingSqs(fail={docs[2]["killmail_id"]: -1})
+    failing = RecordingSqs(forward=boto3.client("sqs"), fail={docs[2]["killmail_id"]: -1})
     first = Rig(r2z2, queue_url, cursor_parameter, pacing=0.1, budget=20, sqs=failing).tick()
     assert first["stopped_because"] == ENQUEUE_FAILED and first["enqueue_failures"] == 1
     assert saved_cursor(cursor_parameter) == "2"

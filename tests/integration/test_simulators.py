@@ -1,5 +1,5 @@
 """The local R2Z2, RedisQ and ESI servers, over real HTTP: they must behave as
-docs/streams.md says, or every test built on them proves nothing."""
+docs/protocols.md says, or every test built on them proves nothing."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ import pytest
 import requests
 
 from killstream_workstation.corpus import generate, split_hash, zkb_for
-from killstream_workstation.simulators import EsiServer, FaultRates, PackageFilter, R2Z2Server, RedisQServer
-from killstream_workstation.simulators.redisq import FilterError
+from killstream_workstation.simulators.esi import EsiServer
+from killstream_workstation.simulators.faults import FaultRates
+from killstream_workstation.simulators.r2z2 import R2Z2Server
+from killstream_workstation.simulators.redisq import FilterError, PackageFilter, RedisQServer
 
 UA = {"User-Agent": "killstream-tests/0.1 (tests@example.com)"}
 DOCS = generate(6)

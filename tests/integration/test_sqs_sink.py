@@ -1,46 +1,21 @@
 """The SQS sink against moto's SQS over HTTP (boto3 reaches it through AWS_ENDPOINT_URL, as in
 the local runner): batch limits, attributes, the oversized-package rule, per-entry retries and
-what happens to a package SQS never takes. RecordingSqs, drain and queue_url serve the poller tests too."""
+what happens to a package SQS never takes."""
 
 from __future__ import annotations
 
 import json
-import uuid
 
 import boto3
-import pytest
-from botocore.exceptions import EndpointConnectionError
 
-from killstream_workstation.corpus import generate, split_hash, zkb_for
 from killstream.package import Package
-from killstream.sqs_limits import MAX_BYTES, MAX_MESSAGE_BYTES, entry_bytes
 from killstream.poller.sink import SqsSink
-from tests.unit.test_poller_gate import FakeClock
+from killstream.sqs_limits import MAX_BYTES, MAX_MESSAGE_BYTES, entry_bytes
+from killstream_workstation.corpus import generate, split_hash, zkb_for
+from tests.support.fakes import FakeClock, RecordingSqs
+from tests.support.sqs import drain
 
 DOCS = generate(30)
-
-
-@pytest.fixture
-def queue_url(aws) -> str:
-    return boto3.client("sqs").create_queue(QueueName=f"killstream-packages-{uuid.uuid4().hex[:8]}")["QueueUrl"]
-
-
-def drain(queue_url: str) -> list[tuple[dict, dict]]:
-    """Every message on the queue, taken off it, in the order SQS hands them out: (body, attributes)."""
-    sqs = boto3.client("sqs")
-    out = []
-    while True:
-        messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"],
-                                       WaitTimeSeconds=0).get("Messages", [])
-        if not messages:
-            return out
-        for message in messages:
-            attributes = {name: (value["DataType"], value["StringValue"])
-                          for name, value in message.get("MessageAttributes", {}).items()}
-            out.append((json.loads(message["Body"]), attributes))
-        # moto's receive slows down with every message left on the queue, deleted in batches it stays quick.
-        sqs.delete_message_batch(QueueUrl=queue_url, Entries=[
-            {"Id": str(index), "ReceiptHandle": message["ReceiptHandle"]} for index, message in enumerate(messages)])
 
 
 def package(doc: dict, sequence: int, *, esi_padding: int = 0, zkb_padding: int = 0) -> Package:
@@ -52,40 +27,13 @@ def package(doc: dict, sequence: int, *, esi_padding: int = 0, zkb_padding: int 
                    sequence_id=sequence, uploaded_at=1767225600 + sequence)
 
 
-class RecordingSqs:
-    """Real SQS behind it. Entries for the killmail ids in `fail` are refused that many times
-    first (-1: always), and `call_errors` whole calls fail before any gets through."""
-
-    def __init__(self, fail: dict[int, int] | None = None, call_errors: int = 0):
-        self.client = boto3.client("sqs")
-        self.fail = dict(fail or {})
-        self.call_errors = call_errors
-        self.calls: list[list[dict]] = []
-
-    def send_message_batch(self, QueueUrl, Entries):
-        self.calls.append(Entries)
-        if self.call_errors:
-            self.call_errors -= 1
-            raise EndpointConnectionError(endpoint_url=QueueUrl)
-        passing, failed = [], []
-        for entry in Entries:
-            killmail_id = int(entry["MessageAttributes"]["killmail_id"]["StringValue"])
-            if self.fail.get(killmail_id, 0):
-                self.fail[killmail_id] -= 1
-                failed.append({"Id": entry["Id"], "SenderFault": False, "Code": "InternalError", "Message": "busy"})
-            else:
-                passing.append(entry)
-        response = self.client.send_message_batch(QueueUrl=QueueUrl, Entries=passing) if passing else {}
-        return {"Successful": response.get("Successful", []), "Failed": failed + response.get("Failed", [])}
-
-
 def make_sink(queue_url: str, sqs=None, **options) -> tuple[SqsSink, FakeClock]:
     clock = FakeClock()
     return SqsSink(sqs or boto3.client("sqs"), queue_url, clock=clock, sleep=clock.sleep, **options), clock
 
 
 def test_packages_arrive_with_their_bodies_and_attributes_in_batches_of_at_most_ten(queue_url):
-    sqs = RecordingSqs()
+    sqs = RecordingSqs(forward=boto3.client("sqs"))
     sink, _ = make_sink(queue_url, sqs)
     packages = [package(doc, n) for n, doc in enumerate(DOCS[:25], start=1)]
     accepted = []
@@ -101,7 +49,7 @@ def test_packages_arrive_with_their_bodies_and_attributes_in_batches_of_at_most_
 
 
 def test_a_batch_never_exceeds_256_kib(queue_url):
-    sqs = RecordingSqs()
+    sqs = RecordingSqs(forward=boto3.client("sqs"))
     sink, _ = make_sink(queue_url, sqs)
     packages = [package(doc, n, esi_padding=70_000) for n, doc in enumerate(DOCS[:9], start=1)]
     for p in packages:
@@ -138,7 +86,7 @@ def test_a_package_too_large_even_without_esi_is_logged_in_full_and_never_sent(q
 
 def test_entries_refused_individually_are_retried_until_taken(queue_url):
     packages = [package(doc, n) for n, doc in enumerate(DOCS[:4], start=1)]
-    sqs = RecordingSqs(fail={packages[1].killmail_id: 2})
+    sqs = RecordingSqs(forward=boto3.client("sqs"), fail={packages[1].killmail_id: 2})
     sink, clock = make_sink(queue_url, sqs)
     for p in packages:
         sink.add(p)
@@ -150,7 +98,7 @@ def test_entries_refused_individually_are_retried_until_taken(queue_url):
 
 
 def test_a_failed_call_is_retried(queue_url):
-    sqs = RecordingSqs(call_errors=1)
+    sqs = RecordingSqs(forward=boto3.client("sqs"), call_errors=1)
     sink, _ = make_sink(queue_url, sqs)
     p = package(DOCS[0], 1)
     sink.add(p)
@@ -160,7 +108,7 @@ def test_a_failed_call_is_retried(queue_url):
 
 def test_a_package_sqs_never_takes_is_reported_and_logged_in_full(queue_url, caplog):
     packages = [package(doc, n) for n, doc in enumerate(DOCS[:3], start=1)]
-    sqs = RecordingSqs(fail={packages[2].killmail_id: -1})
+    sqs = RecordingSqs(forward=boto3.client("sqs"), fail={packages[2].killmail_id: -1})
     sink, _ = make_sink(queue_url, sqs, attempts=4)
     for p in packages:
         sink.add(p)

@@ -1,15 +1,18 @@
 """The batch writer against a real PostgreSQL."""
 
 import copy
+import threading
 from decimal import Decimal
 
 import pytest
 
-from killstream.storage import migrations as db
-from killstream_workstation import corpus
 from killstream.killmail import parse_killmail, parse_zkb
+from killstream.storage.connection import connect
+from killstream.storage.migrations import migrate, migration_files
 from killstream.storage.writer import KillmailRecord, KillmailStore, Outcome
-from tests.stored import assert_stored_as, assert_zkb, count_rows
+from killstream_workstation import corpus
+from killstream_workstation.cli.main import main
+from tests.support.stored import assert_stored_as, assert_zkb, count_rows
 
 
 def record(doc, zkb=None, *, sequence_id=None, source="r2z2"):
@@ -20,10 +23,10 @@ def record(doc, zkb=None, *, sequence_id=None, source="r2z2"):
 
 
 def test_migrations_apply_to_an_empty_database_and_reapply_as_no_op(fresh_database_url):
-    conn = db.connect(fresh_database_url)
+    conn = connect(fresh_database_url)
     try:
-        first = db.migrate(conn)
-        second = db.migrate(conn)
+        first = migrate(conn)
+        second = migrate(conn)
         with conn.cursor() as cur:
             cur.execute("SELECT version FROM schema_migrations ORDER BY version")
             recorded = [row[0] for row in cur.fetchall()]
@@ -32,13 +35,12 @@ def test_migrations_apply_to_an_empty_database_and_reapply_as_no_op(fresh_databa
             assert cur.fetchone()[0] == "bigint"
     finally:
         conn.close()
-    assert first == [version for version, _ in db.migration_files()] and first
+    assert first == [version for version, _ in migration_files()] and first
     assert second == []
     assert recorded == first
 
 
 def test_migrate_command_twice_succeeds(fresh_database_url, capsys):
-    from killstream_workstation.cli.main import main
 
     assert main(["migrate", "--database-url", fresh_database_url]) == 0
     assert main(["migrate", "--database-url", fresh_database_url]) == 0
@@ -142,21 +144,14 @@ def test_failed_batch_leaves_nothing_behind(conn, sample_killmails):
 def test_a_newer_zkb_racing_the_first_insert_still_wins(database_url, sample_killmails):
     """Writer B carries newer zkb values for a killmail writer A is inserting right now: B waits
     for A's commit, then applies its values rather than taking the killmail as a duplicate."""
-    import threading
-
-    from killstream.storage.writer import _MERGE, _STAGING, _copy_rows, _killmail_list, _killmail_row
-
     doc = sample_killmails[6]
     old = corpus.zkb_for(doc)
     new = dict(old, totalValue=old["totalValue"] + 5e8)
-    a, b = db.connect(database_url), db.connect(database_url)
+    a, b = connect(database_url), connect(database_url)
     try:
         # A's insert, its transaction left open
         with a.cursor() as cur:
-            cur.execute(_STAGING)
-            cur.copy_expert(f"COPY stage_killmails ({_killmail_list}) FROM STDIN",
-                            _copy_rows([_killmail_row(record(doc, old, sequence_id=1))]))
-            cur.execute(_MERGE)
+            assert KillmailStore(a).merge(cur, [record(doc, old, sequence_id=1)]) == {doc["killmail_id"]: Outcome.INSERTED}
         results = {}
         writer_b = threading.Thread(target=lambda: results.update(b=KillmailStore(b).write(
             [record(doc, new, sequence_id=2)])))

@@ -2,7 +2,8 @@
 
 import pytest
 
-from killstream.config import ConfigError, DatabaseConfig, FetcherConfig, PollerConfig
+from killstream.config import DatabaseConfig, FetcherConfig, PollerConfig
+from killstream.errors import ConfigError
 
 POLLER = {"QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/1/q", "CURSOR_PARAMETER": "/ks/cursor",
           "USER_AGENT": "killstream/0.1 (ops@example.com)"}

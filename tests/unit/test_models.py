@@ -3,7 +3,9 @@ import json
 
 import pytest
 
-from killstream.killmail import KillmailValidationError, parse_killmail, parse_zkb
+from killstream.errors import InvalidPackage, KillmailValidationError
+from killstream.killmail import parse_killmail, parse_zkb
+from killstream.package import Package
 from killstream_workstation import corpus
 
 MINIMAL = {
@@ -150,7 +152,5 @@ def test_integers_beyond_a_double_are_a_validation_error_not_a_crash():
 
 
 def test_deeply_nested_bodies_are_invalid_packages():
-    from killstream.package import InvalidPackage, Package
-
     with pytest.raises(InvalidPackage):
         Package.from_body("[" * 100_000 + "]" * 100_000)

@@ -1,5 +1,5 @@
 """The gate every poller request passes through: start-to-start pacing, protocol waits, the tick's
-deadline; and the 429 backoff both sources share. Time is a fake clock that moves only when
+deadline; the tick's counts; and the 429 backoff both sources share. Time is a fake clock that moves only when
 something sleeps or a test says work took time."""
 
 from __future__ import annotations
@@ -8,26 +8,12 @@ import math
 
 import pytest
 
-from killstream.poller.sources.base import BUDGET, REMAINING_TIME, SOURCE_REFUSED, Gate, RateLimitBackoff, StopTick
-
-
-class FakeClock:
-    """A monotonic clock that advances only on sleep (or `advance`); records every sleep."""
-
-    def __init__(self, start: float = 1000.0):
-        self.now = start
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        assert seconds >= 0
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from killstream.errors import BUDGET, REMAINING_TIME, SOURCE_REFUSED, StopTick
+from killstream.http.client import RateLimitBackoff
+from killstream.http.gate import Gate
+from killstream.observability import Metric
+from killstream.poller.counts import TickCounts
+from tests.support.fakes import FakeClock
 
 
 def open_gate(pacing: float, clock: FakeClock, *, left=lambda: (math.inf, BUDGET), before_sleep=None) -> Gate:
@@ -50,7 +36,7 @@ def test_requests_start_once_per_pacing_measured_start_to_start():
     gate = open_gate(0.5, clock)
     times = starts(gate, clock, 5, work=0.2)
     assert [round(b - a, 9) for a, b in zip(times, times[1:])] == [0.5] * 4
-    assert gate.requests == 5
+    assert gate.started == 5
 
 
 def test_work_longer_than_the_pacing_adds_no_sleep():
@@ -130,13 +116,20 @@ def test_work_done_before_sleeping_counts_against_the_wait():
 
 
 def test_counts_belong_to_one_tick():
+    counts = TickCounts()
+    counts.add(Metric.EMPTY_POLLS)
+    counts.add(Metric.SEQUENCE_GAPS, 3)
+    assert (counts[Metric.EMPTY_POLLS], counts[Metric.SEQUENCE_GAPS], counts[Metric.SOURCE_ERRORS]) == (1, 3, 0)
+    counts.reset()
+    assert counts[Metric.EMPTY_POLLS] == counts[Metric.SEQUENCE_GAPS] == 0
+
+
+def test_the_gate_counts_the_requests_it_lets_through_and_when_the_last_started():
     clock = FakeClock()
-    gate = open_gate(0.0, clock)
-    gate.count("EmptyPolls")
-    gate.count("SequenceGaps", 3)
-    assert gate.counts == {"EmptyPolls": 1, "SequenceGaps": 3}
-    gate.begin(lambda: (math.inf, BUDGET), lambda until: None)
-    assert gate.counts == {} and gate.requests == 0
+    gate = open_gate(0.5, clock)
+    assert gate.started == 0 and gate.last_start == -math.inf
+    starts(gate, clock, 3)
+    assert gate.started == 3 and gate.last_start == clock()
 
 
 def test_rate_limit_backoff_honours_retry_after_else_doubles_from_5_to_60_seconds():
@@ -174,13 +167,14 @@ def test_a_refusal_ends_every_tick_at_once_until_its_time_has_passed():
     gate = open_gate(0.5, clock)
     gate.pace()
     gate.refuse(900.0, "R2Z2 refuses service: HTTP 403")
+    assert gate.started == 1
     for minute in (1, 14):
         clock.now = 1000.0 + 60 * minute
         gate.begin(lambda: (math.inf, BUDGET), lambda until: None)
         with pytest.raises(StopTick) as stop:
             gate.pace()
         assert stop.value.reason == SOURCE_REFUSED and "R2Z2 refuses service: HTTP 403" in stop.value.detail
-        assert gate.requests == 0 and clock.sleeps == []
+        assert gate.started == 1 and clock.sleeps == []
     clock.now = 1000.0 + 900
     gate.pace()
-    assert gate.requests == 1 and gate.refused_until() is None
+    assert gate.started == 2 and gate.refused_until() is None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from killstream.config import ConfigError
+from killstream.errors import ConfigError
 from killstream_workstation.local.lambda_runtime import LambdaContext, load_handler_module
 
 VARIABLES = ("KILLSTREAM_SOURCE", "QUEUE_URL", "CURSOR_PARAMETER", "USER_AGENT", "POLL_PACING_MS")

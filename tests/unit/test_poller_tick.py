@@ -8,13 +8,16 @@ import json
 
 import pytest
 
-from killstream.poller.cursor import CursorStore
-from killstream.observability import metrics
+from killstream.errors import BUDGET, ENQUEUE_FAILED, REMAINING_TIME, SOURCE_REFUSED, StopTick
+from killstream.http.gate import Gate
+from killstream.observability import Metric, metrics
 from killstream.package import Package
-from killstream.poller.tick import FINISH_RESERVE_SECONDS, Poller
-from killstream.poller.sources.base import BUDGET, ENQUEUE_FAILED, REMAINING_TIME, SOURCE_REFUSED, Gate, PollResult, StopTick
+from killstream.poller.counts import TickCounts
+from killstream.poller.cursor import CursorStore
 from killstream.poller.sink import SqsSink
-from tests.unit.test_poller_gate import FakeClock
+from killstream.poller.sources.base import PollResult
+from killstream.poller.tick import FINISH_RESERVE_SECONDS, Poller
+from tests.support.fakes import FakeClock, FakeSsm, RecordingSqs
 
 LONGEST_REQUEST = 8.0
 
@@ -33,8 +36,11 @@ class ScriptedSource:
     flush_within = 1.0
     longest_request = LONGEST_REQUEST
 
-    def __init__(self, gate: Gate, script):
+    keeps_cursor = True
+
+    def __init__(self, gate: Gate, counts: TickCounts, script):
         self.gate = gate
+        self.counts = counts
         self.script = list(script)
         self.started_at: list[int | None] = []
 
@@ -47,7 +53,7 @@ class ScriptedSource:
     def poll(self) -> PollResult:
         self.gate.pace()
         if not self.script:
-            self.gate.count("EmptyPolls")
+            self.counts.add(Metric.EMPTY_POLLS)
             self.gate.hold(6.0)
             return PollResult()
         step = self.script.pop(0)
@@ -58,57 +64,27 @@ def at(sequence: int) -> PollResult:
     return PollResult([package(sequence)], through=sequence)
 
 
-class FakeSqs:
-    """Takes every entry except those `refuse(killmail_id)` says no to."""
-
-    def __init__(self, clock: FakeClock, refuse=lambda killmail_id: False):
-        self.clock = clock
-        self.refuse = refuse
-        self.batches: list[tuple[float, list[int]]] = []
-
-    def send_message_batch(self, QueueUrl, Entries):
-        assert len(Entries) <= 10
-        ok = [entry for entry in Entries if not self.refuse(json.loads(entry["MessageBody"])["killmail_id"])]
-        self.batches.append((self.clock(), [json.loads(entry["MessageBody"])["sequence_id"] for entry in ok]))
-        return {"Successful": [{"Id": entry["Id"], "MessageId": "m", "MD5OfMessageBody": "x"} for entry in ok],
-                "Failed": [{"Id": entry["Id"], "SenderFault": False, "Code": "InternalError", "Message": "try later"}
-                           for entry in Entries if entry not in ok]}
-
-    @property
-    def sent(self) -> list[int]:
-        return [sequence for _, batch in self.batches for sequence in batch]
-
-
-class FakeSsm:
-    class exceptions:
-        class ParameterNotFound(Exception):
-            pass
-
-    def __init__(self, clock: FakeClock, value: str | None = "none"):
-        self.clock = clock
-        self.value = value
-        self.puts: list[tuple[float, str]] = []
-
-    def get_parameter(self, Name):
-        if self.value is None:
-            raise self.exceptions.ParameterNotFound(Name)
-        return {"Parameter": {"Name": Name, "Value": self.value}}
-
-    def put_parameter(self, Name, Value, Type, Overwrite):
-        self.puts.append((self.clock(), Value))
-        self.value = Value
-
-
 class Rig:
     def __init__(self, script, *, pacing=0.5, budget=50.0, cursor="none", refuse=lambda killmail_id: False):
         self.clock = FakeClock()
         self.gate = Gate(pacing, clock=self.clock, sleep=self.clock.sleep)
-        self.source = ScriptedSource(self.gate, script)
-        self.sqs = FakeSqs(self.clock, refuse)
+        self.counts = TickCounts()
+        self.source = ScriptedSource(self.gate, self.counts, script)
+        self.sqs = RecordingSqs(clock=self.clock, refuse=lambda entry: refuse(json.loads(entry["MessageBody"])["killmail_id"]))
         self.ssm = FakeSsm(self.clock, cursor)
         sink = SqsSink(self.sqs, "https://sqs.local/q", flush_within=1.0, clock=self.clock, sleep=self.clock.sleep)
         store = CursorStore(self.ssm, "/killstream/cursor", clock=self.clock)
-        self.poller = Poller(self.source, sink, store, self.gate, budget_seconds=budget)
+        self.poller = Poller(self.source, sink, store, self.gate, self.counts, budget_seconds=budget)  # type: ignore[arg-type]  # a scripted stand-in for a Source
+
+    @property
+    def sent(self) -> list[int]:
+        """The sequences SQS accepted, in order."""
+        return [body["sequence_id"] for body in self.sqs.sent]
+
+    @property
+    def batches(self) -> list[tuple[float, list[int]]]:
+        """Each SendMessageBatch call: when, and the sequences SQS accepted."""
+        return [(at, [body["sequence_id"] for body in bodies]) for at, bodies in self.sqs.accepted]
 
     def tick(self, remaining_ms=None) -> dict:
         return self.poller.tick(remaining_ms)
@@ -124,7 +100,7 @@ def fresh_metrics():
 def test_a_tick_enqueues_in_order_saves_the_cursor_and_reports_once(caplog):
     rig = Rig([at(n) for n in range(1, 6)], cursor="0")
     summary = rig.tick()
-    assert rig.sqs.sent == [1, 2, 3, 4, 5]
+    assert rig.sent == [1, 2, 3, 4, 5]
     assert rig.ssm.value == "5"
     assert {k: summary[k] for k in ("received", "enqueued", "errors", "invalid", "cursor", "lag", "stopped_because")} == {
         "received": 5, "enqueued": 5, "errors": 0, "invalid": 0, "cursor": 5, "lag": 995, "stopped_because": BUDGET}
@@ -139,7 +115,7 @@ def test_a_tick_enqueues_in_order_saves_the_cursor_and_reports_once(caplog):
 
 def test_the_tick_emits_every_metric_once():
     rig = Rig([at(1), at(2)], cursor="0")
-    rig.gate.count("RateLimited")
+    rig.counts.add(Metric.RATE_LIMITED)
     summary = rig.tick()
     emitted = {name: entry["Value"] for name, entry in metrics.metric_set.items()}
     assert emitted == {
@@ -155,7 +131,7 @@ def test_the_budget_ends_the_tick_and_no_request_starts_after_it():
     assert summary["stopped_because"] == BUDGET
     assert summary["requests"] == 10  # at 0, 0.5, … 4.5 s
     assert summary["runtime_seconds"] <= 5.0
-    assert rig.sqs.sent == list(range(1, 11))
+    assert rig.sent == list(range(1, 11))
 
 
 def test_the_remaining_time_margin_ends_the_tick_before_the_budget():
@@ -182,23 +158,23 @@ def test_a_package_waits_at_most_a_second_for_company():
 
     rig.source.poll = poll
     rig.tick()
-    assert rig.sqs.sent == list(range(1, 8))
-    for sent_at, batch in rig.sqs.batches:
+    assert rig.sent == list(range(1, 8))
+    for sent_at, batch in rig.batches:
         assert sent_at - received_at[batch[0]] <= 1.0
-    assert len(rig.sqs.batches) < 7  # batched, not one call per package
+    assert len(rig.batches) < 7  # batched, not one call per package
 
 
 def test_a_package_before_a_long_wait_is_sent_before_the_wait():
     rig = Rig([at(1)], pacing=0.5, budget=20.0, cursor="0")
     rig.tick()
-    (sent_at, batch), = rig.sqs.batches
+    (sent_at, batch), = rig.batches
     assert batch == [1] and sent_at < 1000.0 + 1.0
 
 
 def test_ten_packages_go_at_once_without_waiting_for_the_second():
     rig = Rig([PollResult([package(n) for n in range(1, 11)], through=10)], cursor="0")
     rig.tick()
-    assert rig.sqs.batches[0] == (1000.0, list(range(1, 11)))
+    assert rig.batches[0] == (1000.0, list(range(1, 11)))
 
 
 def test_an_sqs_failure_stops_the_tick_with_the_cursor_before_the_unsent_package(caplog):
@@ -216,7 +192,7 @@ def test_the_next_tick_starts_at_the_saved_cursor():
     rig = Rig([at(1), at(2)], cursor="0", refuse=lambda killmail_id: killmail_id == 5002)
     rig.tick()
     rig.source.script = [at(2), at(3)]
-    rig.sqs.refuse = lambda killmail_id: False
+    rig.sqs.refuse = lambda entry: False
     rig.tick()
     assert rig.source.started_at == [0, 1]
     assert rig.ssm.value == "3"
@@ -253,7 +229,7 @@ def test_a_refusal_ends_the_tick_after_flushing_and_saving():
     summary = rig.tick()
     assert summary["stopped_because"] == SOURCE_REFUSED
     assert summary["detail"] == "R2Z2 refuses service: banned"
-    assert rig.sqs.sent == [1] and rig.ssm.value == "1"
+    assert rig.sent == [1] and rig.ssm.value == "1"
 
 
 def test_a_bug_still_flushes_what_was_received_and_then_surfaces():
@@ -263,4 +239,4 @@ def test_a_bug_still_flushes_what_was_received_and_then_surfaces():
     rig = Rig([PollResult([package(1)], through=1), crash], cursor="0")
     with pytest.raises(RuntimeError):
         rig.tick()
-    assert rig.sqs.sent == [1] and rig.ssm.value == "1"
+    assert rig.sent == [1] and rig.ssm.value == "1"

@@ -7,7 +7,9 @@ import pytest
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
-from killstream_workstation.dlq import inspect as dlq
+from killstream_workstation.dlq.inspect import HOLD_SECONDS
+from killstream_workstation.dlq.redrive import MOVE_TASK_POLL_SECONDS, redrive
+from killstream_workstation.dlq.render import format_progress, format_result
 
 DLQ_URL = "https://sqs.us-east-1.amazonaws.com/123456789012/killstream-dlq"
 QUEUE_URL = "https://sqs.us-east-1.amazonaws.com/123456789012/killstream-killmails"
@@ -42,7 +44,7 @@ def expect_task_listing(stubber: Stubber, status: str, moved: int, **extra) -> N
 
 def expect_empty_receive(stubber: Stubber) -> None:
     stubber.add_response("receive_message", {"Messages": []}, {
-        "QueueUrl": DLQ_URL, "MaxNumberOfMessages": 10, "VisibilityTimeout": dlq.HOLD_SECONDS,
+        "QueueUrl": DLQ_URL, "MaxNumberOfMessages": 10, "VisibilityTimeout": HOLD_SECONDS,
         "WaitTimeSeconds": 1, "MessageAttributeNames": ["All"],
         "MessageSystemAttributeNames": ["ApproximateReceiveCount"],
     })
@@ -58,15 +60,15 @@ def test_move_task_moves_dlq_to_source_queue_and_reports_progress_until_complete
     expect_task_listing(stubber, "COMPLETED", 40)
     progress, sleeps = [], []
 
-    result = dlq.redrive(client, DLQ_URL, QUEUE_URL, progress=progress.append, sleep=sleeps.append)
+    result = redrive(client, DLQ_URL, QUEUE_URL, progress=progress.append, sleep=sleeps.append)
 
     assert [(p.status, p.moved, p.to_move) for p in progress] == [
         ("RUNNING", 0, 40), ("RUNNING", 25, 40), ("COMPLETED", 40, 40)]
-    assert [dlq.format_progress(p) for p in progress][1] == "move task RUNNING: 25/40 moved (62%)"
-    assert sleeps == [dlq.MOVE_TASK_POLL_SECONDS] * 2
+    assert [format_progress(p) for p in progress][1] == "move task RUNNING: 25/40 moved (62%)"
+    assert sleeps == [MOVE_TASK_POLL_SECONDS] * 2
     assert (result.method, result.status, result.moved, result.to_move) == ("move_task", "COMPLETED", 40, 40)
     assert result.task_handle == "task-1" and result.ok
-    assert dlq.format_result(result) == "move task task-1 COMPLETED: 40 of 40 moved"
+    assert format_result(result) == "move task task-1 COMPLETED: 40 of 40 moved"
 
 
 def test_failed_move_task_is_reported_with_its_reason(sqs):
@@ -75,7 +77,7 @@ def test_failed_move_task_is_reported_with_its_reason(sqs):
     stubber.add_response("start_message_move_task", {"TaskHandle": "task-2"})
     expect_task_listing(stubber, "FAILED", 3, FailureReason="AWS.SimpleQueueService.NonExistentQueue")
 
-    result = dlq.redrive(client, DLQ_URL, QUEUE_URL, sleep=pytest.fail)
+    result = redrive(client, DLQ_URL, QUEUE_URL, sleep=pytest.fail)
 
     assert (result.status, result.moved, result.ok) == ("FAILED", 3, False)
     assert result.failure_reason == "AWS.SimpleQueueService.NonExistentQueue"
@@ -95,11 +97,11 @@ def test_endpoint_without_move_tasks_falls_back_to_the_loop(sqs, code, status):
     stubber.add_client_error("start_message_move_task", service_error_code=code, http_status_code=status)
     expect_empty_receive(stubber)
 
-    result = dlq.redrive(client, DLQ_URL, QUEUE_URL, sleep=pytest.fail)
+    result = redrive(client, DLQ_URL, QUEUE_URL, sleep=pytest.fail)
 
     assert result.method == "loop" and result.moved == 0 and result.ok
     assert code in result.fallback_reason
-    assert dlq.format_result(result).startswith("fell back to the receive/send/delete loop")
+    assert format_result(result).startswith("fell back to the receive/send/delete loop")
 
 
 @pytest.mark.parametrize("code", ["AccessDenied", "RequestThrottled", "ResourceNotFoundException"])
@@ -109,7 +111,7 @@ def test_other_move_task_errors_are_not_hidden_by_a_fallback(sqs, code):
     stubber.add_client_error("start_message_move_task", service_error_code=code, http_status_code=400)
 
     with pytest.raises(ClientError, match=code):
-        dlq.redrive(client, DLQ_URL, QUEUE_URL)
+        redrive(client, DLQ_URL, QUEUE_URL)
 
 
 def test_error_type_filter_uses_the_loop_without_trying_a_move_task(sqs):
@@ -137,7 +139,7 @@ def test_error_type_filter_uses_the_loop_without_trying_a_move_task(sqs):
                          {"QueueUrl": DLQ_URL, "Entries": [{"Id": "0", "ReceiptHandle": "rh-1"}]})
     expect_empty_receive(stubber)
 
-    result = dlq.redrive(client, DLQ_URL, QUEUE_URL, error_types=["esi_not_found"])
+    result = redrive(client, DLQ_URL, QUEUE_URL, error_types=["esi_not_found"])
 
     assert (result.method, result.moved, result.by_error_type) == ("loop", 1, {"esi_not_found": 1})
 
@@ -147,4 +149,4 @@ def test_dry_run_and_no_move_task_never_start_a_move_task(sqs, options):
     client, stubber = sqs
     expect_empty_receive(stubber)
 
-    assert dlq.redrive(client, DLQ_URL, QUEUE_URL, **options).method == "loop"
+    assert redrive(client, DLQ_URL, QUEUE_URL, **options).method == "loop"

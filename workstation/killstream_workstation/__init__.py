@@ -1,4 +1,4 @@
-"""Everything that runs killstream on one machine: the embedded PostgreSQL, the protocol
-simulators, the corpus of sample killmails and the local pipeline runner.
-
-Not shipped in the Lambda layer (see layers/killstream/Makefile)."""
+"""Everything that runs killstream on a workstation, never in Lambda: the `killstream` command,
+the DLQ tool, the local pipeline with its embedded PostgreSQL and local AWS, the protocol
+simulators, the chaos suite and the sample corpus. Not in the layer: it lives outside
+layers/killstream, and the shipped package never imports it."""

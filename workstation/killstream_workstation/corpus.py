@@ -1,6 +1,6 @@
-"""Sample killmails: the real ESI documents in ../shared/data/killmails/esi when present,
-else generated ones of the same shape; and re-numbering them into as many distinct
-killmails as a test or benchmark needs."""
+"""Sample killmails: real ESI documents from the folder $KILLSTREAM_CORPUS names, else generated
+ones of the same shape; and re-numbering them into as many distinct killmails as a test or
+benchmark needs. The product needs no folder: without one, everything here is generated."""
 
 from __future__ import annotations
 
@@ -20,15 +20,12 @@ def repo_root() -> Path:
 
 
 def default_corpus_dir() -> Path | None:
-    """The real killmails, from $KILLSTREAM_CORPUS or ../shared beside the checkout."""
-    candidates = []
-    if os.environ.get(CORPUS_ENV):
-        candidates.append(Path(os.environ[CORPUS_ENV]))
-    candidates.append(repo_root().parent / "shared" / "data" / "killmails" / "esi")
-    for path in candidates:
-        if path.is_dir() and any(path.glob("*.json")):
-            return path
-    return None
+    """The folder of real killmails $KILLSTREAM_CORPUS names, when it holds any."""
+    value = os.environ.get(CORPUS_ENV, "").strip()
+    if not value:
+        return None
+    path = Path(value)
+    return path if path.is_dir() and any(path.glob("*.json")) else None
 
 
 def load_dir(path: str | os.PathLike) -> list[dict]:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
+
+from killstream.errors import ConfigError
 
 SOURCES = ("r2z2", "redisq")
 DEFAULT_R2Z2_URL = "https://r2z2.zkillboard.com/ephemeral"
@@ -15,20 +17,18 @@ DEFAULT_ESI_URL = "https://esi.evetech.net"
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 
-class ConfigError(ValueError):
-    """A configuration variable is missing or has a value we cannot use."""
-
-    def __init__(self, variable: str, reason: str):
-        super().__init__(f"{variable}: {reason}")
-        self.variable = variable
-
-
 def _text(env: Mapping[str, str], name: str, default: str | None = None, *, required: bool = False) -> str | None:
     value = env.get(name, "").strip()
     if not value:
         if required:
             raise ConfigError(name, "is required")
         return default
+    return value
+
+
+def _required_text(env: Mapping[str, str], name: str) -> str:
+    value = _text(env, name, required=True)
+    assert value is not None  # _text raised ConfigError otherwise
     return value
 
 
@@ -45,11 +45,12 @@ def int_setting(env: Mapping[str, str], name: str, default: int, low: int, high:
     return value
 
 
-def _url(env: Mapping[str, str], name: str, default: str | None, *, required: bool = False) -> str | None:
-    value = _text(env, name, default, required=required)
-    if value is not None and not re.match(r"^https?://[^/\s]+", value):
+def _url(env: Mapping[str, str], name: str, default: str | None = None) -> str:
+    """An http(s) URL, without its trailing slash; required when there is no default."""
+    value = _text(env, name, default, required=default is None)
+    if value is None or not re.match(r"^https?://[^/\s]+", value):
         raise ConfigError(name, f"must be an http(s) URL, got {value!r}")
-    return value.rstrip("/") if value else value
+    return value.rstrip("/")
 
 
 # The template's UserAgent pattern: "app/version (contact)".
@@ -58,10 +59,11 @@ USER_AGENT_RE = re.compile(r"^[^\s/]+/\S+ \(.*\S.*\)$")
 
 def user_agent(env: Mapping[str, str]) -> str:
     """zKillboard and ESI refuse anonymous clients: insist on `app/version (contact)`."""
-    value = _text(env, "USER_AGENT", required=True)
+    value = _required_text(env, "USER_AGENT")
     if not USER_AGENT_RE.match(value):
-        raise ConfigError("USER_AGENT", f"must be 'app/version (contact)', e.g. 'killstream/0.1 (you@example.com)', "
-                                        f"got {value!r}")
+        raise ConfigError(
+            "USER_AGENT", f"must be 'app/version (contact)', e.g. 'killstream/0.1 (you@example.com)', got {value!r}"
+        )
     return value
 
 
@@ -80,7 +82,7 @@ class PollerConfig:
     user_agent: str
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "PollerConfig":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> PollerConfig:
         env = os.environ if env is None else env
         source = (_text(env, "KILLSTREAM_SOURCE", "r2z2") or "r2z2").lower()
         if source not in SOURCES:
@@ -94,7 +96,7 @@ class PollerConfig:
             redisq_filter=_text(env, "REDISQ_FILTER"),
             pacing_ms=int_setting(env, "POLL_PACING_MS", 500, 0, 60_000),
             budget_seconds=int_setting(env, "POLL_BUDGET_SECONDS", 50, 1, 900),
-            queue_url=_url(env, "QUEUE_URL", None, required=True),
+            queue_url=_url(env, "QUEUE_URL"),
             cursor_parameter=_text(env, "CURSOR_PARAMETER", required=source == "r2z2"),
             user_agent=user_agent(env),
         )
@@ -109,7 +111,7 @@ class DatabaseConfig:
     sslrootcert: str | None
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "DatabaseConfig":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> DatabaseConfig:
         env = os.environ if env is None else env
         url = _text(env, "DATABASE_URL")
         arn = _text(env, "DB_SECRET_ARN")
@@ -133,12 +135,12 @@ class FetcherConfig:
     database: DatabaseConfig
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "FetcherConfig":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> FetcherConfig:
         env = os.environ if env is None else env
         return cls(
             esi_url=_url(env, "ESI_URL", DEFAULT_ESI_URL),
             esi_parallelism=int_setting(env, "ESI_PARALLELISM", 4, 1, 16),
             user_agent=user_agent(env),
-            dlq_url=_url(env, "DLQ_URL", None, required=True),
+            dlq_url=_url(env, "DLQ_URL"),
             database=DatabaseConfig.from_env(env),
         )

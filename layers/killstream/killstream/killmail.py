@@ -1,6 +1,6 @@
 """Typed killmails: an ESI document and its zKillboard block, validated strictly.
 
-ESI's schema (../shared/docs/streams.md) decides what is required. Anything that would
+ESI's schema (docs/protocols.md, "ESI") decides what is required. Anything that would
 store a row differing from its document is refused with one typed error naming the field."""
 
 from __future__ import annotations
@@ -9,9 +9,11 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
+
+from killstream.errors import KillmailValidationError
 
 MAX_ITEMS = 10_000
 MAX_ITEM_DEPTH = 8
@@ -21,15 +23,6 @@ INTEGER_MAX = 2**31 - 1  # flag, singleton and points are `integer` columns
 HASH_RE = re.compile(r"^[0-9a-f]{40}$")
 # json.dumps writes U+0000 as \u0000; an odd run of backslashes before it is that escape.
 _NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
-
-
-class KillmailValidationError(ValueError):
-    """The document cannot be stored as it is. `field` is a dotted path into it."""
-
-    def __init__(self, field: str, reason: str):
-        super().__init__(f"{field}: {reason}")
-        self.field = field
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -101,13 +94,13 @@ def _require(doc: dict, key: str, path: str) -> Any:
     return doc[key]
 
 
-def _object(value: Any, path: str) -> dict:
+def validate_object(value: Any, path: str) -> dict:
     if not isinstance(value, dict):
         raise KillmailValidationError(path, f"must be an object, got {type(value).__name__}")
     return value
 
 
-def _id(value: Any, path: str, *, minimum: int = 0, maximum: int = BIGINT_MAX) -> int:
+def validate_id(value: Any, path: str, *, minimum: int = 0, maximum: int = BIGINT_MAX) -> int:
     # bool is an int subclass in Python; JSON `true` is not the number 1.
     if type(value) is not int:
         raise KillmailValidationError(path, f"must be an integer, got {type(value).__name__}")
@@ -120,7 +113,7 @@ def _id(value: Any, path: str, *, minimum: int = 0, maximum: int = BIGINT_MAX) -
 
 def _opt_id(doc: dict, key: str, path: str) -> int | None:
     value = doc.get(key)
-    return None if value is None else _id(value, path + key)
+    return None if value is None else validate_id(value, path + key)
 
 
 def _float(value: Any, path: str) -> float:
@@ -149,7 +142,7 @@ def _time(value: Any, path: str) -> datetime:
     except ValueError:
         raise KillmailValidationError(path, f"is not an ISO-8601 time: {value[:40]!r}") from None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
+        parsed = parsed.replace(tzinfo=UTC)
     return parsed
 
 
@@ -168,7 +161,7 @@ def validate_hash(value: Any, path: str = "hash") -> str:
 # --- ESI killmail -------------------------------------------------------------------------
 
 def _attacker(doc: Any, path: str) -> Attacker:
-    doc = _object(doc, path)
+    doc = validate_object(doc, path)
     p = path + "."
     return Attacker(
         character_id=_opt_id(doc, "character_id", p),
@@ -177,7 +170,7 @@ def _attacker(doc: Any, path: str) -> Attacker:
         faction_id=_opt_id(doc, "faction_id", p),
         ship_type_id=_opt_id(doc, "ship_type_id", p),
         weapon_type_id=_opt_id(doc, "weapon_type_id", p),
-        damage_done=_id(_require(doc, "damage_done", p), p + "damage_done"),
+        damage_done=validate_id(_require(doc, "damage_done", p), p + "damage_done"),
         final_blow=_bool(_require(doc, "final_blow", p), p + "final_blow"),
         security_status=_float(_require(doc, "security_status", p), p + "security_status"),
     )
@@ -188,7 +181,7 @@ def _walk_items(items: Any, path: str, parent: int | None, depth: int, out: list
         raise KillmailValidationError(path, f"items nested deeper than {MAX_ITEM_DEPTH} levels")
     for n, doc in enumerate(_list(items, path)):
         ipath = f"{path}[{n}]"
-        doc = _object(doc, ipath)
+        doc = validate_object(doc, ipath)
         if len(out) >= MAX_ITEMS:
             raise KillmailValidationError("victim.items", f"more than {MAX_ITEMS} items")
         p = ipath + "."
@@ -196,11 +189,11 @@ def _walk_items(items: Any, path: str, parent: int | None, depth: int, out: list
         out.append(Item(
             index=index,
             parent_index=parent,
-            item_type_id=_id(_require(doc, "item_type_id", p), p + "item_type_id"),
-            flag=_id(_require(doc, "flag", p), p + "flag", maximum=INTEGER_MAX),
+            item_type_id=validate_id(_require(doc, "item_type_id", p), p + "item_type_id"),
+            flag=validate_id(_require(doc, "flag", p), p + "flag", maximum=INTEGER_MAX),
             quantity_destroyed=_opt_id(doc, "quantity_destroyed", p),
             quantity_dropped=_opt_id(doc, "quantity_dropped", p),
-            singleton=_id(_require(doc, "singleton", p), p + "singleton", maximum=INTEGER_MAX),
+            singleton=validate_id(_require(doc, "singleton", p), p + "singleton", maximum=INTEGER_MAX),
         ))
         if doc.get("items") is not None:
             _walk_items(doc["items"], p + "items", index, depth + 1, out)
@@ -208,30 +201,30 @@ def _walk_items(items: Any, path: str, parent: int | None, depth: int, out: list
 
 def parse_killmail(doc: Any) -> Killmail:
     """Validate an ESI killmail document (extra keys are kept in `document`, not rejected)."""
-    doc = _object(doc, "killmail")
-    victim = _object(_require(doc, "victim", ""), "victim")
+    doc = validate_object(doc, "killmail")
+    victim = validate_object(_require(doc, "victim", ""), "victim")
     attackers_doc = _list(_require(doc, "attackers", ""), "attackers")
     if len(attackers_doc) > MAX_ATTACKERS:
         raise KillmailValidationError("attackers", f"more than {MAX_ATTACKERS} attackers")
     position = None
     if victim.get("position") is not None:
-        pos = _object(victim["position"], "victim.position")
+        pos = validate_object(victim["position"], "victim.position")
         position = tuple(_float(_require(pos, axis, "victim.position."), f"victim.position.{axis}") for axis in "xyz")
     items: list[Item] = []
     if victim.get("items") is not None:
         _walk_items(victim["items"], "victim.items", None, 1, items)
     return Killmail(
-        killmail_id=_id(_require(doc, "killmail_id", ""), "killmail_id", minimum=1),
+        killmail_id=validate_id(_require(doc, "killmail_id", ""), "killmail_id", minimum=1),
         killmail_time=_time(_require(doc, "killmail_time", ""), "killmail_time"),
-        solar_system_id=_id(_require(doc, "solar_system_id", ""), "solar_system_id"),
+        solar_system_id=validate_id(_require(doc, "solar_system_id", ""), "solar_system_id"),
         moon_id=_opt_id(doc, "moon_id", ""),
         war_id=_opt_id(doc, "war_id", ""),
         victim_character_id=_opt_id(victim, "character_id", "victim."),
         victim_corporation_id=_opt_id(victim, "corporation_id", "victim."),
         victim_alliance_id=_opt_id(victim, "alliance_id", "victim."),
         victim_faction_id=_opt_id(victim, "faction_id", "victim."),
-        victim_ship_type_id=_id(_require(victim, "ship_type_id", "victim."), "victim.ship_type_id"),
-        victim_damage_taken=_id(_require(victim, "damage_taken", "victim."), "victim.damage_taken"),
+        victim_ship_type_id=validate_id(_require(victim, "ship_type_id", "victim."), "victim.ship_type_id"),
+        victim_damage_taken=validate_id(_require(victim, "damage_taken", "victim."), "victim.damage_taken"),
         position=position,
         attackers=tuple(_attacker(a, f"attackers[{n}]") for n, a in enumerate(attackers_doc)),
         items=tuple(items),
@@ -272,7 +265,7 @@ def _opt_bool(doc: dict, key: str) -> bool | None:
 
 def parse_zkb(doc: Any) -> Zkb:
     """Validate zKillboard's block. Every field is optional: older packages lack some."""
-    doc = _object(doc, "zkb")
+    doc = validate_object(doc, "zkb")
     labels = doc.get("labels")
     if labels is not None:
         labels = _list(labels, "zkb.labels")
@@ -288,7 +281,7 @@ def parse_zkb(doc: Any) -> Zkb:
         dropped_value=_opt_value(doc, "droppedValue"),
         destroyed_value=_opt_value(doc, "destroyedValue"),
         total_value=_opt_value(doc, "totalValue"),
-        points=None if points is None else _id(points, "zkb.points", minimum=-INTEGER_MAX - 1, maximum=INTEGER_MAX),
+        points=None if points is None else validate_id(points, "zkb.points", minimum=-INTEGER_MAX - 1, maximum=INTEGER_MAX),
         npc=_opt_bool(doc, "npc"),
         solo=_opt_bool(doc, "solo"),
         awox=_opt_bool(doc, "awox"),

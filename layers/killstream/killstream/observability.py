@@ -1,4 +1,5 @@
-"""One place for logging and metrics: Powertools Logger (JSON) and Metrics (EMF).
+"""One place for logging and metrics: Powertools Logger (JSON) and Metrics (EMF), and the names
+of every metric the functions publish (the alarms and the dashboard in template.yaml use them).
 
 Service name and namespace come from POWERTOOLS_SERVICE_NAME and
 POWERTOOLS_METRICS_NAMESPACE, as Powertools reads them."""
@@ -13,4 +14,34 @@ from aws_lambda_powertools.metrics import MetricUnit
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "killstream"))
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "killstream"))
 
-__all__ = ["logger", "metrics", "MetricUnit"]
+
+class Metric:
+    """Metric names (namespace `killstream`, dimension `service`). They are a contract."""
+
+    # poller, once per tick
+    PACKAGES_RECEIVED = "PackagesReceived"
+    PACKAGES_ENQUEUED = "PackagesEnqueued"
+    EMPTY_POLLS = "EmptyPolls"
+    SOURCE_ERRORS = "SourceErrors"
+    INVALID_PACKAGES = "InvalidPackages"
+    RATE_LIMITED = "RateLimited"
+    SOURCE_REFUSED = "SourceRefused"
+    SEQUENCE_GAPS = "SequenceGaps"
+    ESI_DROPPED_FOR_SIZE = "EsiDroppedForSize"
+    ENQUEUE_FAILURES = "EnqueueFailures"
+    CURSOR_LAG = "CursorLag"
+    POLL_SECONDS = "PollSeconds"
+    # fetcher, once per batch
+    KILLMAILS_STORED = "KillmailsStored"
+    KILLMAILS_DUPLICATE = "KillmailsDuplicate"
+    ZKB_UPDATED = "ZkbUpdated"
+    ESI_FETCHES = "EsiFetches"
+    ESI_ERRORS = "EsiErrors"
+    ESI_RATE_LIMITED = "EsiRateLimited"
+    PERMANENT_FAILURES = "PermanentFailures"
+    TRANSIENT_FAILURES = "TransientFailures"
+    INGEST_LAG_SECONDS = "IngestLagSeconds"
+    DB_WRITE_MS = "DbWriteMs"
+
+
+__all__ = ["logger", "metrics", "Metric", "MetricUnit"]

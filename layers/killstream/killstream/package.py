@@ -12,23 +12,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from killstream.killmail import KillmailValidationError, _id, _object, validate_hash
-
-
-class InvalidPackage(ValueError):
-    """A package that cannot be normalized. Carries the raw text so it can be logged."""
-
-    def __init__(self, reason: str, raw: Any = None):
-        super().__init__(reason)
-        self.reason = reason
-        self.raw = raw if isinstance(raw, str) else _safe_dump(raw)
-
-
-def _safe_dump(raw: Any) -> str:
-    try:
-        return json.dumps(raw)[:10_000]
-    except (TypeError, ValueError):
-        return repr(raw)[:10_000]
+from killstream.errors import InvalidPackage, KillmailValidationError
+from killstream.killmail import validate_hash, validate_id, validate_object
 
 
 @dataclass(frozen=True)
@@ -53,7 +38,7 @@ class Package:
         return json.dumps(body, separators=(",", ":"))
 
     @classmethod
-    def from_body(cls, body: str | bytes | dict) -> "Package":
+    def from_body(cls, body: str | bytes | dict) -> Package:
         """Parse an SQS message body written by `to_body`."""
         doc = _decode(body)
         return _build(doc, killmail_id=doc.get("killmail_id"), killmail_hash=doc.get("hash"),
@@ -80,13 +65,13 @@ def _build(raw: Any, *, killmail_id, killmail_hash, zkb, esi, source, sequence_i
         if killmail_hash is None:
             raise KillmailValidationError("hash", "is required")
         package = Package(
-            killmail_id=_id(killmail_id, "killmail_id", minimum=1),
+            killmail_id=validate_id(killmail_id, "killmail_id", minimum=1),
             hash=validate_hash(killmail_hash),
-            zkb=_object({} if zkb is None else zkb, "zkb"),
+            zkb=validate_object({} if zkb is None else zkb, "zkb"),
             source=source if isinstance(source, str) and source else "unknown",
-            esi=None if esi is None else _object(esi, "esi"),
-            sequence_id=None if sequence_id is None else _id(sequence_id, "sequence_id"),
-            uploaded_at=None if uploaded_at is None else _id(uploaded_at, "uploaded_at"),
+            esi=None if esi is None else validate_object(esi, "esi"),
+            sequence_id=None if sequence_id is None else validate_id(sequence_id, "sequence_id"),
+            uploaded_at=None if uploaded_at is None else validate_id(uploaded_at, "uploaded_at"),
         )
     except KillmailValidationError as exc:
         raise InvalidPackage(str(exc), raw) from None

@@ -4,7 +4,8 @@ its name, DataType and value (StringValue or BinaryValue) against those bytes.""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, TypeVar
 
 MAX_ENTRIES = 10
 MAX_BYTES = 256 * 1024

@@ -11,110 +11,23 @@ import random
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
 
 import boto3
-from botocore.exceptions import EndpointConnectionError
 
-from killstream.storage import migrations as db
-from killstream_workstation.dlq import inspect as dlq
-from killstream_workstation import corpus
-from killstream_workstation.local.console import RunStats
-from killstream_workstation.local.pipeline import InvocationKilled, LocalPipeline, PipelineSettings
-from killstream_workstation.simulators.faults import FaultRates
 from killstream.killmail import parse_killmail
 from killstream.observability import logger
+from killstream.storage.connection import connect
+from killstream_workstation import corpus
+from killstream_workstation.chaos.aws_faults import AwsFaults
+from killstream_workstation.chaos.report import ChaosRates, ChaosReport
+from killstream_workstation.dlq.inspect import inspect_dlq
+from killstream_workstation.dlq.redrive import redrive
+from killstream_workstation.local.console import RunStats
+from killstream_workstation.local.pipeline import LocalPipeline, PipelineSettings
+from killstream_workstation.simulators.faults import FaultRates
 
 INVALID_KILLMAIL = "esi_invalid_killmail"
-
-
-@dataclass
-class ChaosRates:
-    """Each rate is a probability per request, publication or call."""
-
-    source_429: float = 0.02
-    source_5xx: float = 0.03
-    source_stall: float = 0.002        # stalls past the poller's read timeout
-    source_garbage: float = 0.02       # a 200 whose body is not JSON
-    gap: float = 0.005                 # the publisher skips 1-3 sequence numbers (each costs ~12 s)
-    republish: float = 0.03            # zKillboard re-values a killmail already published
-    esi_5xx: float = 0.03
-    esi_429: float = 0.01
-    esi_420_bursts: int = 2            # the error limit trips this many times
-    invalid: float = 0.01              # published with a wrong hash: ESI answers 422, for ever
-    sqs_send_failure: float = 0.03     # SendMessageBatch to the killmail queue fails
-    poller_kill: float = 0.1           # the poller dies after SQS took a batch, before the cursor save
-    duplicate_delivery: float = 0.03   # a finished SQS record is not deleted and comes again
-    database_restart_at: float = 0.4   # share of the feed published when PostgreSQL goes down
-    database_downtime: float = 20.0    # seconds: longer than 5 receives x visibility, so some
-                                       # killmails exhaust their retries and need the redrive
-
-
-@dataclass
-class ChaosReport:
-    published: int = 0
-    stored: int = 0
-    duplicates: int = 0
-    lost: int = 0
-    dlq: int = 0
-    redriven: int = 0
-    dlq_by_reason: Counter = field(default_factory=Counter)
-    injected_invalid: int = 0
-    unexpected_in_dlq: int = 0
-    stale_zkb: int = 0
-    republished: int = 0
-    injected: Counter = field(default_factory=Counter)
-    seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return self.lost == 0 and self.duplicates == 0 and self.unexpected_in_dlq == 0 and self.stale_zkb == 0
-
-    def lines(self) -> list[str]:
-        faults = ", ".join(f"{k}={v}" for k, v in sorted(self.injected.items()))
-        reasons = " ".join(f"{k}={v}" for k, v in sorted(self.dlq_by_reason.items())) or "empty"
-        return [
-            f"faults injected: {faults}",
-            f"zkb: republished={self.republished} stale={self.stale_zkb}; "
-            f"invalid injected={self.injected_invalid} unexpected in DLQ={self.unexpected_in_dlq}; {self.seconds:.0f}s",
-            f"dlq by reason: {reasons}",
-            f"chaos: published={self.published} stored={self.stored} duplicates={self.duplicates} lost={self.lost} "
-            f"dlq={self.dlq} redriven={self.redriven}",
-        ]
-
-
-class AwsFaults:
-    """Faults in the AWS calls the handlers make, injected through botocore's event hooks on
-    boto3's default session, so the handlers' own clients see them and no code is patched."""
-
-    def __init__(self, queue_url: str, rates: ChaosRates, rng: random.Random, injected: Counter):
-        self.queue_url = queue_url
-        self.rates = rates
-        self.rng = rng
-        self.injected = injected
-        self.active = True
-        self.lock = threading.Lock()
-
-    def _roll(self, rate: float) -> bool:
-        with self.lock:
-            return self.active and self.rng.random() < rate
-
-    def install(self) -> None:
-        boto3.setup_default_session()
-        events = boto3.DEFAULT_SESSION.events
-        events.register("before-parameter-build.sqs.SendMessageBatch", self._send_batch)
-        events.register("before-parameter-build.ssm.PutParameter", self._put_cursor)
-
-    def _send_batch(self, params, **_):
-        if params.get("QueueUrl") == self.queue_url and self._roll(self.rates.sqs_send_failure):
-            self.injected["sqs_send_failure"] += 1
-            raise EndpointConnectionError(endpoint_url=self.queue_url)
-
-    def _put_cursor(self, params, **_):
-        if self._roll(self.rates.poller_kill):
-            self.injected["poller_killed"] += 1
-            raise InvocationKilled("killed between the SQS send and the cursor save")
 
 
 def _expected_rows(docs: dict[int, dict]) -> tuple[int, int]:
@@ -205,15 +118,15 @@ def run_chaos(database_url: str, *, count: int = 2000, rates: ChaosRates | None 
         pipeline.settings.duplicate_delivery_rate = 0.0
 
         sqs = pipeline.aws.client("sqs")
-        inspection = dlq.inspect_dlq(sqs, pipeline.aws.dlq_url)
+        inspection = inspect_dlq(sqs, pipeline.aws.dlq_url)
         transient = sorted(set(inspection.counts) - {INVALID_KILLMAIL})
         if transient:
-            result = dlq.redrive(sqs, pipeline.aws.dlq_url, pipeline.aws.queue_url, error_types=transient,
+            result = redrive(sqs, pipeline.aws.dlq_url, pipeline.aws.queue_url, error_types=transient,
                                  prefer_move_task=False)
             report.redriven = result.moved
             progress(f"redrove {result.moved} transient failures ({', '.join(transient)})")
             pipeline.wait_until(lambda: drained() and drained(), timeout=timeout, poll=1.0)
-        final = dlq.inspect_dlq(sqs, pipeline.aws.dlq_url)
+        final = inspect_dlq(sqs, pipeline.aws.dlq_url)
     finally:
         publisher.join()
         if outage.ident:
@@ -243,7 +156,7 @@ def _cursor(pipeline: LocalPipeline) -> int:
 
 def _count_database(url: str, by_id: dict[int, dict], invalid_ids: set[int], latest_zkb: dict[int, dict],
                     report: ChaosReport) -> None:
-    conn = db.connect(url)
+    conn = connect(url)
     try:
         with conn, conn.cursor() as cur:
             cur.execute("SELECT killmail_id, zkb_total_value FROM killmails")

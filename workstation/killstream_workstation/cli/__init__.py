@@ -1,0 +1,1 @@
+"""The `killstream` command (console script: killstream_workstation.cli.main:main)."""

@@ -34,7 +34,7 @@ class LocalAws:
         self.queue_url = self.dlq_url = None
         self.cursor_parameter = f"/{prefix}/r2z2-cursor"
 
-    def start(self) -> "LocalAws":
+    def start(self) -> LocalAws:
         from moto.server import ThreadedMotoServer
 
         # no access log line per AWS call, nor the tracebacks of moto's own races under concurrent

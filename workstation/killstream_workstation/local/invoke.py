@@ -11,7 +11,10 @@ from pathlib import Path
 
 from killstream_workstation import corpus
 from killstream_workstation.local.aws import LocalAws
+from killstream_workstation.local.database import database_url, migrate_database
 from killstream_workstation.local.lambda_runtime import LambdaContext, load_handler_module
+from killstream_workstation.simulators.esi import EsiServer
+from killstream_workstation.simulators.r2z2 import R2Z2Server
 
 USER_AGENT = "killstream/0.1.0 (local invoke)"
 
@@ -29,8 +32,6 @@ def _events(paths: list[str]) -> list[dict]:
 
 
 def _invoke_poller(args, aws: LocalAws) -> dict:
-    from killstream_workstation.simulators import R2Z2Server
-
     event = _events(args.event)[0]
     with R2Z2Server(sequence_lag=0) as r2z2:
         for doc in corpus.sample()[:5]:
@@ -45,13 +46,9 @@ def _invoke_poller(args, aws: LocalAws) -> dict:
 
 
 def _invoke_fetcher(args, aws: LocalAws) -> dict:
-    from killstream.storage import migrations as db
-    from killstream_workstation.cli.main import database_url
-    from killstream_workstation.simulators import EsiServer
-
     records = [record for event in _events(args.event) for record in event["Records"]]
     url = database_url(args.database_url)
-    db.migrate_database(url)
+    migrate_database(url)
     with EsiServer() as esi:
         # Serve every killmail the events name: inline ones as given, the others made from the
         # sample corpus under the event's id and hash.

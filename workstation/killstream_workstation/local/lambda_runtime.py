@@ -1,15 +1,17 @@
-"""Just enough of the Lambda runtime to call the real handlers on one machine: load a
-handler module from its file, and a context object that carries the time budget."""
+"""Just enough of the Lambda runtime to call the real handlers on one machine: load a handler
+module from its file, a context object that carries the time budget, the SQS event Lambda's
+event source builds, and the death of an instance mid-invocation."""
 
 from __future__ import annotations
 
 import importlib.util
+import threading
 import time
 import uuid
-from pathlib import Path
 from types import ModuleType
 
 from killstream_workstation.corpus import repo_root
+from killstream_workstation.local.aws import REGION
 
 
 def load_handler_module(function: str) -> ModuleType:
@@ -37,3 +39,38 @@ class LambdaContext:
 
     def get_remaining_time_in_millis(self) -> int:
         return max(0, int((self._deadline - self._clock()) * 1000))
+
+
+class InvocationKilled(BaseException):
+    """The function's process died mid-invocation (timeout, out of memory, a crash): nothing after
+    that point ran, and the next invocation gets a fresh instance. Fault-injection raises it."""
+
+
+class StoppableContext(LambdaContext):
+    """A Lambda context whose remaining time drops to zero on shutdown, so the poller ends its
+    tick the way it ends any tick: flush to SQS, save the cursor."""
+
+    def __init__(self, function_name: str, timeout_seconds: float, stop: threading.Event):
+        super().__init__(function_name, timeout_seconds)
+        self._stop = stop
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 0 if self._stop.is_set() else super().get_remaining_time_in_millis()
+
+
+def sqs_event(messages: list[dict], queue_arn: str) -> dict:
+    """The event Lambda's SQS event source builds from received messages."""
+    records = []
+    for m in messages:
+        attributes = {
+            name: {"stringValue": a.get("StringValue"), "binaryValue": a.get("BinaryValue"),
+                   "stringListValues": [], "binaryListValues": [], "dataType": a["DataType"]}
+            for name, a in (m.get("MessageAttributes") or {}).items()
+        }
+        records.append({
+            "messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
+            "attributes": m.get("Attributes", {}), "messageAttributes": attributes,
+            "md5OfBody": m.get("MD5OfBody", ""), "eventSource": "aws:sqs", "eventSourceARN": queue_arn,
+            "awsRegion": REGION,
+        })
+    return {"Records": records}

@@ -13,13 +13,18 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from killstream_workstation import corpus
 from killstream.observability import logger, metrics
 from killstream_workstation.local.aws import REGION, LocalAws
 from killstream_workstation.local.console import RunStats, StatsCounter
-from killstream_workstation.local.lambda_runtime import LambdaContext, load_handler_module
+from killstream_workstation.local.lambda_runtime import (
+    InvocationKilled,
+    LambdaContext,
+    StoppableContext,
+    load_handler_module,
+    sqs_event,
+)
+from killstream_workstation.local.replay import Replay
 
 SCHEDULED_EVENT = {"version": "0", "id": "local", "detail-type": "Scheduled Event", "source": "aws.events",
                    "account": "000000000000", "region": REGION, "resources": [], "detail": {}}
@@ -44,86 +49,6 @@ class PipelineSettings:
     duplicate_delivery_rate: float = 0.0     # fault injection: a finished record is not deleted
     seed: int = 1
     extra_env: dict = field(default_factory=dict)
-
-
-class InvocationKilled(BaseException):
-    """The function's process died mid-invocation (timeout, out of memory, a crash): nothing after
-    that point ran, and the next invocation gets a fresh instance. Fault-injection raises it."""
-
-
-class StoppableContext(LambdaContext):
-    """A Lambda context whose remaining time drops to zero on shutdown, so the poller ends its
-    tick the way it ends any tick: flush to SQS, save the cursor."""
-
-    def __init__(self, function_name: str, timeout_seconds: float, stop: threading.Event):
-        super().__init__(function_name, timeout_seconds)
-        self._stop = stop
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 0 if self._stop.is_set() else super().get_remaining_time_in_millis()
-
-
-def sqs_event(messages: list[dict], queue_arn: str) -> dict:
-    """The event Lambda's SQS event source builds from received messages."""
-    records = []
-    for m in messages:
-        attributes = {
-            name: {"stringValue": a.get("StringValue"), "binaryValue": a.get("BinaryValue"),
-                   "stringListValues": [], "binaryListValues": [], "dataType": a["DataType"]}
-            for name, a in (m.get("MessageAttributes") or {}).items()
-        }
-        records.append({
-            "messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
-            "attributes": m.get("Attributes", {}), "messageAttributes": attributes,
-            "md5OfBody": m.get("MD5OfBody", ""), "eventSource": "aws:sqs", "eventSourceARN": queue_arn,
-            "awsRegion": REGION,
-        })
-    return {"Records": records}
-
-
-class Replay:
-    """A local R2Z2 and ESI serving a folder of killmails: a steady publication rate, a mix of
-    packages with the ESI killmail inline and metadata-only ones the fetcher gets from ESI."""
-
-    def __init__(self, docs: list[dict], *, rate: float, inline_ratio: float, esi_latency: float, seed: int):
-        from killstream_workstation.simulators import EsiServer, R2Z2Server
-
-        self.docs = docs
-        self.rate = rate
-        self.inline_ratio = inline_ratio
-        self.rng = random.Random(seed)
-        self.r2z2 = R2Z2Server(sequence_lag=0)
-        self.esi = EsiServer(latency=esi_latency)
-        self.published_at: dict[int, float] = {}   # killmail_id -> wall-clock time of publication
-        self.done = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._publish, name="replay-publisher", daemon=True)
-
-    def start(self) -> "Replay":
-        self.r2z2.start()
-        self.esi.start()
-        self.esi.add_many(self.docs)
-        self._thread.start()
-        return self
-
-    def _publish(self) -> None:
-        interval = 1.0 / self.rate if self.rate > 0 else 0.0
-        next_at = time.monotonic()
-        for doc in self.docs:
-            if self._stop.wait(max(0.0, next_at - time.monotonic())):
-                return
-            next_at += interval
-            esi, killmail_hash = corpus.split_hash(doc)
-            self.published_at[doc["killmail_id"]] = time.time()
-            self.r2z2.publish(esi, killmail_hash, corpus.zkb_for(doc),
-                              include_esi=self.rng.random() < self.inline_ratio)
-        self.done.set()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self.r2z2.stop()
-        self.esi.stop()
 
 
 class LocalPipeline:
@@ -167,7 +92,7 @@ class LocalPipeline:
         env.update(s.extra_env)
         return env
 
-    def setup(self) -> "LocalPipeline":
+    def setup(self) -> LocalPipeline:
         """Everything but the two Lambda loops: AWS endpoint, replay servers, environment."""
         s = self.settings
         self.aws = LocalAws(visibility_timeout=s.visibility_timeout).start()
@@ -188,11 +113,10 @@ class LocalPipeline:
                                                   AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         return self
 
-    def start(self) -> "LocalPipeline":
+    def start(self) -> LocalPipeline:
         """Start the poller schedule and the fetcher event source."""
         if self.aws is None:
             self.setup()
-        s = self.settings
         self._threads = [threading.Thread(target=self._poll_forever, name="poller")]
         self._threads += [threading.Thread(target=self._fetch_forever, args=(module,), name=f"fetcher-{n}")
                           for n, module in enumerate(self.fetchers)]
@@ -287,12 +211,3 @@ class LocalPipeline:
         if self._counter:
             logging.getLogger(logger.name).removeFilter(self._counter)
 
-
-def replay_documents(path: str | os.PathLike) -> list[dict]:
-    folder = Path(path)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"--replay: no such folder: {folder}")
-    docs = corpus.load_dir(folder)
-    if not docs:
-        raise FileNotFoundError(f"--replay: no *.json killmails in {folder}")
-    return docs

@@ -88,7 +88,7 @@ class EmbeddedPostgres:
         lines = pid_file.read_text().splitlines()
         return int(lines[3]) if len(lines) > 3 else None
 
-    def start(self) -> "EmbeddedPostgres":
+    def start(self) -> EmbeddedPostgres:
         """Start the server (initializing the data directory first if empty); reuse it if it runs."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.user:

@@ -12,16 +12,29 @@ import time
 import requests
 
 from killstream import __version__
-from killstream.config import DEFAULT_R2Z2_URL, ConfigError, PollerConfig, int_setting, user_agent
+from killstream.config import DEFAULT_R2Z2_URL, PollerConfig, int_setting, user_agent
+from killstream.errors import ConfigError
+from killstream.observability import logger
 from killstream_workstation.local.console import RunStats, install
-from killstream_workstation.local.pipeline import LocalPipeline, PipelineSettings, replay_documents
+from killstream_workstation.local.database import database_url, migrate_database
+from killstream_workstation.local.pipeline import LocalPipeline, PipelineSettings
+from killstream_workstation.local.replay import BUILT_IN_COUNT, replay_documents
 
 RULE = "━" * 60
+BUILT_IN = ""
+"""What `--replay` with no folder stands for: the built-in generated corpus."""
+OFFLINE_HINT = 'make run ARGS="--replay"'
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--replay", metavar="DIR", help="serve a folder of ESI killmail files through a local "
-                        "R2Z2 and ESI instead of the live feed (no network needed)")
+    parser.add_argument(
+        "--replay",
+        metavar="DIR",
+        nargs="?",
+        const=BUILT_IN,
+        help="serve a folder of ESI killmail files (*.json with their killmail_hash) through a local R2Z2 and "
+        f"ESI instead of the live feed (no network needed); without DIR, {BUILT_IN_COUNT} generated killmails",
+    )
     parser.add_argument("--rate", type=float, default=1.5, help="replay: publications per second (default 1.5; the poller takes at most one per pacing interval)")
     parser.add_argument("--inline-ratio", type=float, default=0.5,
                         help="replay: share of packages carrying the ESI killmail (default 0.5; the rest are fetched from ESI)")
@@ -51,12 +64,8 @@ def _live_feed_reachable(url: str, agent: str) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from killstream.storage import migrations as db
-    from killstream_workstation.cli.main import database_url
-    from killstream.observability import logger
-
     env = os.environ
-    replay = replay_documents(args.replay) if args.replay else None
+    replay = None if args.replay is None else replay_documents(args.replay or None)
     agent = args.user_agent or env.get("USER_AGENT") or (
         f"killstream/{__version__} (local replay)" if replay is not None else None)
     try:
@@ -64,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError:
         print("killstream run: the live feed needs a User-Agent with your contact: "
               "USER_AGENT='killstream/0.1 (you@example.com)' make run — or try offline: "
-              "make run ARGS=\"--replay ../shared/data/killmails/esi\"", file=sys.stderr)
+              f"{OFFLINE_HINT}", file=sys.stderr)
         return 2
     source = args.source or env.get("KILLSTREAM_SOURCE", "r2z2")
     try:  # the flags win over the environment; both go through the contract's checks
@@ -82,11 +91,11 @@ def run(args: argparse.Namespace) -> int:
         problem = _live_feed_reachable(feed, agent)
         if problem:
             print(f"❌ Cannot reach the live feed at {feed} ({problem}) — run offline instead: "
-                  f"make run ARGS=\"--replay ../shared/data/killmails/esi\"", file=sys.stderr)
+                  f"{OFFLINE_HINT}", file=sys.stderr)
             return 1
 
     url = database_url(args.database_url)
-    applied = db.migrate_database(url)
+    applied = migrate_database(url)
     print(f"Schema: {'applied ' + ', '.join(applied) if applied else 'up to date'}")
 
     settings = PipelineSettings(database_url=url, user_agent=agent, source=source, replay=replay,
@@ -104,8 +113,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
 
-    feed = f"local replay of {len(replay)} killmails from {args.replay} at {args.rate:g}/s" if replay is not None \
-        else os.environ.get("R2Z2_URL" if source == "r2z2" else "REDISQ_URL")
+    if replay is not None:
+        origin = f"from {args.replay}" if args.replay else "(generated)"
+        feed = f"local replay of {len(replay)} killmails {origin} at {args.rate:g}/s"
+    else:
+        feed = os.environ.get("R2Z2_URL" if source == "r2z2" else "REDISQ_URL")
     print(f"🌊 killstream {__version__} — local pipeline started")
     print(f"📡 Source: {source} — {feed}")
     print(f"📬 Queue: {pipeline.aws.queue_url} (DLQ {pipeline.aws.dlq_url}) on {pipeline.aws.endpoint_url}")

@@ -1,4 +1,4 @@
-"""A local ESI killmail route (docs/streams.md, "ESI"): the documents, the `killmail` group's
+"""A local ESI killmail route (docs/protocols.md, "ESI"): the documents, the `killmail` group's
 floating-window token bucket and the legacy error limit, with their headers."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import time
 from collections import Counter, deque
 from collections.abc import Iterable
 
-from .faults import FaultRates, Request, Response, SimulatorServer, json_response
+from killstream_workstation.simulators.faults import FaultRates
+from killstream_workstation.simulators.http_server import Request, Response, SimulatorServer, json_response
 
 KILLMAIL_PATH = re.compile(r"/killmails/(\d+)/(\w+)/?")
 INVALID_KILLMAIL = {"error": "Invalid killmail_id and/or killmail_hash"}

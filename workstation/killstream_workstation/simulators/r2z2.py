@@ -1,4 +1,4 @@
-"""A local R2Z2, zKillboard's live feed of static files (docs/streams.md, "R2Z2")."""
+"""A local R2Z2, zKillboard's live feed of static files (docs/protocols.md, "R2Z2")."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import threading
 import time
 from collections.abc import Iterable
 
-from ..corpus import split_hash, zkb_for
-from .faults import FaultRates, Request, Response, SimulatorServer, json_response
+from killstream_workstation.corpus import split_hash, zkb_for
+from killstream_workstation.simulators.faults import FaultRates
+from killstream_workstation.simulators.http_server import Request, Response, SimulatorServer, json_response
 
 PACKAGE_PATH = re.compile(r"/ephemeral/(\d+)\.json")
 NOT_FOUND = Response(404, b"Not Found", {"Content-Type": "text/plain", "Cache-Control": "no-cache"})

@@ -1,4 +1,4 @@
-"""A local RedisQ (docs/streams.md, "RedisQ"), after zKillboard/RedisQ's listen.js, object.js and
+"""A local RedisQ (docs/protocols.md, "RedisQ"), after zKillboard/RedisQ's listen.js, object.js and
 util/filters.js.
 
 Like the real listen.js, a listen that finds a package pops it and answers 302 to
@@ -20,7 +20,8 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from .faults import FaultRates, Request, Response, SimulatorServer, json_response
+from killstream_workstation.simulators.faults import FaultRates
+from killstream_workstation.simulators.http_server import Request, Response, SimulatorServer, json_response
 
 SHUTDOWN_ANSWER = {
     "access": "denied!",

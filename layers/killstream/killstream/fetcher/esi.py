@@ -1,5 +1,5 @@
 """ESI's killmail route: one validated killmail per call, within ESI's limits
-(docs/streams.md, "ESI").
+(docs/protocols.md, "ESI").
 
 Every way a fetch can end that is not a killmail is a typed error: `PermanentError` when asking
 again can never help (and would burn ESI's budget), `TransientError` when a later delivery may
@@ -14,12 +14,13 @@ import re
 import threading
 import time
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
 
 import requests
 from requests.adapters import HTTPAdapter
 
-from killstream.killmail import Killmail, KillmailValidationError, parse_killmail
+from killstream.errors import KillmailValidationError, PermanentError, TransientError
+from killstream.killmail import Killmail, parse_killmail
 
 COMPATIBILITY_DATE = "2025-11-06"
 INVALID_KILLMAIL_STATUSES = frozenset({400, 404, 422})
@@ -29,28 +30,6 @@ _WINDOW = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*([smh])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
 
 
-class FetchError(Exception):
-    """A message that did not become a stored killmail. `error_type` is short and stable: it
-    becomes the DLQ's `error_type` attribute and the log's `reason`."""
-
-    transient = False
-
-    def __init__(self, error_type: str, message: str):
-        super().__init__(f"{error_type}: {message}")
-        self.error_type = error_type
-        self.message = message
-
-
-class PermanentError(FetchError):
-    """Will fail the same way every time: dead-letter it, don't retry it."""
-
-
-class TransientError(FetchError):
-    """May succeed on a later delivery: give it back to the queue."""
-
-    transient = True
-
-
 def _number(value: str | None) -> float | None:
     try:
         return float(value) if value is not None else None
@@ -58,7 +37,7 @@ def _number(value: str | None) -> float | None:
         return None
 
 
-def _bucket(limit: str | None) -> tuple[int, float] | None:
+def parse_bucket(limit: str | None) -> tuple[int, float] | None:
     """(tokens, seconds between successful fetches it sustains) of a limit like `3600/15m`."""
     match = _WINDOW.match(limit or "")
     if not match or int(match[1]) == 0:
@@ -80,7 +59,7 @@ class _Limits:
 
     def observe_bucket(self, response: requests.Response) -> None:
         remaining = _number(response.headers.get("X-Ratelimit-Remaining"))
-        bucket = _bucket(response.headers.get("X-Ratelimit-Limit"))
+        bucket = parse_bucket(response.headers.get("X-Ratelimit-Limit"))
         if remaining is None or bucket is None:
             return
         tokens, sustainable = bucket

@@ -12,13 +12,16 @@ import boto3
 from botocore.config import Config
 
 from killstream.config import PollerConfig
-from killstream.poller.cursor import CursorStore
-from killstream.observability import MetricUnit, logger, metrics
+from killstream.errors import BUDGET, ENQUEUE_FAILED, REMAINING_TIME, ConfigError, StopTick
+from killstream.http.gate import Gate
+from killstream.observability import Metric, MetricUnit, logger, metrics
 from killstream.package import Package
-from killstream.poller.sources import Gate, HttpClient, PollResult, R2Z2Source, RedisQSource, Source, StopTick
-from killstream.poller.sources.base import BUDGET, ENQUEUE_FAILED, REMAINING_TIME
-from killstream.poller.sources.redisq import READ_TIMEOUT_BEYOND_TTW
+from killstream.poller.counts import TickCounts
+from killstream.poller.cursor import CursorStore
 from killstream.poller.sink import SendReport, SqsSink
+from killstream.poller.sources.base import PollResult, Source
+from killstream.poller.sources.r2z2 import R2Z2Source
+from killstream.poller.sources.redisq import RedisQSource
 
 FINISH_RESERVE_SECONDS = 2.0
 """Time kept after the last request for the final SendMessageBatch and the cursor write."""
@@ -26,17 +29,20 @@ FINISH_RESERVE_SECONDS = 2.0
 # An AWS call that hangs must not eat the tick either (botocore's own read timeout is 60 s).
 AWS_CLIENT_CONFIG = Config(connect_timeout=3, read_timeout=5, retries={"mode": "standard", "max_attempts": 3})
 
+SOURCES: dict[str, type[Source]] = {R2Z2Source.name: R2Z2Source, RedisQSource.name: RedisQSource}
+
+# The tick summary's keys, and the metric each one is published as.
 SUMMARY_COUNTS = {
-    "received": "PackagesReceived",
-    "enqueued": "PackagesEnqueued",
-    "empty_polls": "EmptyPolls",
-    "errors": "SourceErrors",
-    "invalid": "InvalidPackages",
-    "rate_limited": "RateLimited",
-    "sequence_gaps": "SequenceGaps",
-    "esi_dropped": "EsiDroppedForSize",
-    "enqueue_failures": "EnqueueFailures",
-    "refused": "SourceRefused",
+    "received": Metric.PACKAGES_RECEIVED,
+    "enqueued": Metric.PACKAGES_ENQUEUED,
+    "empty_polls": Metric.EMPTY_POLLS,
+    "errors": Metric.SOURCE_ERRORS,
+    "invalid": Metric.INVALID_PACKAGES,
+    "rate_limited": Metric.RATE_LIMITED,
+    "sequence_gaps": Metric.SEQUENCE_GAPS,
+    "esi_dropped": Metric.ESI_DROPPED_FOR_SIZE,
+    "enqueue_failures": Metric.ENQUEUE_FAILURES,
+    "refused": Metric.SOURCE_REFUSED,
 }
 
 
@@ -65,31 +71,44 @@ class Ledger:
 
 
 class Poller:
-    def __init__(self, source: Source, sink: SqsSink, cursor_store: CursorStore | None, gate: Gate, *,
-                 budget_seconds: float):
+    def __init__(
+        self,
+        source: Source,
+        sink: SqsSink,
+        cursor_store: CursorStore | None,
+        gate: Gate,
+        counts: TickCounts,
+        *,
+        budget_seconds: float,
+    ):
         self.source = source
         self.sink = sink
         self.cursor_store = cursor_store
         self.gate = gate
+        self.counts = counts
         self.budget_seconds = budget_seconds
         self._ledger = Ledger(None)
 
     @classmethod
-    def from_config(cls, config: PollerConfig, *, clock: Callable[[], float] = time.monotonic,
-                    sleep: Callable[[float], None] = time.sleep) -> Poller:
+    def from_config(
+        cls,
+        config: PollerConfig,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> Poller:
         gate = Gate(config.pacing_ms / 1000, clock=clock, sleep=sleep)
+        counts = TickCounts()
+        source = SOURCES[config.source].from_config(config, gate, counts)
         cursor_store = None
-        if config.source == "redisq":
-            client = HttpClient(gate, config.user_agent, read_timeout=config.redisq_ttw + READ_TIMEOUT_BEYOND_TTW)
-            source: Source = RedisQSource(client, config.redisq_url, config.redisq_queue_id, config.redisq_ttw,
-                                          config.redisq_filter)
-        else:
-            source = R2Z2Source(HttpClient(gate, config.user_agent), config.r2z2_url)
-            cursor_store = CursorStore(boto3.client("ssm", config=AWS_CLIENT_CONFIG), config.cursor_parameter,
-                                       clock=clock)
-        sink = SqsSink(boto3.client("sqs", config=AWS_CLIENT_CONFIG), config.queue_url,
-                       flush_within=source.flush_within, clock=clock, sleep=sleep)
-        return cls(source, sink, cursor_store, gate, budget_seconds=config.budget_seconds)
+        if source.keeps_cursor:
+            if not config.cursor_parameter:
+                raise ConfigError("CURSOR_PARAMETER", "is required")
+            ssm = boto3.client("ssm", config=AWS_CLIENT_CONFIG)
+            cursor_store = CursorStore(ssm, config.cursor_parameter, clock=clock)
+        sqs = boto3.client("sqs", config=AWS_CLIENT_CONFIG)
+        sink = SqsSink(sqs, config.queue_url, flush_within=source.flush_within, clock=clock, sleep=sleep)
+        return cls(source, sink, cursor_store, gate, counts, budget_seconds=config.budget_seconds)
 
     def tick(self, remaining_ms: Callable[[], int] | None = None) -> dict:
         """Poll until the budget is spent or `remaining_ms()` (the Lambda context's
@@ -110,6 +129,8 @@ class Poller:
 
         cursor = self.cursor_store.load() if self.cursor_store else None
         self._ledger = Ledger(cursor)
+        self.counts.reset()
+        requests_before = self.gate.started
         self.source.start(cursor)
         self.gate.begin(time_left, self._before_sleep)
         try:
@@ -119,11 +140,11 @@ class Poller:
             stop = raised
         finally:
             self._finish()
-        return self._report(stop, clock() - started)
+        return self._report(stop, clock() - started, self.gate.started - requests_before)
 
     def _take(self, result: PollResult) -> None:
         for package in result.packages:
-            self.gate.count("PackagesReceived")
+            self.counts.add(Metric.PACKAGES_RECEIVED)
             logger.info("package received", extra={"killmail_id": package.killmail_id, "source": package.source,
                                                    "sequence_id": package.sequence_id})
         if result.through is not None:
@@ -142,9 +163,9 @@ class Poller:
         self._save_cursor()
 
     def _settle(self, report: SendReport) -> None:
-        self.gate.count("PackagesEnqueued", len(report.accepted))
-        self.gate.count("EnqueueFailures", len(report.failed) + len(report.dropped))
-        self.gate.count("EsiDroppedForSize", report.esi_dropped)
+        self.counts.add(Metric.PACKAGES_ENQUEUED, len(report.accepted))
+        self.counts.add(Metric.ENQUEUE_FAILURES, len(report.failed) + len(report.dropped))
+        self.counts.add(Metric.ESI_DROPPED_FOR_SIZE, report.esi_dropped)
         # A package too large even without esi will never fit: holding the cursor for it would stall
         # the feed for good, and its full text is in the log.
         self._ledger.settle(report.accepted + report.dropped)
@@ -162,12 +183,12 @@ class Poller:
             pass  # counted and logged; the cursor stays before what SQS did not take
         self._save_cursor(final=True)
 
-    def _report(self, stop: StopTick, runtime: float) -> dict:
-        counts = self.gate.counts
+    def _report(self, stop: StopTick, runtime: float, requests: int) -> dict:
+        counts = self.counts
         summary: dict = {"source": self.source.name}
         summary |= {key: counts[metric] for key, metric in SUMMARY_COUNTS.items()}
         summary |= {
-            "requests": self.gate.requests,
+            "requests": requests,
             "runtime_seconds": round(runtime, 3),
             "stopped_because": stop.reason,
             "cursor": self.cursor_store.saved if self.cursor_store else None,
@@ -178,7 +199,7 @@ class Poller:
         logger.info("tick done", extra=summary)
         for metric in SUMMARY_COUNTS.values():
             metrics.add_metric(name=metric, unit=MetricUnit.Count, value=counts[metric])
-        metrics.add_metric(name="PollSeconds", unit=MetricUnit.Seconds, value=runtime)
+        metrics.add_metric(name=Metric.POLL_SECONDS, unit=MetricUnit.Seconds, value=runtime)
         if summary["lag"] is not None:
-            metrics.add_metric(name="CursorLag", unit=MetricUnit.Count, value=summary["lag"])
+            metrics.add_metric(name=Metric.CURSOR_LAG, unit=MetricUnit.Count, value=summary["lag"])
         return summary

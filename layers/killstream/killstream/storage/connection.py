@@ -1,4 +1,5 @@
-"""The fetcher's PostgreSQL connection: made on first use, kept across invocations (a warm
+"""How every PostgreSQL connection is opened (`connect`), and the fetcher's kept connection
+(`Database`): made on first use, kept across invocations (a warm
 Lambda container reuses it), replaced when it breaks.
 
 Where and as whom:
@@ -11,16 +12,18 @@ authentication failure: the secret is then fetched again, once, bypassing the ca
 
 from __future__ import annotations
 
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import psycopg2
 import psycopg2.extensions
 from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError, TransformParameterError
 
-from killstream.storage import migrations as db
-from killstream.config import ConfigError, DatabaseConfig
+from killstream.config import DatabaseConfig
+from killstream.errors import ConfigError, DatabaseUnavailable
 from killstream.observability import logger
+from killstream.storage.migrations import migrate
 
 T = TypeVar("T")
 SECRET_MAX_AGE_SECONDS = 300
@@ -29,8 +32,10 @@ SECRET_MAX_AGE_SECONDS = 300
 CONNECTION_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
 
 
-class DatabaseUnavailable(Exception):
-    """PostgreSQL (or the secret that opens it) cannot be reached now; nothing was written."""
+def connect(dsn: str, **kwargs: Any) -> psycopg2.extensions.connection:
+    kwargs.setdefault("connect_timeout", 5)
+    kwargs.setdefault("application_name", "killstream")
+    return psycopg2.connect(dsn, **kwargs)
 
 
 def _is_authentication_failure(exc: psycopg2.OperationalError) -> bool:
@@ -44,7 +49,7 @@ class Database:
     must be one transaction, so a failed attempt left nothing behind)."""
 
     def __init__(self, config: DatabaseConfig, *, get_secret: Callable[..., Any] = parameters.get_secret,
-                 connect: Callable[..., psycopg2.extensions.connection] = db.connect,
+                 connect: Callable[..., psycopg2.extensions.connection] = connect,
                  secret_max_age: int = SECRET_MAX_AGE_SECONDS):
         self.config = config
         self._get_secret = get_secret
@@ -74,7 +79,7 @@ class Database:
                 # A new deployment's database is empty and private to the VPC: the first
                 # connection brings the schema up to date (idempotent, serialized by a lock).
                 try:
-                    applied = db.migrate(conn)
+                    applied = migrate(conn)
                 except BaseException:
                     conn.close()
                     raise

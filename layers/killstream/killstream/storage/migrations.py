@@ -1,10 +1,10 @@
-"""PostgreSQL connections and schema migrations."""
+"""Schema migrations: the SQL files under sql/ (package data), each applied once, in order,
+recorded in schema_migrations."""
 
 from __future__ import annotations
 
 from importlib import resources
 
-import psycopg2
 import psycopg2.extensions
 
 MIGRATIONS_TABLE = """
@@ -14,12 +14,6 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 )"""
 # Two migrators racing on one database: the loser waits instead of failing half-way.
 MIGRATION_LOCK_KEY = 0x6B696C6C  # "kill"
-
-
-def connect(dsn: str, **kwargs) -> psycopg2.extensions.connection:
-    kwargs.setdefault("connect_timeout", 5)
-    kwargs.setdefault("application_name", "killstream")
-    return psycopg2.connect(dsn, **kwargs)
 
 
 def migration_files() -> list[tuple[str, str]]:
@@ -62,11 +56,3 @@ def migrate(conn: psycopg2.extensions.connection) -> list[str]:
                 applied_now.append(version)
     return applied_now
 
-
-def migrate_database(dsn: str) -> list[str]:
-    """`migrate` over a connection of its own."""
-    conn = connect(dsn)
-    try:
-        return migrate(conn)
-    finally:
-        conn.close()

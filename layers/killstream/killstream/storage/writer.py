@@ -9,16 +9,18 @@ of the same killmail waits on its primary key and then finds it stored, so rows 
 from __future__ import annotations
 
 import io
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
-from enum import Enum
-from typing import Iterable, Sequence
+from enum import StrEnum
 
 from killstream.killmail import Killmail, Zkb
 
 
-class Outcome(str, Enum):
+class Outcome(StrEnum):
+    """What a write did to a killmail: the store's word (the fetcher's is `Disposition`)."""
+
     INSERTED = "inserted"
     DUPLICATE = "duplicate"        # already stored, nothing changed
     ZKB_UPDATED = "zkb_updated"    # already stored; zKillboard's newer values replaced ours
@@ -33,7 +35,7 @@ class KillmailRecord:
     zkb: Zkb
     source: str
     sequence_id: int | None = None
-    received_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
     def killmail_id(self) -> int:
@@ -115,7 +117,7 @@ def _copy_rows(rows: Iterable[tuple]) -> io.StringIO:
     return buffer
 
 
-def _killmail_row(record: KillmailRecord) -> tuple:
+def killmail_row(record: KillmailRecord) -> tuple:
     km, zkb = record.killmail, record.zkb
     x, y, z = km.position or (None, None, None)
     return (
@@ -179,6 +181,14 @@ class KillmailStore:
                 cur.execute("SELECT killmail_id, esi FROM killmails WHERE killmail_id = ANY(%s::bigint[])", (ids,))
                 return dict(cur.fetchall())
 
+    def merge(self, cur, records: Sequence[KillmailRecord]) -> dict[int, Outcome]:
+        """The killmail rows, staged and merged into `killmails` in the caller's transaction: the
+        killmails this inserted and those it updated (one record per killmail id)."""
+        cur.execute(_STAGING)
+        cur.copy_expert(f"COPY stage_killmails ({_killmail_list}) FROM STDIN", _copy_rows(map(killmail_row, records)))
+        cur.execute(_MERGE)
+        return {killmail_id: Outcome(kind) for killmail_id, kind in cur.fetchall()}
+
     def write(self, records: Sequence[KillmailRecord]) -> list[Outcome]:
         """Store a batch in one transaction. Returns the outcome of each record, in order;
         a killmail given twice counts once, its other copies are duplicates."""
@@ -187,11 +197,7 @@ class KillmailStore:
         unique = _latest_per_killmail(records)
         with self.conn:
             with self.conn.cursor() as cur:
-                cur.execute(_STAGING)
-                cur.copy_expert(f"COPY stage_killmails ({_killmail_list}) FROM STDIN",
-                                _copy_rows(_killmail_row(r) for r in unique))
-                cur.execute(_MERGE)
-                changed = {killmail_id: Outcome(kind) for killmail_id, kind in cur.fetchall()}
+                changed = self.merge(cur, unique)
                 new = [r.killmail for r in unique if changed.get(r.killmail_id) is Outcome.INSERTED]
                 cur.copy_expert(f"COPY attackers ({', '.join(ATTACKER_COLUMNS)}) FROM STDIN",
                                 io.StringIO("".join(line for km in new for line in _attacker_lines(km))))

@@ -1,14 +1,19 @@
-"""R2Z2, zKillboard's live feed of static files (docs/streams.md, "R2Z2"): walk the sequence
+"""R2Z2, zKillboard's live feed of static files (docs/protocols.md, "R2Z2"): walk the sequence
 numbers from the cursor, one file per request."""
 
 from __future__ import annotations
 
 import json
+from typing import Self
 
-from killstream.observability import logger
-from killstream.package import InvalidPackage, from_r2z2
-
-from .base import HttpClient, PollResult, Source
+from killstream.config import PollerConfig
+from killstream.errors import InvalidPackage
+from killstream.http.client import HttpClient
+from killstream.http.gate import Gate
+from killstream.observability import Metric, logger
+from killstream.package import from_r2z2
+from killstream.poller.counts import TickCounts
+from killstream.poller.sources.base import PollResult, Source, source_client
 
 NOT_PUBLISHED_WAIT = 6.0
 UNREADABLE_ATTEMPTS = 3
@@ -19,9 +24,10 @@ class R2Z2Source(Source):
     name = "r2z2"
     title = "R2Z2"
     flush_within = 1.0
+    keeps_cursor = True
 
-    def __init__(self, client: HttpClient, base_url: str):
-        super().__init__(client)
+    def __init__(self, client: HttpClient, counts: TickCounts, base_url: str):
+        super().__init__(client, counts)
         self.base_url = base_url.rstrip("/")
         self.head: int | None = None
         self._next: int | None = None
@@ -29,6 +35,10 @@ class R2Z2Source(Source):
         self._unreadable: dict[int, int] = {}
         self._gap_suspect: int | None = None
         """A sequence that 404'd although sequence.json had passed it: a gap only if it 404s again."""
+
+    @classmethod
+    def from_config(cls, config: PollerConfig, gate: Gate, counts: TickCounts) -> Self:
+        return cls(source_client(gate, counts, config.user_agent), counts, config.r2z2_url)
 
     def start(self, cursor: int | None) -> None:
         self._next = None if cursor is None else cursor + 1
@@ -102,7 +112,7 @@ class R2Z2Source(Source):
         self.gate.hold(NOT_PUBLISHED_WAIT)
         confirming = self._gap_suspect == sequence
         if not confirming:
-            self.gate.count("EmptyPolls")
+            self.counts.add(Metric.EMPTY_POLLS)
         head = self._read_head()
         published = head is not None and head >= sequence
         if not confirming:
@@ -114,7 +124,7 @@ class R2Z2Source(Source):
                 self._gap_suspect = sequence
             return PollResult()
         if not published:
-            self.gate.count("EmptyPolls")
+            self.counts.add(Metric.EMPTY_POLLS)
             return PollResult()
         # Expired (older than ~24 h) or never published: it will 404 for ever.
         first = self._first_present(sequence, head)
@@ -122,7 +132,7 @@ class R2Z2Source(Source):
             return PollResult()
         self._gap_suspect = None
         missing = list(range(sequence, first))
-        self.gate.count("SequenceGaps", len(missing))
+        self.counts.add(Metric.SEQUENCE_GAPS, len(missing))
         logger.warning("sequence gap: skipping sequences that will never be served",
                        extra={"first_missing": missing[0], "last_missing": missing[-1], "count": len(missing),
                               "missing": missing if len(missing) <= LISTED_MISSING else None})

@@ -1,15 +1,20 @@
-"""RedisQ, the stream of the original design (docs/streams.md, "RedisQ"): one long poll per
+"""RedisQ, the stream of the original design (docs/protocols.md, "RedisQ"): one long poll per
 request; reads are destructive, so a package is handed on as soon as it is read, and one popped
 but never read is logged with the address that still serves it."""
 
 from __future__ import annotations
 
 import json
+from typing import Self
 
-from killstream.observability import logger
-from killstream.package import InvalidPackage, from_redisq
-
-from .base import HttpClient, PollResult, Reply, Source, StopTick, Unreachable, answer_message, redirect_location
+from killstream.config import PollerConfig
+from killstream.errors import ConfigError, InvalidPackage, StopTick
+from killstream.http.client import HttpClient, Reply, Unreachable, answer_message, redirect_location
+from killstream.http.gate import Gate
+from killstream.observability import Metric, logger
+from killstream.package import from_redisq
+from killstream.poller.counts import TickCounts
+from killstream.poller.sources.base import PollResult, Source, source_client
 
 READ_TIMEOUT_BEYOND_TTW = 5.0
 """The listen holds the request for up to ttw seconds (and a refusal comes after ~3 s): the read
@@ -21,14 +26,30 @@ class RedisQSource(Source):
     name = "redisq"
     title = "RedisQ"
     flush_within = 0.0
+    keeps_cursor = False
 
-    def __init__(self, client: HttpClient, url: str, queue_id: str, ttw: int, package_filter: str | None = None):
-        super().__init__(client)
+    def __init__(
+        self,
+        client: HttpClient,
+        counts: TickCounts,
+        url: str,
+        queue_id: str,
+        ttw: int,
+        package_filter: str | None = None,
+    ):
+        super().__init__(client, counts)
         self.url = url
         self.package_filter = package_filter
-        self.params = {"queueID": queue_id, "ttw": ttw}
+        self.params: dict[str, object] = {"queueID": queue_id, "ttw": ttw}
         if package_filter:
             self.params["filter"] = package_filter
+
+    @classmethod
+    def from_config(cls, config: PollerConfig, gate: Gate, counts: TickCounts) -> Self:
+        if not config.redisq_queue_id:
+            raise ConfigError("REDISQ_QUEUE_ID", "is required")
+        client = source_client(gate, counts, config.user_agent, read_timeout=config.redisq_ttw + READ_TIMEOUT_BEYOND_TTW)
+        return cls(client, counts, config.redisq_url, config.redisq_queue_id, config.redisq_ttw, config.redisq_filter)
 
     def poll(self) -> PollResult:
         # The redirect is followed here, not in the client: its object holds a package already
@@ -53,7 +74,7 @@ class RedisQSource(Source):
             self._invalid(InvalidPackage("the answer has no package", reply.text))
             return PollResult()
         if doc["package"] is None:
-            self.gate.count("EmptyPolls")
+            self.counts.add(Metric.EMPTY_POLLS)
             return PollResult()
         try:
             package = from_redisq(doc["package"])
@@ -87,6 +108,6 @@ class RedisQSource(Source):
         return None
 
     def _lost(self, object_url: str, problem: str) -> None:
-        self.gate.count("SourceErrors")
+        self.counts.add(Metric.SOURCE_ERRORS)
         logger.error("RedisQ package popped from the queue but not read: fetch object_url by hand while RedisQ "
                      "still serves it", extra={"object_url": object_url, "problem": problem})

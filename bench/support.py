@@ -1,4 +1,7 @@
-"""What the benchmarks share: a private PostgreSQL (or $DATABASE_URL) with a fresh database."""
+"""What the benchmarks share: a private PostgreSQL (or $DATABASE_URL) with a fresh database, and
+the sample killmails. The README's figures are on the real ones in ../shared/data/killmails/esi
+beside the checkout, used when there (or wherever $KILLSTREAM_CORPUS points), else generated ones.
+Run as scripts (python bench/NAME.py), the benchmarks find this module beside them."""
 
 from __future__ import annotations
 
@@ -6,10 +9,21 @@ import contextlib
 import os
 import shutil
 import tempfile
+from pathlib import Path
 
 import psycopg2
 
-from killstream.storage import migrations as db
+from killstream_workstation.corpus import CORPUS_ENV
+from killstream_workstation.local.database import migrate_database
+from killstream_workstation.local.postgres import EmbeddedPostgres
+
+REAL_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "killmails" / "esi"
+
+
+def use_real_corpus() -> None:
+    """corpus.sample() gives the real killmails beside the checkout, when they are there."""
+    if REAL_CORPUS.is_dir():
+        os.environ.setdefault(CORPUS_ENV, str(REAL_CORPUS))
 
 
 @contextlib.contextmanager
@@ -19,8 +33,6 @@ def postgres_server(*, durable: bool = True):
     if os.environ.get("DATABASE_URL"):
         yield os.environ["DATABASE_URL"]
         return
-    from killstream_workstation.local.postgres import EmbeddedPostgres
-
     root = tempfile.mkdtemp(prefix="killstream-bench-")
     os.chmod(root, 0o755)
     server = EmbeddedPostgres(os.path.join(root, "data"), durable=durable).start()
@@ -40,7 +52,7 @@ def create_database(admin_url: str, name: str) -> str:
         cur.execute(f'CREATE DATABASE "{name}"')
     conn.close()
     url = admin_url.rsplit("/", 1)[0] + "/" + name
-    db.migrate_database(url)
+    migrate_database(url)
     return url
 
 

@@ -61,7 +61,7 @@ def rebuild_esi(conn, killmail_id: int) -> dict | None:
     }) | {"_attacker_count": km["attacker_count"], "_esi": km["esi"]}
 
 
-def _normalize(doc: dict) -> dict:
+def normalize_esi(doc: dict) -> dict:
     """ESI's document in the shape rebuild_esi produces: empty item lists mean no items."""
     doc = json.loads(json.dumps(doc))
     # keys outside ESI's schema live only in the jsonb copy, compared separately
@@ -91,7 +91,7 @@ def assert_stored_as(conn, esi: dict, zkb: dict | None = None, *, killmail_hash:
     assert rebuilt is not None, f"killmail {esi['killmail_id']} is not stored"
     stored_json = rebuilt.pop("_esi")
     attacker_count = rebuilt.pop("_attacker_count")
-    expected = _normalize(esi)
+    expected = normalize_esi(esi)
     assert rebuilt == expected
     assert attacker_count == len(esi["attackers"])
     document = {k: v for k, v in esi.items() if k != "killmail_hash"}

@@ -1,0 +1,115 @@
+"""The fakes tests share: one clock, one recording SQS client, one SSM client."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from botocore.exceptions import EndpointConnectionError
+
+
+class FakeClock:
+    """A monotonic clock that advances only on sleep (or `advance`); records every sleep."""
+
+    def __init__(self, start: float = 1000.0):
+        self.now = start
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        assert seconds >= 0
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def _body(entry: dict) -> Any:
+    """An entry's body, decoded when it is JSON."""
+    try:
+        return json.loads(entry["MessageBody"])
+    except ValueError:
+        return entry["MessageBody"]
+
+
+class RecordingSqs:
+    """Stands in for boto3's SQS client in SendMessageBatch: records every call; refuses the
+    entries `refuse(entry)` says no to, and, per killmail id in `fail`, that many times first
+    (-1: always); lets `call_errors` whole calls fail first; and hands the rest to `forward` (a
+    real client) or, without one, accepts them. `accepted` holds (time on `clock`, bodies)."""
+
+    def __init__(
+        self,
+        *,
+        forward: Any = None,
+        refuse: Callable[[dict], bool] = lambda entry: False,
+        fail: dict[int, int] | None = None,
+        call_errors: int = 0,
+        clock: Callable[[], float] = lambda: 0.0,
+    ):
+        self.forward = forward
+        self.refuse = refuse
+        self.fail = dict(fail or {})
+        self.call_errors = call_errors
+        self.clock = clock
+        self.calls: list[list[dict]] = []
+        self.accepted: list[tuple[float, list[dict]]] = []
+
+    def send_message_batch(self, QueueUrl: str, Entries: list[dict]) -> dict:
+        assert len(Entries) <= 10
+        self.calls.append(Entries)
+        if self.call_errors:
+            self.call_errors -= 1
+            raise EndpointConnectionError(endpoint_url=QueueUrl)
+        passing, failed = [], []
+        for entry in Entries:
+            killmail_id = self._killmail_id(entry)
+            if self.refuse(entry) or self.fail.get(killmail_id, 0):
+                if self.fail.get(killmail_id, 0):
+                    self.fail[killmail_id] -= 1
+                failed.append({"Id": entry["Id"], "SenderFault": False, "Code": "InternalError", "Message": "busy"})
+            else:
+                passing.append(entry)
+        if self.forward is not None and passing:
+            response = self.forward.send_message_batch(QueueUrl=QueueUrl, Entries=passing)
+        else:
+            response = {"Successful": [{"Id": e["Id"], "MessageId": f"m-{e['Id']}"} for e in passing]}
+        taken = {success["Id"] for success in response.get("Successful", [])}
+        self.accepted.append((self.clock(), [_body(e) for e in passing if e["Id"] in taken]))
+        return {"Successful": response.get("Successful", []), "Failed": failed + response.get("Failed", [])}
+
+    @staticmethod
+    def _killmail_id(entry: dict) -> int | None:
+        attribute = (entry.get("MessageAttributes") or {}).get("killmail_id")
+        return int(attribute["StringValue"]) if attribute else None
+
+    @property
+    def sent(self) -> list[Any]:
+        """The body of every entry accepted, in order."""
+        return [body for _, bodies in self.accepted for body in bodies]
+
+
+class FakeSsm:
+    """An SSM client holding one parameter's value (None: the parameter does not exist)."""
+
+    class exceptions:
+        class ParameterNotFound(Exception):
+            pass
+
+    def __init__(self, clock: Callable[[], float], value: str | None = "none"):
+        self.clock = clock
+        self.value = value
+        self.puts: list[tuple[float, str]] = []
+
+    def get_parameter(self, Name: str) -> dict:
+        if self.value is None:
+            raise self.exceptions.ParameterNotFound(Name)
+        return {"Parameter": {"Name": Name, "Value": self.value}}
+
+    def put_parameter(self, Name: str, Value: str, Type: str, Overwrite: bool) -> None:
+        self.puts.append((self.clock(), Value))
+        self.value = Value

@@ -1,0 +1,47 @@
+"""Faults in the AWS calls the handlers make: SQS sends that fail, and a poller killed between
+its SQS send and its cursor save."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections import Counter
+
+import boto3
+from botocore.exceptions import EndpointConnectionError
+
+from killstream_workstation.chaos.report import ChaosRates
+from killstream_workstation.local.lambda_runtime import InvocationKilled
+
+
+class AwsFaults:
+    """Faults in the AWS calls the handlers make, injected through botocore's event hooks on
+    boto3's default session, so the handlers' own clients see them and no code is patched."""
+
+    def __init__(self, queue_url: str, rates: ChaosRates, rng: random.Random, injected: Counter):
+        self.queue_url = queue_url
+        self.rates = rates
+        self.rng = rng
+        self.injected = injected
+        self.active = True
+        self.lock = threading.Lock()
+
+    def _roll(self, rate: float) -> bool:
+        with self.lock:
+            return self.active and self.rng.random() < rate
+
+    def install(self) -> None:
+        boto3.setup_default_session()
+        events = boto3.DEFAULT_SESSION.events
+        events.register("before-parameter-build.sqs.SendMessageBatch", self._send_batch)
+        events.register("before-parameter-build.ssm.PutParameter", self._put_cursor)
+
+    def _send_batch(self, params, **_):
+        if params.get("QueueUrl") == self.queue_url and self._roll(self.rates.sqs_send_failure):
+            self.injected["sqs_send_failure"] += 1
+            raise EndpointConnectionError(endpoint_url=self.queue_url)
+
+    def _put_cursor(self, params, **_):
+        if self._roll(self.rates.poller_kill):
+            self.injected["poller_killed"] += 1
+            raise InvocationKilled("killed between the SQS send and the cursor save")
