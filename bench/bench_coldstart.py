@@ -21,7 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".local" / "bench"
-HELLO = '''
+HELLO = """
 from aws_lambda_powertools import Logger, Metrics
 logger = Logger(service="hello")
 metrics = Metrics(namespace="hello")
@@ -30,7 +30,7 @@ metrics = Metrics(namespace="hello")
 @logger.inject_lambda_context
 def handler(event, context):
     return {"hello": "world"}
-'''
+"""
 
 
 def _tree_size(path: Path) -> int:
@@ -61,15 +61,27 @@ def with_bytecode(tree: Path) -> Path:
     compiled = CACHE / f"{tree.parent.name}-{tree.name}-pyc"
     if not compiled.exists():
         shutil.copytree(tree, compiled)
-        subprocess.run([sys.executable, "-m", "compileall", "-q", "-j0", "--invalidation-mode", "unchecked-hash",
-                        str(compiled)], check=True)
+        subprocess.run(
+            [sys.executable, "-m", "compileall", "-q", "-j0", "--invalidation-mode", "unchecked-hash", str(compiled)],
+            check=True,
+        )
     return compiled
 
 
 def build_layer(layer: str, target: Path) -> None:
     """What `sam build` runs for a `BuildMethod: makefile` layer."""
-    subprocess.run(["make", "-s", "-C", str(ROOT / "layers" / layer), f"build-{layer.capitalize()}Layer",
-                    f"ARTIFACTS_DIR={target}"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            "make",
+            "-s",
+            "-C",
+            str(ROOT / "layers" / layer),
+            f"build-{layer.capitalize()}Layer",
+            f"ARTIFACTS_DIR={target}",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def pip_target(target: Path, *requirements: str) -> None:
@@ -77,16 +89,19 @@ def pip_target(target: Path, *requirements: str) -> None:
 
 
 def import_ms(paths: list[Path], module: str, runs: int) -> float:
-    code = ("import sys, time; sys.path[:0] = {paths!r}; t = time.perf_counter(); import {module}; "
-            "print((time.perf_counter() - t) * 1000)").format(paths=[str(p) for p in paths], module=module)
+    code = (
+        f"import sys, time; sys.path[:0] = {[str(p) for p in paths]!r}; t = time.perf_counter(); import {module}; "
+        "print((time.perf_counter() - t) * 1000)"
+    )
     env = {"PATH": os.environ.get("PATH", ""), "AWS_DEFAULT_REGION": "us-east-1"}
     times = []
     for _ in range(runs):
         # -S: no site-packages, only the paths given; -E: no PYTHON* variables; -B: write no
         # bytecode, so every run compiles what it imports, as Lambda does with a layer that ships
         # none (/opt is read-only)
-        out = subprocess.run([sys.executable, "-S", "-E", "-B", "-c", code], capture_output=True, text=True,
-                             env=env, cwd="/", check=True)
+        out = subprocess.run(
+            [sys.executable, "-S", "-E", "-B", "-c", code], capture_output=True, text=True, env=env, cwd="/", check=True
+        )
         times.append(float(out.stdout.strip()))
     return statistics.median(times)
 
@@ -98,12 +113,18 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=9)
     args = parser.parse_args()
     requirements = ROOT / "layers" / "dependencies" / "requirements.txt"
-    deps_lambda = _cached_build("deps-aarch64", [requirements, ROOT / "layers/dependencies/Makefile"],
-                                lambda t: build_layer("dependencies", t))
-    core = _cached_build("killstream", sorted((ROOT / "layers/killstream").rglob("*.py")) + [ROOT / "layers/killstream/Makefile"],
-                         lambda t: build_layer("killstream", t))
+    deps_lambda = _cached_build(
+        "deps-aarch64", [requirements, ROOT / "layers/dependencies/Makefile"], lambda t: build_layer("dependencies", t)
+    )
+    core = _cached_build(
+        "killstream",
+        sorted((ROOT / "layers/killstream").rglob("*.py")) + [ROOT / "layers/killstream/Makefile"],
+        lambda t: build_layer("killstream", t),
+    )
     deps_here = _cached_build("deps-local", [requirements], lambda t: pip_target(t, "-r", str(requirements)))
-    boto_pin = next(line for line in (ROOT / "requirements-dev.txt").read_text().splitlines() if line.startswith("boto3=="))
+    boto_pin = next(
+        line for line in (ROOT / "requirements-dev.txt").read_text().splitlines() if line.startswith("boto3==")
+    )
     runtime = _cached_build("runtime-boto3", [ROOT / "requirements-dev.txt"], lambda t: pip_target(t, boto_pin))
     hello_dir = CACHE / "hello"
     hello_dir.mkdir(parents=True, exist_ok=True)
@@ -116,8 +137,10 @@ def main() -> None:
     core_src, deps_src = without_bytecode(core / "python"), without_bytecode(deps_here)
     hello_dir = without_bytecode(hello_dir)
     timings = {}
-    for label, core_tree, deps_tree in (("as shipped", core_src, deps_src),
-                                        ("with bytecode", with_bytecode(core_src), with_bytecode(deps_src))):
+    for label, core_tree, deps_tree in (
+        ("as shipped", core_src, deps_src),
+        ("with bytecode", with_bytecode(core_src), with_bytecode(deps_src)),
+    ):
         paths = [core_tree, deps_tree, runtime]
         timings[label] = {
             "hello": import_ms([hello_dir, deps_tree, runtime], "hello_app", args.runs),
@@ -127,16 +150,26 @@ def main() -> None:
         }
     for label, t in timings.items():
         worst = max(t["poller"], t["fetcher"])
-        print(f"import time, layers {label}, median of {args.runs} fresh interpreters: poller {t['poller']:.0f} ms, "
-              f"fetcher {t['fetcher']:.0f} ms; Powertools hello-world {t['hello']:.0f} ms ({worst / t['hello']:.2f}×); "
-              f"hello-world + boto3, as any handler calling AWS: {t['hello_boto3']:.0f} ms ({worst / t['hello_boto3']:.2f}×)")
-    print(f"layers unzipped: dependencies {deps_mb:.1f} MB (manylinux aarch64, cp313), killstream {core_mb * 1000:.0f} KB "
-          f"(limit for all layers and code: 250 MB)")
+        print(
+            f"import time, layers {label}, median of {args.runs} fresh interpreters: poller {t['poller']:.0f} ms, "
+            f"fetcher {t['fetcher']:.0f} ms; "
+            f"Powertools hello-world {t['hello']:.0f} ms ({worst / t['hello']:.2f}×); "
+            f"hello-world + boto3, as any handler calling AWS: "
+            f"{t['hello_boto3']:.0f} ms ({worst / t['hello_boto3']:.2f}×)"
+        )
+    print(
+        f"layers unzipped: dependencies {deps_mb:.1f} MB (manylinux aarch64, cp313), "
+        f"killstream {core_mb * 1000:.0f} KB (limit for all layers and code: 250 MB)"
+    )
     shipped, compiled = timings["as shipped"], timings["with bytecode"]
-    print(f"coldstart: poller_ms={shipped['poller']:.0f} fetcher_ms={shipped['fetcher']:.0f} hello_ms={shipped['hello']:.0f} "
-          f"ratio_max={max(shipped['poller'], shipped['fetcher']) / shipped['hello']:.2f} "
-          f"compiled_poller_ms={compiled['poller']:.0f} compiled_fetcher_ms={compiled['fetcher']:.0f} "
-          f"compiled_hello_ms={compiled['hello']:.0f} layers_mb={deps_mb + core_mb:.1f}")
+    print(
+        f"coldstart: poller_ms={shipped['poller']:.0f} fetcher_ms={shipped['fetcher']:.0f} "
+        f"hello_ms={shipped['hello']:.0f} "
+        f"ratio_max={max(shipped['poller'], shipped['fetcher']) / shipped['hello']:.2f} "
+        f"compiled_poller_ms={compiled['poller']:.0f} compiled_fetcher_ms={compiled['fetcher']:.0f} "
+        f"compiled_hello_ms={compiled['hello']:.0f} layers_mb={deps_mb + core_mb:.1f}"
+    )
+
 
 if __name__ == "__main__":
     main()

@@ -26,21 +26,42 @@ def batches(docs: list[dict], size: int = 10) -> list[dict]:
     events = []
     for start in range(0, len(docs), size):
         records = []
-        for doc in docs[start:start + size]:
-            body = {"killmail_id": doc["killmail_id"], "hash": doc["killmail_hash"], "zkb": corpus.zkb_for(doc),
-                    "source": "r2z2"}
-            records.append({"messageId": str(doc["killmail_id"]), "receiptHandle": "x", "body": json.dumps(body),
-                            "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": str(int(time.time() * 1000))},
-                            "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
-                            "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:bench", "awsRegion": "us-east-1"})
+        for doc in docs[start : start + size]:
+            body = {
+                "killmail_id": doc["killmail_id"],
+                "hash": doc["killmail_hash"],
+                "zkb": corpus.zkb_for(doc),
+                "source": "r2z2",
+            }
+            records.append(
+                {
+                    "messageId": str(doc["killmail_id"]),
+                    "receiptHandle": "x",
+                    "body": json.dumps(body),
+                    "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": str(int(time.time() * 1000))},
+                    "messageAttributes": {},
+                    "md5OfBody": "",
+                    "eventSource": "aws:sqs",
+                    "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:bench",
+                    "awsRegion": "us-east-1",
+                }
+            )
         events.append({"Records": records})
     return events
 
 
 def run(parallelism: int, docs: list[dict], url: str, esi: EsiServer) -> float:
-    os.environ.update({"ESI_URL": esi.url, "ESI_PARALLELISM": str(parallelism), "DATABASE_URL": url,
-                       "DLQ_URL": "http://127.0.0.1:9/000000000000/unused", "USER_AGENT": "killstream-bench/0.1 (b@example.com)",
-                       "AWS_DEFAULT_REGION": "us-east-1", "POWERTOOLS_METRICS_DISABLED": "true"})
+    os.environ.update(
+        {
+            "ESI_URL": esi.url,
+            "ESI_PARALLELISM": str(parallelism),
+            "DATABASE_URL": url,
+            "DLQ_URL": "http://127.0.0.1:9/000000000000/unused",
+            "USER_AGENT": "killstream-bench/0.1 (b@example.com)",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "POWERTOOLS_METRICS_DISABLED": "true",
+        }
+    )
     handler = load_handler_module("fetcher").handler
     started = time.perf_counter()
     for event in batches(docs):
@@ -63,8 +84,10 @@ def main() -> None:
         esi.add_many(one + four)
         p1 = run(1, one, url, esi)
         p4 = run(4, four, url, esi)
-    print(f"{count} metadata-only killmails in batches of 10, ESI latency 150 ms: "
-          f"ESI_PARALLELISM=1 {p1:.1f} killmails/s, ESI_PARALLELISM=4 {p4:.1f} killmails/s")
+    print(
+        f"{count} metadata-only killmails in batches of 10, ESI latency 150 ms: "
+        f"ESI_PARALLELISM=1 {p1:.1f} killmails/s, ESI_PARALLELISM=4 {p4:.1f} killmails/s"
+    )
     print(f"fetcher: p1={p1:.1f} p4={p4:.1f} ratio={p4 / p1:.2f}")
 
 

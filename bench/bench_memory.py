@@ -30,25 +30,50 @@ def main() -> None:
     records = []
     for doc in largest:
         esi, killmail_hash = corpus.split_hash(doc)
-        body = json.dumps({"killmail_id": doc["killmail_id"], "hash": killmail_hash, "zkb": corpus.zkb_for(doc),
-                           "esi": esi, "source": "r2z2"})
-        records.append({"messageId": str(doc["killmail_id"]), "receiptHandle": "x", "body": body,
-                        "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": str(int(time.time() * 1000))},
-                        "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
-                        "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:bench", "awsRegion": "us-east-1"})
+        body = json.dumps(
+            {
+                "killmail_id": doc["killmail_id"],
+                "hash": killmail_hash,
+                "zkb": corpus.zkb_for(doc),
+                "esi": esi,
+                "source": "r2z2",
+            }
+        )
+        records.append(
+            {
+                "messageId": str(doc["killmail_id"]),
+                "receiptHandle": "x",
+                "body": body,
+                "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": str(int(time.time() * 1000))},
+                "messageAttributes": {},
+                "md5OfBody": "",
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:bench",
+                "awsRegion": "us-east-1",
+            }
+        )
     batch_kb = sum(len(r["body"]) for r in records) / 1024
     with fresh_database("bench_memory") as url:
-        os.environ.update({"DATABASE_URL": url, "DLQ_URL": "http://127.0.0.1:9/000000000000/unused",
-                           "USER_AGENT": "killstream-bench/0.1 (b@example.com)", "AWS_DEFAULT_REGION": "us-east-1",
-                           "POWERTOOLS_METRICS_DISABLED": "true", "POWERTOOLS_LOG_LEVEL": "WARNING"})
+        os.environ.update(
+            {
+                "DATABASE_URL": url,
+                "DLQ_URL": "http://127.0.0.1:9/000000000000/unused",
+                "USER_AGENT": "killstream-bench/0.1 (b@example.com)",
+                "AWS_DEFAULT_REGION": "us-east-1",
+                "POWERTOOLS_METRICS_DISABLED": "true",
+                "POWERTOOLS_LOG_LEVEL": "WARNING",
+            }
+        )
         handler = load_handler_module("fetcher").handler
         baseline = rss_mb()
         response = handler({"Records": records}, LambdaContext("bench-fetcher", 60))
         assert response["batchItemFailures"] == [], response
         peak = rss_mb()
-    print(f"fetcher on the 10 largest killmails ({batch_kb:.0f} KB of message bodies): RSS {baseline:.0f} MB after "
-          f"imports, peak {peak:.0f} MB — {peak / 256:.0%} of a 256 MB function (this interpreter's own "
-          f"baseline included)")
+    print(
+        f"fetcher on the 10 largest killmails ({batch_kb:.0f} KB of message bodies): RSS {baseline:.0f} MB after "
+        f"imports, peak {peak:.0f} MB — {peak / 256:.0%} of a 256 MB function (this interpreter's own "
+        f"baseline included)"
+    )
     print(f"memory: baseline_mb={baseline:.0f} peak_mb={peak:.0f} batch_kb={batch_kb:.0f} of 256 MB")
 
 

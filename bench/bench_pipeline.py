@@ -36,9 +36,20 @@ def stored_times(url: str) -> dict[int, float]:
 
 def run_once(url: str, docs: list[dict], *, rate: float, pacing_ms: int, workers: int) -> tuple[float, list[float]]:
     env_before = dict(os.environ)
-    pipeline = LocalPipeline(PipelineSettings(
-        database_url=url, user_agent=USER_AGENT, replay=docs, replay_rate=rate, inline_ratio=0.5,
-        esi_latency=0.150, pacing_ms=pacing_ms, budget_seconds=50, tick_interval=0, fetcher_workers=workers))
+    pipeline = LocalPipeline(
+        PipelineSettings(
+            database_url=url,
+            user_agent=USER_AGENT,
+            replay=docs,
+            replay_rate=rate,
+            inline_ratio=0.5,
+            esi_latency=0.150,
+            pacing_ms=pacing_ms,
+            budget_seconds=50,
+            tick_interval=0,
+            fetcher_workers=workers,
+        )
+    )
     try:
         pipeline.start()
         ok = pipeline.wait_until(lambda: len(stored_times(url)) >= len(docs), timeout=600, poll=0.5)
@@ -65,16 +76,30 @@ def main() -> None:
     use_real_corpus()
     base = corpus.sample()
     with fresh_database("bench_pipeline_burst") as url:
-        throughput, _ = run_once(url, corpus.renumber(base, args.count, first_id=300_000_000), rate=0,
-                                 pacing_ms=args.pacing_ms, workers=args.fetchers)
+        throughput, _ = run_once(
+            url,
+            corpus.renumber(base, args.count, first_id=300_000_000),
+            rate=0,
+            pacing_ms=args.pacing_ms,
+            workers=args.fetchers,
+        )
     with fresh_database("bench_pipeline_steady") as url:
-        _, latencies = run_once(url, corpus.renumber(base, args.count, first_id=400_000_000), rate=args.rate,
-                                pacing_ms=args.pacing_ms, workers=args.fetchers)
+        _, latencies = run_once(
+            url,
+            corpus.renumber(base, args.count, first_id=400_000_000),
+            rate=args.rate,
+            pacing_ms=args.pacing_ms,
+            workers=args.fetchers,
+        )
     p50, p99 = percentile(latencies, 0.5), percentile(latencies, 0.99)
-    print(f"burst of {args.count}: {throughput:.1f} killmails/s; steady {args.rate:g}/s: latency p50 {p50:.0f} ms, "
-          f"p99 {p99:.0f} ms (ESI 150 ms, {args.fetchers} fetchers, pacing {args.pacing_ms} ms)")
-    print(f"pipeline: killmails_per_s={throughput:.1f} p50_ms={p50:.0f} p99_ms={p99:.0f} "
-          f"(count={args.count}, rate={args.rate:g}/s, pacing_ms={args.pacing_ms})")
+    print(
+        f"burst of {args.count}: {throughput:.1f} killmails/s; steady {args.rate:g}/s: latency p50 {p50:.0f} ms, "
+        f"p99 {p99:.0f} ms (ESI 150 ms, {args.fetchers} fetchers, pacing {args.pacing_ms} ms)"
+    )
+    print(
+        f"pipeline: killmails_per_s={throughput:.1f} p50_ms={p50:.0f} p99_ms={p99:.0f} "
+        f"(count={args.count}, rate={args.rate:g}/s, pacing_ms={args.pacing_ms})"
+    )
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ def bench_batch(url: str, records, batch_size: int) -> float:
     store = KillmailStore(conn)
     start = time.perf_counter()
     for n in range(0, len(records), batch_size):
-        store.write(records[n:n + batch_size])
+        store.write(records[n : n + batch_size])
     elapsed = time.perf_counter() - start
     conn.close()
     return elapsed
@@ -49,11 +49,15 @@ def bench_batch(url: str, records, batch_size: int) -> float:
 def bench_per_row(url: str, records) -> float:
     """The original worker's way: one INSERT per row, one transaction per killmail."""
     conn = connect(url)
-    km_sql = (f"INSERT INTO killmails ({', '.join(KILLMAIL_COLUMNS)}) VALUES ({', '.join(['%s'] * len(KILLMAIL_COLUMNS))}) "
-              "ON CONFLICT (killmail_id) DO NOTHING")
+    km_sql = (
+        f"INSERT INTO killmails ({', '.join(KILLMAIL_COLUMNS)}) VALUES ({', '.join(['%s'] * len(KILLMAIL_COLUMNS))}) "
+        "ON CONFLICT (killmail_id) DO NOTHING"
+    )
     attacker_sql = "INSERT INTO attackers VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-    item_sql = ("INSERT INTO items (killmail_id, item_index, parent_index, item_type_id, flag, quantity_destroyed, "
-                "quantity_dropped, singleton) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)")
+    item_sql = (
+        "INSERT INTO items (killmail_id, item_index, parent_index, item_type_id, flag, quantity_destroyed, "
+        "quantity_dropped, singleton) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+    )
     start = time.perf_counter()
     for record in records:
         with conn, conn.cursor() as cur:
@@ -62,12 +66,36 @@ def bench_per_row(url: str, records) -> float:
             cur.execute(km_sql, row)
             km = record.killmail
             for n, a in enumerate(km.attackers):
-                cur.execute(attacker_sql, (km.killmail_id, n, a.character_id, a.corporation_id, a.alliance_id,
-                                           a.faction_id, a.ship_type_id, a.weapon_type_id, a.damage_done,
-                                           a.final_blow, a.security_status))
+                cur.execute(
+                    attacker_sql,
+                    (
+                        km.killmail_id,
+                        n,
+                        a.character_id,
+                        a.corporation_id,
+                        a.alliance_id,
+                        a.faction_id,
+                        a.ship_type_id,
+                        a.weapon_type_id,
+                        a.damage_done,
+                        a.final_blow,
+                        a.security_status,
+                    ),
+                )
             for i in km.items:
-                cur.execute(item_sql, (km.killmail_id, i.index, i.parent_index, i.item_type_id, i.flag,
-                                       i.quantity_destroyed, i.quantity_dropped, i.singleton))
+                cur.execute(
+                    item_sql,
+                    (
+                        km.killmail_id,
+                        i.index,
+                        i.parent_index,
+                        i.item_type_id,
+                        i.flag,
+                        i.quantity_destroyed,
+                        i.quantity_dropped,
+                        i.singleton,
+                    ),
+                )
     elapsed = time.perf_counter() - start
     conn.close()
     return elapsed
@@ -86,10 +114,14 @@ def main() -> None:
         records = build_records(args.count)
         parse_s = time.perf_counter() - started
         source = "real corpus" if corpus.load_real() else "generated corpus"
-        print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-              f"PostgreSQL {'at DATABASE_URL' if os.environ.get('DATABASE_URL') else 'embedded, fsync on'}")
-        print(f"data: {len(records)} killmails from the {source}, {rows_of(records)} rows "
-              f"(parsed and validated in {parse_s:.2f} s, {len(records) / parse_s:,.0f}/s)")
+        print(
+            f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+            f"PostgreSQL {'at DATABASE_URL' if os.environ.get('DATABASE_URL') else 'embedded, fsync on'}"
+        )
+        print(
+            f"data: {len(records)} killmails from the {source}, {rows_of(records)} rows "
+            f"(parsed and validated in {parse_s:.2f} s, {len(records) / parse_s:,.0f}/s)"
+        )
 
         batch_s = bench_batch(create_database(admin_url, "bench_batch"), records, args.batch_size)
         baseline = records[: args.per_row_count]
@@ -98,12 +130,18 @@ def main() -> None:
         batch_rate = len(records) / batch_s
         per_row_rate = len(baseline) / per_row_s
         rows_rate = rows_of(records) / batch_s
-        print(f"batch writer (COPY + merge, {args.batch_size}/transaction): {len(records)} in {batch_s:.2f} s = "
-              f"{batch_rate:,.0f} killmails/s, {rows_rate:,.0f} rows/s")
-        print(f"per-row baseline (one INSERT per row, one transaction per killmail): {len(baseline)} in "
-              f"{per_row_s:.2f} s = {per_row_rate:,.0f} killmails/s, {rows_of(baseline) / per_row_s:,.0f} rows/s")
-        print(f"store: batch={batch_rate:.0f} per_row={per_row_rate:.0f} ratio={batch_rate / per_row_rate:.1f} "
-              f"rows_per_s={rows_rate:.0f}")
+        print(
+            f"batch writer (COPY + merge, {args.batch_size}/transaction): {len(records)} in {batch_s:.2f} s = "
+            f"{batch_rate:,.0f} killmails/s, {rows_rate:,.0f} rows/s"
+        )
+        print(
+            f"per-row baseline (one INSERT per row, one transaction per killmail): {len(baseline)} in "
+            f"{per_row_s:.2f} s = {per_row_rate:,.0f} killmails/s, {rows_of(baseline) / per_row_s:,.0f} rows/s"
+        )
+        print(
+            f"store: batch={batch_rate:.0f} per_row={per_row_rate:.0f} ratio={batch_rate / per_row_rate:.1f} "
+            f"rows_per_s={rows_rate:.0f}"
+        )
 
 
 if __name__ == "__main__":

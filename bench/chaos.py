@@ -49,8 +49,7 @@ def main() -> int:
         migrate_database(url)
     try:
         print(f"chaos: replaying {args.count} killmails with faults (seed {args.seed}); rates: {ChaosRates()}")
-        report = run_chaos(url, count=args.count, seed=args.seed,
-                           restart_database=server.restart if server else None)
+        report = run_chaos(url, count=args.count, seed=args.seed, restart_database=server.restart if server else None)
     finally:
         if server:
             server.stop()

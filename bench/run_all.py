@@ -1,7 +1,7 @@
 """make bench: every benchmark, each in a fresh interpreter, then their figure lines together.
 
-    make bench                       # all
-    make bench ARGS="fetcher memory" # some: store, pipeline, fetcher, coldstart, memory"""
+make bench                       # all
+make bench ARGS="fetcher memory" # some: store, pipeline, fetcher, coldstart, memory"""
 
 from __future__ import annotations
 
@@ -28,10 +28,22 @@ def main() -> int:
     if unknown:
         print(f"unknown benchmark(s): {', '.join(unknown)}; choose from {', '.join(BENCHES)}", file=sys.stderr)
         return 2
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
-    print(f"machine: {platform.machine()} {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-          f"{time.strftime('%Y-%m-%d')}")
+    cpu = (
+        next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            platform.processor(),
+        )
+        if Path("/proc/cpuinfo").exists()
+        else platform.processor()
+    )
+    print(
+        f"machine: {platform.machine()} {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"{time.strftime('%Y-%m-%d')}"
+    )
     figures = []
     for name in chosen:
         print(f"\n== {name}", flush=True)

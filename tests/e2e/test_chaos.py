@@ -9,10 +9,12 @@ from killstream_workstation.chaos.suite import run_chaos
 def test_nothing_lost_nothing_doubled_under_faults(database_url, restore_environ, request):
     restart = None if os.environ.get("DATABASE_URL") else request.getfixturevalue("postgres_server").restart
     # higher rates than make chaos, so a short run still meets every fault
-    rates = ChaosRates(invalid=0.03, gap=0.01, republish=0.05, sqs_send_failure=0.2, poller_kill=0.5,
-                       database_downtime=16.0)
-    report = run_chaos(database_url, count=300, rates=rates, seed=11, restart_database=restart,
-                       timeout=240, progress=lambda line: None)
+    rates = ChaosRates(
+        invalid=0.03, gap=0.01, republish=0.05, sqs_send_failure=0.2, poller_kill=0.5, database_downtime=16.0
+    )
+    report = run_chaos(
+        database_url, count=300, rates=rates, seed=11, restart_database=restart, timeout=240, progress=lambda line: None
+    )
     print("\n".join(report.lines()))
     assert report.lost == 0 and report.duplicates == 0
     assert report.stale_zkb == 0

@@ -23,9 +23,17 @@ def pipeline_factory(database_url, restore_environ):
     pipelines = []
 
     def make(docs, **overrides):
-        settings = PipelineSettings(database_url=database_url, user_agent="killstream-tests/1.0 (ci@example.com)",
-                                    replay=docs, replay_rate=0, pacing_ms=5, budget_seconds=3, tick_interval=0,
-                                    visibility_timeout=2, **overrides)
+        settings = PipelineSettings(
+            database_url=database_url,
+            user_agent="killstream-tests/1.0 (ci@example.com)",
+            replay=docs,
+            replay_rate=0,
+            pacing_ms=5,
+            budget_seconds=3,
+            tick_interval=0,
+            visibility_timeout=2,
+            **overrides,
+        )
         pipeline = LocalPipeline(settings, RunStats())
         pipelines.append(pipeline)
         return pipeline.start()
@@ -38,8 +46,9 @@ def pipeline_factory(database_url, restore_environ):
 def test_replay_stores_every_killmail_exactly_once_and_equal_to_its_source(pipeline_factory, database_url):
     docs = corpus.sample()
     pipeline = pipeline_factory(docs, inline_ratio=0.5)
-    assert pipeline.wait_until(lambda: stored_count(database_url) >= len(docs), timeout=120), \
+    assert pipeline.wait_until(lambda: stored_count(database_url) >= len(docs), timeout=120), (
         f"stored {stored_count(database_url)} of {len(docs)}"
+    )
     assert pipeline.refresh_dlq_count() == 0
     pipeline.stop()
 
@@ -69,7 +78,8 @@ def test_a_second_run_over_the_same_feed_stores_nothing_twice(pipeline_factory, 
     # a new pipeline on the same database replays the same feed from the start: every
     # killmail arrives again, and the database still holds each exactly once
     second = pipeline_factory(docs)
-    assert second.wait_until(lambda: second.stats.outcomes["skipped"] + second.stats.outcomes["saved"] >= len(docs),
-                             timeout=60)
+    assert second.wait_until(
+        lambda: second.stats.outcomes["skipped"] + second.stats.outcomes["saved"] >= len(docs), timeout=60
+    )
     second.stop()
     assert stored_count(database_url) == len(docs)

@@ -42,8 +42,14 @@ CfnLoader.add_multi_constructor("!", _short_tag)
 
 T = yaml.load(TEMPLATE.read_text(), Loader=CfnLoader)
 R = T["Resources"]
-REF = lambda name: {"Ref": name}  # noqa: E731
-ARN = lambda name: {"Fn::GetAtt": [name, "Arn"]}  # noqa: E731
+
+
+def REF(name: str) -> dict:
+    return {"Ref": name}
+
+
+def ARN(name: str) -> dict:
+    return {"Fn::GetAtt": [name, "Arn"]}
 
 
 def props(name: str) -> dict:
@@ -68,7 +74,9 @@ def grants(role: str) -> dict[str | None, set[tuple[str, str]]]:
             assert st["Effect"] == "Allow" and not {"NotAction", "NotResource", "Condition"} & set(st)
             actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
             resources = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
-            out.setdefault(condition, set()).update((a, json.dumps(r, sort_keys=True)) for a in actions for r in resources)
+            out.setdefault(condition, set()).update(
+                (a, json.dumps(r, sort_keys=True)) for a in actions for r in resources
+            )
     return out
 
 
@@ -82,6 +90,7 @@ def tool(name: str) -> str | None:
 
 
 # ------------------------------------------------------------------ functions and layers
+
 
 def test_functions_run_python313_on_arm64_built_by_makefiles():
     for name in ("PollerFunction", "FetcherFunction"):
@@ -133,39 +142,64 @@ def test_queues_encryption_visibility_and_dead_letter_wiring():
 
 # ------------------------------------------------------------------ permissions
 
+
 def test_poller_may_only_enqueue_and_keep_its_cursor():
     name = props("CursorParameter")["Name"]["Fn::Sub"]
     cursor_arn = {"Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter" + name}
-    assert grants("PollerRole") == {None: (
-        pairs(["logs:CreateLogStream", "logs:PutLogEvents"], ARN("PollerLogGroup"))
-        | pairs(["sqs:SendMessage"], ARN("KillmailQueue"))
-        | pairs(["ssm:GetParameter", "ssm:PutParameter"], cursor_arn))}
+    assert grants("PollerRole") == {
+        None: (
+            pairs(["logs:CreateLogStream", "logs:PutLogEvents"], ARN("PollerLogGroup"))
+            | pairs(["sqs:SendMessage"], ARN("KillmailQueue"))
+            | pairs(["ssm:GetParameter", "ssm:PutParameter"], cursor_arn)
+        )
+    }
 
 
 def test_fetcher_may_only_consume_dead_letter_and_read_the_secret():
-    secret = {"Fn::If": ["CreateDb", {"Fn::GetAtt": ["Database", "MasterUserSecret.SecretArn"]}, REF("DatabaseSecretArn")]}
+    secret = {
+        "Fn::If": ["CreateDb", {"Fn::GetAtt": ["Database", "MasterUserSecret.SecretArn"]}, REF("DatabaseSecretArn")]
+    }
     assert env("FetcherFunction")["DB_SECRET_ARN"] == secret
-    eni = [{"Fn::Sub": f"arn:${{AWS::Partition}}:ec2:${{AWS::Region}}:${{AWS::AccountId}}:{kind}/*"}
-           for kind in ("network-interface", "subnet", "security-group")]
-    vpc = set().union(*(pairs(["ec2:CreateNetworkInterface", "ec2:DeleteNetworkInterface",
-                               "ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses"], r) for r in eni))
+    eni = [
+        {"Fn::Sub": f"arn:${{AWS::Partition}}:ec2:${{AWS::Region}}:${{AWS::AccountId}}:{kind}/*"}
+        for kind in ("network-interface", "subnet", "security-group")
+    ]
+    vpc = set().union(
+        *(
+            pairs(
+                [
+                    "ec2:CreateNetworkInterface",
+                    "ec2:DeleteNetworkInterface",
+                    "ec2:AssignPrivateIpAddresses",
+                    "ec2:UnassignPrivateIpAddresses",
+                ],
+                r,
+            )
+            for r in eni
+        )
+    )
     assert grants("FetcherRole") == {
-        None: (pairs(["logs:CreateLogStream", "logs:PutLogEvents"], ARN("FetcherLogGroup"))
-               | pairs(["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"], ARN("KillmailQueue"))
-               | pairs(["sqs:SendMessage"], ARN("KillmailDLQ"))
-               | pairs(["secretsmanager:GetSecretValue"], secret)),
+        None: (
+            pairs(["logs:CreateLogStream", "logs:PutLogEvents"], ARN("FetcherLogGroup"))
+            | pairs(["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"], ARN("KillmailQueue"))
+            | pairs(["sqs:SendMessage"], ARN("KillmailDLQ"))
+            | pairs(["secretsmanager:GetSecretValue"], secret)
+        ),
         # Only when the fetcher joins a VPC: Lambda's ENI management, which EC2 cannot scope further.
         "InVpc": vpc | pairs(["ec2:DescribeNetworkInterfaces"], "*"),
     }
 
 
 def test_no_wildcards_and_no_other_policies():
-    assert not [n for n, r in R.items() if r["Type"] in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy", "AWS::IAM::RolePolicy")]
+    assert not [
+        n for n, r in R.items() if r["Type"] in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy", "AWS::IAM::RolePolicy")
+    ]
     for role in ("PollerRole", "FetcherRole"):
         p = props(role)
         assert "ManagedPolicyArns" not in p
         assert p["AssumeRolePolicyDocument"]["Statement"] == [
-            {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]
+            {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}
+        ]
         for action, resource in grants(role)[None]:
             assert "*" not in action and "*" not in resource, (role, action, resource)
 
@@ -183,10 +217,29 @@ def test_no_secret_in_environment_variables():
 
 def test_environment_names_equal_the_config_contract():
     powertools = {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_LOG_LEVEL"}
-    poller = {"KILLSTREAM_SOURCE", "R2Z2_URL", "REDISQ_URL", "REDISQ_QUEUE_ID", "REDISQ_TTW", "REDISQ_FILTER",
-              "POLL_PACING_MS", "POLL_BUDGET_SECONDS", "QUEUE_URL", "CURSOR_PARAMETER", "USER_AGENT"}
-    fetcher = {"ESI_URL", "ESI_PARALLELISM", "USER_AGENT", "DLQ_URL", "DATABASE_URL", "DB_SECRET_ARN",
-               "DB_SSLMODE", "DB_SSLROOTCERT"}
+    poller = {
+        "KILLSTREAM_SOURCE",
+        "R2Z2_URL",
+        "REDISQ_URL",
+        "REDISQ_QUEUE_ID",
+        "REDISQ_TTW",
+        "REDISQ_FILTER",
+        "POLL_PACING_MS",
+        "POLL_BUDGET_SECONDS",
+        "QUEUE_URL",
+        "CURSOR_PARAMETER",
+        "USER_AGENT",
+    }
+    fetcher = {
+        "ESI_URL",
+        "ESI_PARALLELISM",
+        "USER_AGENT",
+        "DLQ_URL",
+        "DATABASE_URL",
+        "DB_SECRET_ARN",
+        "DB_SSLMODE",
+        "DB_SSLROOTCERT",
+    }
     # Both ways against killstream/config.py: every name it reads is set, and it reads every name set.
     config = (ROOT / "layers/killstream/killstream/config.py").read_text()
     assert set(re.findall(r'"([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+)"', config)) == poller | fetcher
@@ -201,8 +254,18 @@ def test_environment_names_equal_the_config_contract():
 # ------------------------------------------------------------------ alarms, dashboard, outputs, database
 
 ALARMS = {  # logical id: (namespace, metric, dimension name, dimension value)
-    "DlqNotEmptyAlarm": ("AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", {"Fn::GetAtt": ["KillmailDLQ", "QueueName"]}),
-    "QueueBacklogAlarm": ("AWS/SQS", "ApproximateAgeOfOldestMessage", "QueueName", {"Fn::GetAtt": ["KillmailQueue", "QueueName"]}),
+    "DlqNotEmptyAlarm": (
+        "AWS/SQS",
+        "ApproximateNumberOfMessagesVisible",
+        "QueueName",
+        {"Fn::GetAtt": ["KillmailDLQ", "QueueName"]},
+    ),
+    "QueueBacklogAlarm": (
+        "AWS/SQS",
+        "ApproximateAgeOfOldestMessage",
+        "QueueName",
+        {"Fn::GetAtt": ["KillmailQueue", "QueueName"]},
+    ),
     "PollerErrorsAlarm": ("AWS/Lambda", "Errors", "FunctionName", REF("PollerFunction")),
     "StreamStalledAlarm": ("killstream", "PackagesReceived", "service", "poller"),
     "FetcherErrorsAlarm": ("AWS/Lambda", "Errors", "FunctionName", REF("FetcherFunction")),
@@ -217,27 +280,37 @@ def test_alarms_exist_and_notify_the_topic():
         assert props(name)["AlarmActions"] == [REF("AlarmTopic")], name
     for name, (namespace, metric, dimension, value) in ALARMS.items():
         p = props(name)
-        assert (p["Namespace"], p["MetricName"], p["Dimensions"]) == (namespace, metric, [{"Name": dimension, "Value": value}])
+        assert (p["Namespace"], p["MetricName"], p["Dimensions"]) == (
+            namespace,
+            metric,
+            [{"Name": dimension, "Value": value}],
+        )
     assert props("QueueBacklogAlarm")["Threshold"] == 300
     stalled = props("StreamStalledAlarm")
     assert stalled["Period"] * stalled["EvaluationPeriods"] == 1800 and stalled["TreatMissingData"] == "breaching"
     throttled = [m["MetricStat"]["Metric"] for m in props("ThrottlesAlarm")["Metrics"] if "MetricStat" in m]
     assert {(m["MetricName"], m["Dimensions"][0]["Value"]["Ref"]) for m in throttled} == {
-        ("Throttles", "PollerFunction"), ("Throttles", "FetcherFunction")}
+        ("Throttles", "PollerFunction"),
+        ("Throttles", "FetcherFunction"),
+    }
     assert R["AlarmTopic"]["Type"] == "AWS::SNS::Topic" and R["AlarmEmailSubscription"]["Condition"] == "HasAlarmEmail"
 
 
 def test_dashboard_is_json_and_shows_every_metric():
     body = re.sub(r"\$\{[^}]+\}", "x", props("Dashboard")["DashboardBody"]["Fn::Sub"])
     text = json.dumps(json.loads(body))
-    metrics = ("PackagesReceived PackagesEnqueued EmptyPolls RateLimited SourceErrors InvalidPackages EsiDroppedForSize "
-               "SequenceGaps CursorLag PollSeconds SourceRefused EnqueueFailures KillmailsStored KillmailsDuplicate "
-               "ZkbUpdated EsiFetches EsiErrors EsiRateLimited PermanentFailures TransientFailures IngestLagSeconds DbWriteMs")
+    metrics = (
+        "PackagesReceived PackagesEnqueued EmptyPolls RateLimited SourceErrors InvalidPackages EsiDroppedForSize "
+        "SequenceGaps CursorLag PollSeconds SourceRefused EnqueueFailures KillmailsStored KillmailsDuplicate "
+        "ZkbUpdated EsiFetches EsiErrors EsiRateLimited PermanentFailures TransientFailures IngestLagSeconds DbWriteMs"
+    )
     assert [m for m in metrics.split() if f'"{m}"' not in text] == []
 
 
 def test_outputs_and_optional_database():
-    assert {"KillmailQueueUrl", "KillmailDLQUrl", "PollerFunctionName", "FetcherFunctionName", "DashboardUrl"} <= set(T["Outputs"])
+    assert {"KillmailQueueUrl", "KillmailDLQUrl", "PollerFunctionName", "FetcherFunctionName", "DashboardUrl"} <= set(
+        T["Outputs"]
+    )
     db = R["Database"]
     assert db["Condition"] == "CreateDb" and db["DeletionPolicy"] == "Snapshot"
     p = props("Database")
@@ -248,13 +321,18 @@ def test_outputs_and_optional_database():
 
 # ------------------------------------------------------------------ samconfig.toml and events/
 
+
 def test_samconfig_environments_match_the_parameters():
     config = tomllib.loads((ROOT / "samconfig.toml").read_text())
     assert {"default", "prod"} <= set(config)
     for stage, environment in (("dev", config["default"]), ("prod", config["prod"])):
         assert environment["build"]["parameters"] == {"cached": True, "parallel": True}
         deploy = environment["deploy"]["parameters"]
-        assert deploy["resolve_s3"] is True and deploy["confirm_changeset"] is True and "CAPABILITY_IAM" in deploy["capabilities"]
+        assert (
+            deploy["resolve_s3"] is True
+            and deploy["confirm_changeset"] is True
+            and "CAPABILITY_IAM" in deploy["capabilities"]
+        )
         overrides = dict(item.split("=", 1) for item in deploy["parameter_overrides"])
         assert overrides["Stage"] == stage
         for key, value in overrides.items():
@@ -279,6 +357,7 @@ def test_events_match_the_package_contract():
 
 # ------------------------------------------------------------------ the tools, as CI runs them
 
+
 def required_tool(name: str) -> str:
     """requirements-dev.txt pins cfn-lint and the SAM CLI: missing is a failure, not a skip."""
     path = tool(name)
@@ -287,7 +366,11 @@ def required_tool(name: str) -> str:
 
 
 def run(command: list[str], cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "SAM_CLI_TELEMETRY": "0", "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1")}
+    environment = {
+        **os.environ,
+        "SAM_CLI_TELEMETRY": "0",
+        "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+    }
     return subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=600)
 
 
@@ -298,20 +381,26 @@ def test_cfn_lint_is_clean():
 
 
 def test_sam_validate_lint_is_clean():
-    result = run([required_tool("sam"), "validate", "--lint", "--template-file", "template.yaml", "--region", "us-east-1"])
+    result = run(
+        [required_tool("sam"), "validate", "--lint", "--template-file", "template.yaml", "--region", "us-east-1"]
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_sam_build_makes_arm64_layers(tmp_path):
     build = tmp_path / "build"
-    result = run([required_tool("sam"), "build", "--template-file", "template.yaml", "--build-dir", str(build), "--no-cached"])
+    result = run(
+        [required_tool("sam"), "build", "--template-file", "template.yaml", "--build-dir", str(build), "--no-cached"]
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     site = build / "DependenciesLayer" / "python"
     assert list(site.glob("psycopg2/_psycopg.cpython-313-aarch64-linux-gnu.so"))
     assert not (site / "boto3").exists() and not (site / "botocore").exists()  # the runtime provides them
     package = build / "KillstreamLayer" / "python" / "killstream"
     assert (package / "__init__.py").exists()
-    assert {p.name for p in (ROOT / "layers/killstream/killstream/storage/sql").glob("*.sql")} == {p.name for p in (package / "storage" / "sql").glob("*.sql")}
+    assert {p.name for p in (ROOT / "layers/killstream/killstream/storage/sql").glob("*.sql")} == {
+        p.name for p in (package / "storage" / "sql").glob("*.sql")
+    }
     for function in ("PollerFunction", "FetcherFunction"):
         assert (build / function / "app.py").exists()
 

@@ -20,7 +20,8 @@ from killstream.storage.connection import Database
 from killstream.storage.migrations import migration_files
 
 needs_embedded_server = pytest.mark.skipif(
-    bool(os.environ.get("DATABASE_URL")), reason="stops or reconfigures the embedded server; DATABASE_URL is set")
+    bool(os.environ.get("DATABASE_URL")), reason="stops or reconfigures the embedded server; DATABASE_URL is set"
+)
 
 
 def backend_pid(conn) -> int:
@@ -109,6 +110,7 @@ def test_sslmode_is_applied_to_the_connection(database_url):
 
 # --- credentials from Secrets Manager --------------------------------------------------------
 
+
 @contextmanager
 def password_role(postgres_server, database_url):
     """A login role that must give its password (the embedded server trusts everyone else)."""
@@ -144,8 +146,12 @@ def secret_for(role: str, password: str, database_url: str, postgres_server, *, 
     """An RDS-style secret; one that does not locate the database holds only the credentials."""
     secret = {"username": role, "password": password}
     if locates:
-        secret |= {"engine": "postgres", "host": "127.0.0.1", "port": postgres_server.port,
-                   "dbname": database_url.rsplit("/", 1)[1]}
+        secret |= {
+            "engine": "postgres",
+            "host": "127.0.0.1",
+            "port": postgres_server.port,
+            "dbname": database_url.rsplit("/", 1)[1],
+        }
     return json.dumps(secret)
 
 
@@ -177,8 +183,10 @@ def test_a_rotated_password_is_fetched_again_once_and_the_connection_made(aws, p
     locates = shape == "secret locates"
     url = None if locates else location_only(database_url)
     with password_role(postgres_server, database_url) as role:
-        arn = client.create_secret(Name="killstream/db", SecretString=secret_for(
-            role, "first-password", database_url, postgres_server, locates=locates))["ARN"]
+        arn = client.create_secret(
+            Name="killstream/db",
+            SecretString=secret_for(role, "first-password", database_url, postgres_server, locates=locates),
+        )["ARN"]
         secrets = RecordingSecrets()
         database = Database(secret_config(arn, url=url), get_secret=secrets)
         assert database.run(whoami) == role
@@ -187,8 +195,10 @@ def test_a_rotated_password_is_fetched_again_once_and_the_connection_made(aws, p
             admin.autocommit = True
             with admin.cursor() as cur:
                 cur.execute(f"ALTER ROLE {role} PASSWORD 'second-password'")
-        client.put_secret_value(SecretId=arn, SecretString=secret_for(
-            role, "second-password", database_url, postgres_server, locates=locates))
+        client.put_secret_value(
+            SecretId=arn,
+            SecretString=secret_for(role, "second-password", database_url, postgres_server, locates=locates),
+        )
         terminate(postgres_server.url, database.run(backend_pid))
         assert database.run(whoami) == role
         # Second connect: the cached (old) password failed, so the secret was fetched again, once.
@@ -200,8 +210,9 @@ def test_a_rotated_password_is_fetched_again_once_and_the_connection_made(aws, p
 def test_a_password_still_wrong_after_the_refetch_is_database_unavailable(aws, postgres_server, database_url):
     client = boto3.client("secretsmanager")
     with password_role(postgres_server, database_url) as role:
-        arn = client.create_secret(Name="killstream/db",
-                                   SecretString=secret_for(role, "wrong-password", database_url, postgres_server))["ARN"]
+        arn = client.create_secret(
+            Name="killstream/db", SecretString=secret_for(role, "wrong-password", database_url, postgres_server)
+        )["ARN"]
         secrets = RecordingSecrets()
         database = Database(secret_config(arn), get_secret=secrets)
         with pytest.raises(DatabaseUnavailable, match="authentication failed"):
@@ -212,9 +223,18 @@ def test_a_password_still_wrong_after_the_refetch_is_database_unavailable(aws, p
 def test_the_secret_path_insists_on_verified_tls_by_default(aws, database_url):
     client = boto3.client("secretsmanager")
     host, port = database_url.split("@", 1)[1].split("/", 1)[0].rsplit(":", 1)
-    arn = client.create_secret(Name="killstream/db", SecretString=json.dumps(
-        {"host": host, "port": int(port), "username": "postgres", "password": "x",
-         "dbname": database_url.rsplit("/", 1)[1]}))["ARN"]
+    arn = client.create_secret(
+        Name="killstream/db",
+        SecretString=json.dumps(
+            {
+                "host": host,
+                "port": int(port),
+                "username": "postgres",
+                "password": "x",
+                "dbname": database_url.rsplit("/", 1)[1],
+            }
+        ),
+    )["ARN"]
     config = DatabaseConfig.from_env({"DB_SECRET_ARN": arn})
     assert config.sslmode == "verify-full"
     with pytest.raises(DatabaseUnavailable, match="SSL"):
@@ -237,8 +257,9 @@ def test_a_secret_without_credentials_names_the_variable(aws):
 def test_a_secret_that_must_locate_the_database_needs_its_host(aws, database_url):
     client = boto3.client("secretsmanager")
     password = urlsplit(database_url).password or "unused-with-trust"
-    arn = client.create_secret(Name="killstream/db", SecretString=json.dumps(
-        {"username": "postgres", "password": password}))["ARN"]
+    arn = client.create_secret(
+        Name="killstream/db", SecretString=json.dumps({"username": "postgres", "password": password})
+    )["ARN"]
     with pytest.raises(ConfigError, match="DB_SECRET_ARN.*host"):
         Database(secret_config(arn), get_secret=SecretsProvider().get).run(whoami)
     # Once DATABASE_URL says where, the same secret is enough.

@@ -38,37 +38,48 @@ def queues(monkeypatch):
         sqs = boto3.client("sqs", region_name=REGION)
         dlq_url = sqs.create_queue(QueueName="killstream-dlq")["QueueUrl"]
         dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        queue_url = sqs.create_queue(QueueName="killstream-killmails", Attributes={
-            "VisibilityTimeout": "360",
-            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"}),
-        })["QueueUrl"]
+        queue_url = sqs.create_queue(
+            QueueName="killstream-killmails",
+            Attributes={
+                "VisibilityTimeout": "360",
+                "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"}),
+            },
+        )["QueueUrl"]
         yield Queues(sqs, queue_url, dlq_url)
 
 
 def package_body(killmail_id: int) -> str:
-    return json.dumps({"killmail_id": killmail_id, "hash": HASH,
-                       "zkb": {"hash": HASH, "totalValue": 1.5e7}, "source": "r2z2"})
+    return json.dumps(
+        {"killmail_id": killmail_id, "hash": HASH, "zkb": {"hash": HASH, "totalValue": 1.5e7}, "source": "r2z2"}
+    )
 
 
 def provenance(killmail_id: int) -> dict:
-    return {"source": {"DataType": "String", "StringValue": "r2z2"},
-            "killmail_id": {"DataType": "Number", "StringValue": str(killmail_id)}}
+    return {
+        "source": {"DataType": "String", "StringValue": "r2z2"},
+        "killmail_id": {"DataType": "Number", "StringValue": str(killmail_id)},
+    }
 
 
 def fail_permanently(q: Queues, killmail_id: int, error_type: str, error_message: str) -> None:
     """What the fetcher does with a permanent failure."""
-    q.sqs.send_message(QueueUrl=q.dlq_url, MessageBody=package_body(killmail_id), MessageAttributes={
-        **provenance(killmail_id),
-        "error_type": {"DataType": "String", "StringValue": error_type},
-        "error_message": {"DataType": "String", "StringValue": error_message},
-    })
+    q.sqs.send_message(
+        QueueUrl=q.dlq_url,
+        MessageBody=package_body(killmail_id),
+        MessageAttributes={
+            **provenance(killmail_id),
+            "error_type": {"DataType": "String", "StringValue": error_type},
+            "error_message": {"DataType": "String", "StringValue": error_message},
+        },
+    )
 
 
 def exhaust_retries(q: Queues, killmail_ids: list[int]) -> None:
     """Transient failures: the package is received 5 times and SQS's redrive policy moves it."""
     for killmail_id in killmail_ids:
-        q.sqs.send_message(QueueUrl=q.queue_url, MessageBody=package_body(killmail_id),
-                           MessageAttributes=provenance(killmail_id))
+        q.sqs.send_message(
+            QueueUrl=q.queue_url, MessageBody=package_body(killmail_id), MessageAttributes=provenance(killmail_id)
+        )
     for _ in range(6):
         for _ in range(len(killmail_ids) // 10 + 1):
             q.sqs.receive_message(QueueUrl=q.queue_url, MaxNumberOfMessages=10, VisibilityTimeout=0)
@@ -77,15 +88,17 @@ def exhaust_retries(q: Queues, killmail_ids: list[int]) -> None:
 
 def counts(sqs, url: str) -> tuple[int, int]:
     attributes = sqs.get_queue_attributes(
-        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        QueueUrl=url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
     )["Attributes"]
     return int(attributes["ApproximateNumberOfMessages"]), int(attributes["ApproximateNumberOfMessagesNotVisible"])
 
 
 def take_all(sqs, url: str) -> list[dict]:
     messages = []
-    while batch := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=300,
-                                       MessageAttributeNames=["All"]).get("Messages", []):
+    while batch := sqs.receive_message(
+        QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=300, MessageAttributeNames=["All"]
+    ).get("Messages", []):
         messages.extend(batch)
     return messages
 
@@ -147,9 +160,14 @@ def test_inspection_table_lists_counts_and_messages(mixed_dlq):
 
 def test_redrive_moves_only_the_selected_error_types_and_makes_them_look_fresh(mixed_dlq):
     progress = []
-    result = redrive(mixed_dlq.sqs, mixed_dlq.dlq_url, mixed_dlq.queue_url,
-                         error_types=["retries_exhausted", "invalid_package"], progress=progress.append,
-                         wait_seconds=0)
+    result = redrive(
+        mixed_dlq.sqs,
+        mixed_dlq.dlq_url,
+        mixed_dlq.queue_url,
+        error_types=["retries_exhausted", "invalid_package"],
+        progress=progress.append,
+        wait_seconds=0,
+    )
 
     assert (result.method, result.moved, result.failed, result.skipped) == ("loop", 3, 0, 12)
     assert result.by_error_type == {"retries_exhausted": 2, "invalid_package": 1} and result.ok
@@ -170,8 +188,9 @@ def test_redrive_ends_when_only_unselected_messages_keep_coming_back(queues):
     for killmail_id in (1, 2, 3):
         fail_permanently(queues, killmail_id, "esi_not_found", "ESI 404")
 
-    result = redrive(queues.sqs, queues.dlq_url, queues.queue_url, error_types=["invalid_package"],
-                         hold_seconds=0, wait_seconds=0)
+    result = redrive(
+        queues.sqs, queues.dlq_url, queues.queue_url, error_types=["invalid_package"], hold_seconds=0, wait_seconds=0
+    )
 
     assert (result.moved, result.skipped) == (0, 3)
     assert counts(queues.sqs, queues.dlq_url) == (3, 0)
@@ -187,8 +206,14 @@ def test_redrive_of_everything_falls_back_to_the_loop_because_moto_has_no_move_t
 
 
 def test_dry_run_reports_what_would_move_and_moves_nothing(mixed_dlq):
-    result = redrive(mixed_dlq.sqs, mixed_dlq.dlq_url, mixed_dlq.queue_url,
-                         error_types=["esi_not_found"], dry_run=True, wait_seconds=0)
+    result = redrive(
+        mixed_dlq.sqs,
+        mixed_dlq.dlq_url,
+        mixed_dlq.queue_url,
+        error_types=["esi_not_found"],
+        dry_run=True,
+        wait_seconds=0,
+    )
 
     assert (result.dry_run, result.moved, result.skipped) == (True, 12, 3)
     assert result.by_error_type == {"esi_not_found": 12}
@@ -204,12 +229,18 @@ def test_an_entry_whose_send_failed_stays_in_the_dlq(mixed_dlq, monkeypatch):
         doomed = [e for e in Entries if json.loads(e["MessageBody"])["killmail_id"] == 2000]
         answer = real_send(QueueUrl=QueueUrl, Entries=[e for e in Entries if e not in doomed])
         answer.setdefault("Failed", []).extend(
-            {"Id": e["Id"], "SenderFault": False, "Code": "InternalError", "Message": "injected"} for e in doomed)
+            {"Id": e["Id"], "SenderFault": False, "Code": "InternalError", "Message": "injected"} for e in doomed
+        )
         return answer
 
     monkeypatch.setattr(mixed_dlq.sqs, "send_message_batch", send_failing_killmail_2000)
-    result = redrive(mixed_dlq.sqs, mixed_dlq.dlq_url, mixed_dlq.queue_url,
-                         error_types=["invalid_package", "retries_exhausted"], wait_seconds=0)
+    result = redrive(
+        mixed_dlq.sqs,
+        mixed_dlq.dlq_url,
+        mixed_dlq.queue_url,
+        error_types=["invalid_package", "retries_exhausted"],
+        wait_seconds=0,
+    )
 
     assert (result.moved, result.failed, result.ok) == (2, 1, False)
     assert "killmail 2000" in result.failures[0] and "InternalError injected" in result.failures[0]
@@ -236,11 +267,14 @@ def run_cli(argv: list[str]) -> int:
     return args.func(args)
 
 
-@pytest.mark.parametrize("argv, variable", [
-    (["dlq"], "DLQ_URL"),
-    (["redrive", "--queue-url", "https://sqs.us-east-1.amazonaws.com/123456789012/q"], "DLQ_URL"),
-    (["redrive", "--dlq-url", "https://sqs.us-east-1.amazonaws.com/123456789012/d"], "QUEUE_URL"),
-])
+@pytest.mark.parametrize(
+    "argv, variable",
+    [
+        (["dlq"], "DLQ_URL"),
+        (["redrive", "--queue-url", "https://sqs.us-east-1.amazonaws.com/123456789012/q"], "DLQ_URL"),
+        (["redrive", "--dlq-url", "https://sqs.us-east-1.amazonaws.com/123456789012/d"], "QUEUE_URL"),
+    ],
+)
 def test_cli_without_a_queue_url_names_the_variable(queues, capsys, argv, variable):
     assert run_cli(argv) == 2
     assert variable in capsys.readouterr().err

@@ -27,20 +27,34 @@ from tests.support.stored import assert_stored_as, assert_zkb, count_rows
 
 UA = "killstream-tests/0.1 (tests@example.com)"
 needs_embedded_server = pytest.mark.skipif(
-    bool(os.environ.get("DATABASE_URL")), reason="stops the embedded server; DATABASE_URL is set")
+    bool(os.environ.get("DATABASE_URL")), reason="stops the embedded server; DATABASE_URL is set"
+)
 
 
 def body(doc: dict, *, inline: bool, sequence_id: int | None = None, zkb: dict | None = None) -> str:
     esi, killmail_hash = split_hash(doc)
-    return Package(killmail_id=doc["killmail_id"], hash=killmail_hash, zkb=zkb or zkb_for(doc), source="r2z2",
-                   esi=esi if inline else None, sequence_id=sequence_id).to_body()
+    return Package(
+        killmail_id=doc["killmail_id"],
+        hash=killmail_hash,
+        zkb=zkb or zkb_for(doc),
+        source="r2z2",
+        esi=esi if inline else None,
+        sequence_id=sequence_id,
+    ).to_body()
 
 
 def record(message_body: str, message_id: str | None = None) -> dict:
-    return {"messageId": message_id or str(uuid.uuid4()), "receiptHandle": "handle", "body": message_body,
-            "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": str(int(time.time() * 1000))},
-            "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
-            "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:killstream-packages", "awsRegion": "us-east-1"}
+    return {
+        "messageId": message_id or str(uuid.uuid4()),
+        "receiptHandle": "handle",
+        "body": message_body,
+        "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": str(int(time.time() * 1000))},
+        "messageAttributes": {},
+        "md5OfBody": "",
+        "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:killstream-packages",
+        "awsRegion": "us-east-1",
+    }
 
 
 class Harness:
@@ -59,8 +73,9 @@ class Harness:
         sqs = boto3.client("sqs")
         letters = []
         while True:
-            answer = sqs.receive_message(QueueUrl=self.dlq_url, MaxNumberOfMessages=10,
-                                         MessageAttributeNames=["All"], WaitTimeSeconds=0)
+            answer = sqs.receive_message(
+                QueueUrl=self.dlq_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"], WaitTimeSeconds=0
+            )
             if not answer.get("Messages"):
                 return letters
             for message in answer["Messages"]:
@@ -116,15 +131,22 @@ def output(capfd, caplog) -> tuple[list[dict], Counter]:
 
 def store_directly(database_url: str, docs: list[dict]) -> None:
     with closing(connect(database_url)) as conn:
-        KillmailStore(conn).write([
-            KillmailRecord(parse_killmail(split_hash(doc)[0]), doc["killmail_hash"], parse_zkb(zkb_for(doc)), "r2z2")
-            for doc in docs
-        ])
+        KillmailStore(conn).write(
+            [
+                KillmailRecord(
+                    parse_killmail(split_hash(doc)[0]), doc["killmail_hash"], parse_zkb(zkb_for(doc)), "r2z2"
+                )
+                for doc in docs
+            ]
+        )
 
 
 # --- one batch, every kind of message ----------------------------------------------------------
 
-def test_a_mixed_batch_stores_the_good_dead_letters_the_bad_and_returns_the_transient(make_harness, sample_killmails, capfd, caplog):
+
+def test_a_mixed_batch_stores_the_good_dead_letters_the_bad_and_returns_the_transient(
+    make_harness, sample_killmails, capfd, caplog
+):
     docs = sample_killmails[:8]
     stored, inline, fetched, unknown_hash, mismatched, flaky, invalid_inline = docs[:7]
     h = make_harness(docs)
@@ -165,8 +187,14 @@ def test_a_mixed_batch_stores_the_good_dead_letters_the_bad_and_returns_the_tran
     assert letters["esi_mismatch"]["killmail_id"] == str(mismatched["killmail_id"])
     assert letters["esi_mismatch"]["source"] == "r2z2"
     # ESI was asked only for what the batch lacked; the 404 was not retried, the 503 was.
-    assert h.esi.hits == Counter({fetched["killmail_id"]: 1, unknown_hash["killmail_id"]: 1,
-                                  mismatched["killmail_id"]: 1, flaky["killmail_id"]: 3})
+    assert h.esi.hits == Counter(
+        {
+            fetched["killmail_id"]: 1,
+            unknown_hash["killmail_id"]: 1,
+            mismatched["killmail_id"]: 1,
+            flaky["killmail_id"]: 3,
+        }
+    )
 
     lines, totals = output(capfd, caplog)
     outcomes = Counter((line["killmail_id"], line["outcome"]) for line in lines)
@@ -181,10 +209,26 @@ def test_a_mixed_batch_stores_the_good_dead_letters_the_bad_and_returns_the_tran
     assert failed[flaky["killmail_id"]]["error_type"] == "esi_unavailable"
     saved = next(line for line in lines if line["outcome"] == "saved" and line["killmail_id"] == fetched["killmail_id"])
     assert saved["total_value"] == zkb_for(fetched)["totalValue"]
-    assert {name: totals[name] for name in ("KillmailsStored", "KillmailsDuplicate", "ZkbUpdated", "EsiFetches",
-                                             "EsiErrors", "PermanentFailures", "TransientFailures")} == {
-        "KillmailsStored": 2, "KillmailsDuplicate": 1, "ZkbUpdated": 0, "EsiFetches": 6, "EsiErrors": 4,
-        "PermanentFailures": 4, "TransientFailures": 1}
+    assert {
+        name: totals[name]
+        for name in (
+            "KillmailsStored",
+            "KillmailsDuplicate",
+            "ZkbUpdated",
+            "EsiFetches",
+            "EsiErrors",
+            "PermanentFailures",
+            "TransientFailures",
+        )
+    } == {
+        "KillmailsStored": 2,
+        "KillmailsDuplicate": 1,
+        "ZkbUpdated": 0,
+        "EsiFetches": 6,
+        "EsiErrors": 4,
+        "PermanentFailures": 4,
+        "TransientFailures": 1,
+    }
     assert totals["IngestLagSeconds"] > 0
     assert totals["DbWriteMs"] > 0
 
@@ -202,6 +246,7 @@ def test_the_transient_message_is_stored_on_redelivery(make_harness, sample_kill
 
 
 # --- what nobody foresaw fails its own record, not the batch ------------------------------------
+
 
 def only_one_dead_lettered(h, records, docs, bad) -> dict:
     """The batch succeeds, every doc but `bad` is stored as sent, and `bad` is the one dead letter."""
@@ -228,7 +273,9 @@ def test_an_esi_body_nested_too_deeply_is_dead_lettered_alone_and_the_rest_store
     assert h.esi.hits[nested["killmail_id"]] == 1
 
 
-def test_an_unexpected_error_in_one_fetch_makes_that_record_alone_transient(make_harness, sample_killmails, capfd, caplog):
+def test_an_unexpected_error_in_one_fetch_makes_that_record_alone_transient(
+    make_harness, sample_killmails, capfd, caplog
+):
     docs = sample_killmails[:4]
     broken = docs[1]
     h = make_harness(docs)
@@ -239,6 +286,7 @@ def test_an_unexpected_error_in_one_fetch_makes_that_record_alone_transient(make
         if killmail_id == broken["killmail_id"]:
             raise RuntimeError("nobody saw this coming")
         return fetch(killmail_id, killmail_hash, deadline)
+
     esi.fetch = fetch_or_fail
     records = [record(body(doc, inline=n % 2 == 0)) for n, doc in enumerate(docs)]
     output(capfd, caplog)
@@ -259,16 +307,25 @@ def test_an_unexpected_error_in_one_fetch_makes_that_record_alone_transient(make
     assert (totals["KillmailsStored"], totals["TransientFailures"]) == (3, 1)
 
 
-def test_a_stored_document_that_no_longer_validates_makes_that_record_alone_transient(make_harness, sample_killmails, capfd, caplog):
+def test_a_stored_document_that_no_longer_validates_makes_that_record_alone_transient(
+    make_harness, sample_killmails, capfd, caplog
+):
     docs = sample_killmails[:3]
     stale, inline, fetched = docs
     h = make_harness(docs)
     store_directly(h.database_url, [stale])
     with h.connect() as conn, conn, conn.cursor() as cur:
         # Stands for a document stored before the validator refused what it holds.
-        cur.execute("""UPDATE killmails SET esi = jsonb_set(esi, '{killmail_time}', '"yesterday"')
-                       WHERE killmail_id = %s""", (stale["killmail_id"],))
-    records = [record(body(stale, inline=False)), record(body(inline, inline=True)), record(body(fetched, inline=False))]
+        cur.execute(
+            """UPDATE killmails SET esi = jsonb_set(esi, '{killmail_time}', '"yesterday"')
+                       WHERE killmail_id = %s""",
+            (stale["killmail_id"],),
+        )
+    records = [
+        record(body(stale, inline=False)),
+        record(body(inline, inline=True)),
+        record(body(fetched, inline=False)),
+    ]
     output(capfd, caplog)
 
     assert failures(h.invoke(records)) == [records[0]["messageId"]]
@@ -287,10 +344,12 @@ def test_a_stored_document_that_no_longer_validates_makes_that_record_alone_tran
 
 
 def test_a_database_secret_without_a_password_makes_the_batch_transient_and_still_dead_letters_the_bad(
-        make_harness, sample_killmails, capfd, caplog):
+    make_harness, sample_killmails, capfd, caplog
+):
     doc = sample_killmails[0]
     arn = boto3.client("secretsmanager").create_secret(
-        Name="killstream/db", SecretString=json.dumps({"username": "killstream"}))["ARN"]
+        Name="killstream/db", SecretString=json.dumps({"username": "killstream"})
+    )["ARN"]
     h = make_harness([doc], DB_SECRET_ARN=arn, DB_SSLMODE="disable")
     good, bad = record(body(doc, inline=True)), record("not json at all")
     output(capfd, caplog)
@@ -309,9 +368,11 @@ def test_a_database_secret_without_a_password_makes_the_batch_transient_and_stil
 
 # --- the database --------------------------------------------------------------------------
 
+
 @needs_embedded_server
 def test_the_database_stopping_mid_batch_makes_every_record_transient_and_the_retry_stores_them(
-        make_harness, sample_killmails, postgres_server):
+    make_harness, sample_killmails, postgres_server
+):
     docs = sample_killmails[10:20]
     h = make_harness(docs)
     records = [record(body(doc, inline=n % 2 == 0)) for n, doc in enumerate(docs)]
@@ -319,6 +380,7 @@ def test_the_database_stopping_mid_batch_makes_every_record_transient_and_the_re
 
     def stop_database(response, *args, **kwargs):
         postgres_server.stop()
+
     session = h.module.fetcher().esi.session
     session.hooks["response"].append(stop_database)
     try:
@@ -341,7 +403,9 @@ def test_the_database_stopping_mid_batch_makes_every_record_transient_and_the_re
 
 
 @needs_embedded_server
-def test_a_database_down_from_the_start_costs_no_esi_request(make_harness, sample_killmails, postgres_server, capfd, caplog):
+def test_a_database_down_from_the_start_costs_no_esi_request(
+    make_harness, sample_killmails, postgres_server, capfd, caplog
+):
     docs = sample_killmails[:4]
     h = make_harness(docs)
     records = [record(body(doc, inline=False)) for doc in docs]
@@ -364,7 +428,8 @@ def test_a_record_the_database_refuses_is_dead_lettered_alone_and_the_rest_store
     h = make_harness(docs)
     with h.connect() as conn, conn, conn.cursor() as cur:
         # Stands for any value a column cannot hold that validation let through (SQLSTATE class 22).
-        cur.execute("""
+        cur.execute(
+            """
             CREATE FUNCTION refuse_one() RETURNS trigger LANGUAGE plpgsql AS $$
             BEGIN
                 IF NEW.killmail_id = %s THEN
@@ -373,7 +438,9 @@ def test_a_record_the_database_refuses_is_dead_lettered_alone_and_the_rest_store
                 RETURN NEW;
             END $$;
             CREATE TRIGGER refuse_one BEFORE INSERT ON killmails FOR EACH ROW EXECUTE FUNCTION refuse_one();
-        """, (refused["killmail_id"],))
+        """,
+            (refused["killmail_id"],),
+        )
     records = [record(body(doc, inline=n % 2 == 0)) for n, doc in enumerate(docs)]
 
     letter = only_one_dead_lettered(h, records, docs, refused)
@@ -384,7 +451,10 @@ def test_a_record_the_database_refuses_is_dead_lettered_alone_and_the_rest_store
 
 # --- exactly once ------------------------------------------------------------------------------
 
-def test_the_same_message_twice_and_the_same_killmail_under_two_sequences_are_stored_once(make_harness, sample_killmails):
+
+def test_the_same_message_twice_and_the_same_killmail_under_two_sequences_are_stored_once(
+    make_harness, sample_killmails
+):
     first, second = sample_killmails[:2]
     h = make_harness([first, second])
     older_zkb = zkb_for(first)
@@ -405,7 +475,9 @@ def test_the_same_message_twice_and_the_same_killmail_under_two_sequences_are_st
     assert h.esi.hits == Counter({second["killmail_id"]: 1})
 
 
-def test_already_stored_killmails_cause_no_esi_request_and_still_take_new_zkb_values(make_harness, sample_killmails, capfd, caplog):
+def test_already_stored_killmails_cause_no_esi_request_and_still_take_new_zkb_values(
+    make_harness, sample_killmails, capfd, caplog
+):
     docs = sample_killmails[:5]
     h = make_harness(docs)
     store_directly(h.database_url, docs)
@@ -428,7 +500,10 @@ def test_already_stored_killmails_cause_no_esi_request_and_still_take_new_zkb_va
 
 # --- ESI's limits across the batch -------------------------------------------------------------
 
-def test_an_error_limited_esi_is_not_called_again_and_the_rest_of_the_batch_is_transient(make_harness, sample_killmails):
+
+def test_an_error_limited_esi_is_not_called_again_and_the_rest_of_the_batch_is_transient(
+    make_harness, sample_killmails
+):
     docs = sample_killmails[:5]
     h = make_harness(docs, ESI_PARALLELISM="1")
     h.esi.fail(docs[0]["killmail_id"], 420, headers={"X-ESI-Error-Limit-Reset": "45"})
@@ -451,12 +526,14 @@ def test_fetches_run_in_parallel_up_to_esi_parallelism(make_harness, sample_kill
     elapsed = time.monotonic() - started
     # 8 fetches of 0.3 s: two rounds of 4 at once, far from 8 × 0.3 one after another.
     assert 0.6 <= elapsed < 1.6
-    in_flight = max(sum(1 for other in h.esi.requests if other.started <= r.started < other.started + 0.3)
-                    for r in h.esi.requests)
+    in_flight = max(
+        sum(1 for other in h.esi.requests if other.started <= r.started < other.started + 0.3) for r in h.esi.requests
+    )
     assert in_flight == 4
 
 
 # --- the DLQ -----------------------------------------------------------------------------------
+
 
 def test_a_permanent_failure_the_dlq_refuses_is_reported_failed_not_dropped(make_harness, sample_killmails):
     good = sample_killmails[0]
@@ -469,6 +546,7 @@ def test_a_permanent_failure_the_dlq_refuses_is_reported_failed_not_dropped(make
 
 
 # --- configuration -----------------------------------------------------------------------------
+
 
 @pytest.mark.filterwarnings("ignore:No application metrics")
 def test_configuration_is_read_on_the_first_invocation_and_a_bad_value_names_its_variable(make_harness, monkeypatch):
@@ -488,12 +566,18 @@ def test_the_zkb_href_host_is_never_called(make_harness, sample_killmails):
 
 # --- done when: the 106 real killmails ---------------------------------------------------------
 
+
 def test_the_real_killmails_half_inline_half_from_esi_are_stored_and_a_redelivery_changes_nothing(
-        make_harness, real_killmails, capfd, caplog):
+    make_harness, real_killmails, capfd, caplog
+):
     h = make_harness(real_killmails)
-    batches = [[record(body(doc, inline=n % 2 == 0, sequence_id=1000 + n))
-                for n, doc in enumerate(real_killmails[i:i + 10], start=i)]
-               for i in range(0, len(real_killmails), 10)]
+    batches = [
+        [
+            record(body(doc, inline=n % 2 == 0, sequence_id=1000 + n))
+            for n, doc in enumerate(real_killmails[i : i + 10], start=i)
+        ]
+        for i in range(0, len(real_killmails), 10)
+    ]
     output(capfd, caplog)
 
     started = time.monotonic()
@@ -521,7 +605,11 @@ def test_the_real_killmails_half_inline_half_from_esi_are_stored_and_a_redeliver
     assert second["KillmailsDuplicate"] == len(real_killmails)
     with h.connect() as conn:
         assert {table: count_rows(conn, table) for table in rows} == rows
-    print(f"\nfirst delivery: {len(batches)} batches, stored {first['KillmailsStored']:.0f}, "
-          f"ESI requests {first_hits}, {first_seconds:.2f} s; rows {rows}")
-    print(f"second delivery: stored {second['KillmailsStored']:.0f}, duplicates {second['KillmailsDuplicate']:.0f}, "
-          f"ESI requests {h.esi.total_hits - first_hits}, {second_seconds:.2f} s")
+    print(
+        f"\nfirst delivery: {len(batches)} batches, stored {first['KillmailsStored']:.0f}, "
+        f"ESI requests {first_hits}, {first_seconds:.2f} s; rows {rows}"
+    )
+    print(
+        f"second delivery: stored {second['KillmailsStored']:.0f}, duplicates {second['KillmailsDuplicate']:.0f}, "
+        f"ESI requests {h.esi.total_hits - first_hits}, {second_seconds:.2f} s"
+    )

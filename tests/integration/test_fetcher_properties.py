@@ -19,8 +19,11 @@ from tests.support.messages import SOURCES, body_of, mutated, parse_or_error, wi
 from tests.support.stored import assert_zkb, normalize_esi, rebuild_esi
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                   HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(st.sampled_from(SOURCES).flatmap(lambda doc: st.tuples(st.just(doc), mutated(doc))))
 def test_a_mutated_killmail_is_rejected_with_a_typed_error_or_stored_exactly(database_url, conn, source):
     original, doc = source
@@ -57,5 +60,3 @@ def stored_document(conn, killmail_id: int):
     with conn.cursor() as cur:
         cur.execute("SELECT esi::text FROM killmails WHERE killmail_id = %s", (killmail_id,))
         return as_json_numbers(cur.fetchone()[0])
-
-

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from itertools import pairwise
 from urllib.parse import urlsplit
 
 import boto3
@@ -71,8 +72,19 @@ class Rig:
     """Source, sink and cursor store wired as Poller.from_config wires them, with the clock,
     timeouts and SQS client a test chooses. `starts` is every answered request as (clock, path)."""
 
-    def __init__(self, server: R2Z2Server, queue_url: str, parameter: str, *, pacing: float = 0.0,
-                 budget: float = 50.0, clock=None, sleep=None, read_timeout: float = 5.0, sqs=None):
+    def __init__(
+        self,
+        server: R2Z2Server,
+        queue_url: str,
+        parameter: str,
+        *,
+        pacing: float = 0.0,
+        budget: float = 50.0,
+        clock=None,
+        sleep=None,
+        read_timeout: float = 5.0,
+        sqs=None,
+    ):
         self.clock = clock or FakeClock()
         sleep = sleep or self.clock.sleep
         self.gate = Gate(pacing, clock=self.clock, sleep=sleep)
@@ -84,7 +96,8 @@ class Rig:
         self.poller = Poller(self.source, sink, self.store, self.gate, self.counts, budget_seconds=budget)
         self.starts: list[tuple[float, str]] = []
         self.client.session.hooks["response"].append(
-            lambda response, *args, **kwargs: self.starts.append((self.clock(), urlsplit(response.url).path)))
+            lambda response, *args, **kwargs: self.starts.append((self.clock(), urlsplit(response.url).path))
+        )
 
     def tick(self, remaining_ms=None) -> dict:
         return self.poller.tick(remaining_ms)
@@ -102,6 +115,7 @@ def served(server: R2Z2Server, sequence: int) -> dict:
 
 
 # --- "Done when" --------------------------------------------------------------------------------
+
 
 class TimeUntilAsked(LambdaContext):
     """A Lambda context with its whole timeout left until the server has been asked for `path`,
@@ -121,15 +135,22 @@ class TimeUntilAsked(LambdaContext):
 
 @pytest.mark.slow
 def test_done_when_one_invocation_at_10_ms_pacing_enqueues_500_packages_in_order(
-        r2z2, queue_url, cursor_parameter, monkeypatch, capsys):
+    r2z2, queue_url, cursor_parameter, monkeypatch, capsys
+):
     """Real time, through the real handler: 500 requests at 10 ms pacing take at least 5 s, however
     fast the machine. The invocation's time runs out once the feed answered past its head (the
     404 for 501), however slow the machine: the one invocation drains all 500, in order."""
     published = publish(r2z2, renumber(DOCS, 500))
     set_cursor(cursor_parameter, "0")
-    for name, value in {"KILLSTREAM_SOURCE": "r2z2", "R2Z2_URL": r2z2.url, "QUEUE_URL": queue_url,
-                        "CURSOR_PARAMETER": cursor_parameter, "USER_AGENT": UA, "POLL_PACING_MS": "10",
-                        "POLL_BUDGET_SECONDS": "900"}.items():
+    for name, value in {
+        "KILLSTREAM_SOURCE": "r2z2",
+        "R2Z2_URL": r2z2.url,
+        "QUEUE_URL": queue_url,
+        "CURSOR_PARAMETER": cursor_parameter,
+        "USER_AGENT": UA,
+        "POLL_PACING_MS": "10",
+        "POLL_BUDGET_SECONDS": "900",
+    }.items():
         monkeypatch.setenv(name, value)
     handler = load_handler_module("poller").handler
     summary = handler({}, TimeUntilAsked(r2z2, "/ephemeral/501.json"))
@@ -148,8 +169,9 @@ def test_done_when_default_pacing_and_a_50_s_budget_make_at_most_101_requests(r2
     (Poller.from_config, the Lambda context's remaining time, boto3 through AWS_ENDPOINT_URL)."""
     publish(r2z2, renumber(DOCS, 500))
     set_cursor(cursor_parameter, "0")
-    config = PollerConfig.from_env({"R2Z2_URL": r2z2.url, "QUEUE_URL": queue_url, "CURSOR_PARAMETER": cursor_parameter,
-                                    "USER_AGENT": UA})
+    config = PollerConfig.from_env(
+        {"R2Z2_URL": r2z2.url, "QUEUE_URL": queue_url, "CURSOR_PARAMETER": cursor_parameter, "USER_AGENT": UA}
+    )
     assert (config.pacing_ms, config.budget_seconds) == (500, 50)
     clock = FakeClock()
     poller = Poller.from_config(config, clock=clock, sleep=clock.sleep)
@@ -163,6 +185,7 @@ def test_done_when_default_pacing_and_a_50_s_budget_make_at_most_101_requests(r2
 
 # --- the packages -------------------------------------------------------------------------------
 
+
 def test_packages_arrive_in_sequence_order_with_the_right_bodies(r2z2, queue_url, cursor_parameter):
     docs = DOCS[:6]
     publish(r2z2, docs[:4])
@@ -175,11 +198,14 @@ def test_packages_arrive_in_sequence_order_with_the_right_bodies(r2z2, queue_url
     expected = []
     for sequence in range(1, 8):
         file = served(r2z2, sequence)
-        expected.append({key: file[key] for key in ("killmail_id", "hash", "zkb", "esi") if key in file}
-                        | {"source": "r2z2", "sequence_id": sequence, "uploaded_at": file["uploaded_at"]})
+        expected.append(
+            {key: file[key] for key in ("killmail_id", "hash", "zkb", "esi") if key in file}
+            | {"source": "r2z2", "sequence_id": sequence, "uploaded_at": file["uploaded_at"]}
+        )
     assert [body for body, _ in received] == expected
     assert [attributes for _, attributes in received] == [
-        {"source": ("String", "r2z2"), "killmail_id": ("Number", str(body["killmail_id"]))} for body in expected]
+        {"source": ("String", "r2z2"), "killmail_id": ("Number", str(body["killmail_id"]))} for body in expected
+    ]
     assert "esi" in expected[0] and "esi" not in expected[5]
     assert expected[6]["killmail_id"] == docs[1]["killmail_id"] and expected[6]["zkb"]["totalValue"] == 1.5e9
     assert summary["cursor"] == 7 and saved_cursor(cursor_parameter) == "7"
@@ -187,8 +213,10 @@ def test_packages_arrive_in_sequence_order_with_the_right_bodies(r2z2, queue_url
 
 def test_an_oversized_package_goes_without_esi(r2z2, queue_url, cursor_parameter):
     doc = dict(DOCS[0])
-    doc["victim"] = {**doc["victim"], "items": [{"flag": 5, "item_type_id": 34, "singleton": 0,
-                                                 "quantity_dropped": n} for n in range(6000)]}
+    doc["victim"] = {
+        **doc["victim"],
+        "items": [{"flag": 5, "item_type_id": 34, "singleton": 0, "quantity_dropped": n} for n in range(6000)],
+    }
     publish(r2z2, [doc, DOCS[1]])
     set_cursor(cursor_parameter, "0")
     summary = Rig(r2z2, queue_url, cursor_parameter, budget=5).tick()
@@ -201,6 +229,7 @@ def test_an_oversized_package_goes_without_esi(r2z2, queue_url, cursor_parameter
 
 # --- pacing, budget, remaining time -------------------------------------------------------------
 
+
 def test_request_starts_measured_at_the_server_are_never_closer_than_the_pacing(r2z2, queue_url, cursor_parameter):
     """Real clock: about 1 s of real pacing. The exact spacing is asserted with a fake clock in
     test_poller_gate; here the server's own arrival times must respect it too."""
@@ -210,7 +239,7 @@ def test_request_starts_measured_at_the_server_are_never_closer_than_the_pacing(
     rig = Rig(r2z2, queue_url, cursor_parameter, pacing=pacing, budget=1.0, clock=time.monotonic, sleep=time.sleep)
     summary = rig.tick()
     starts = [request.started for request in r2z2.requests]
-    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    gaps = [b - a for a, b in pairwise(starts)]
     assert len(starts) >= 6 and summary["enqueued"] == len(starts) - 1
     # Arrival at the server lags the request's start by a scheduling-dependent delay on a busy
     # machine; 10 ms of that is allowed, a tenth of the pacing asserted.
@@ -245,8 +274,10 @@ def test_the_remaining_time_margin_is_respected(r2z2, queue_url, cursor_paramete
 
 # --- the cursor ---------------------------------------------------------------------------------
 
+
 def test_an_sqs_failure_leaves_the_cursor_before_the_unsent_package_and_the_next_tick_resends_it(
-        r2z2, queue_url, cursor_parameter):
+    r2z2, queue_url, cursor_parameter
+):
     docs = DOCS[:5]
     publish(r2z2, docs)
     set_cursor(cursor_parameter, "0")
@@ -299,6 +330,7 @@ def test_the_cursor_store_reads_no_cursor_from_none_and_only_moves_forward(curso
 
 # --- error paths --------------------------------------------------------------------------------
 
+
 def test_a_404_waits_at_least_6_seconds_before_asking_again(r2z2, queue_url, cursor_parameter):
     publish(r2z2, DOCS[:2])
     set_cursor(cursor_parameter, "0")
@@ -306,7 +338,7 @@ def test_a_404_waits_at_least_6_seconds_before_asking_again(r2z2, queue_url, cur
     summary = rig.tick()
     asks = rig.times_of("/ephemeral/3.json")
     assert len(asks) >= 4
-    assert all(b - a >= 6 for a, b in zip(asks, asks[1:]))
+    assert all(b - a >= 6 for a, b in pairwise(asks))
     assert summary["empty_polls"] == len(asks) and summary["enqueued"] == 2
     assert summary["stopped_because"] == BUDGET
 
@@ -347,7 +379,8 @@ def test_a_skipped_sequence_is_counted_and_its_number_logged(r2z2, queue_url, cu
 
 
 def test_a_file_that_404s_once_after_sequence_json_passed_it_is_asked_for_again_not_skipped(
-        r2z2, queue_url, cursor_parameter, caplog):
+    r2z2, queue_url, cursor_parameter, caplog
+):
     """A CDN edge may serve a cached 404 for a file that exists: one 404 is not a gap."""
     publish(r2z2, DOCS[:5])
     set_cursor(cursor_parameter, "0")
@@ -366,21 +399,26 @@ def test_a_404_waits_6_seconds_even_when_sequence_json_then_fails(r2z2, queue_ur
     set_cursor(cursor_parameter, "0")
     # sequence.json answers 404 (not a retried 5xx, whose backoffs would add up to 6 s anyway)
     # every time once 3.json has been asked for.
-    r2z2.faults.script(status=404, times=None, when=lambda path: path.endswith("/sequence.json") and any(
-        request.path == "/ephemeral/3.json" for request in r2z2.requests))
+    r2z2.faults.script(
+        status=404,
+        times=None,
+        when=lambda path: (
+            path.endswith("/sequence.json") and any(request.path == "/ephemeral/3.json" for request in r2z2.requests)
+        ),
+    )
     rig = Rig(r2z2, queue_url, cursor_parameter, pacing=0.5, budget=30)
     summary = rig.tick()
     asks = rig.times_of("/ephemeral/3.json")
     assert len(asks) >= 3
-    assert all(b - a >= 6 for a, b in zip(asks, asks[1:]))
+    assert all(b - a >= 6 for a, b in pairwise(asks))
     assert summary["errors"] >= len(asks) - 1 and summary["sequence_gaps"] == 0
 
 
 def test_files_between_two_nearby_gaps_are_not_skipped(r2z2, queue_url, cursor_parameter, caplog):
     publish(r2z2, DOCS[:2])  # 1, 2
-    r2z2.skip(2)             # 3, 4 missing
+    r2z2.skip(2)  # 3, 4 missing
     publish(r2z2, DOCS[2:3])  # 5
-    r2z2.skip(2)             # 6, 7 missing
+    r2z2.skip(2)  # 6, 7 missing
     publish(r2z2, DOCS[3:9])  # 8 … 13
     set_cursor(cursor_parameter, "0")
     summary = Rig(r2z2, queue_url, cursor_parameter, budget=60).tick()
@@ -408,7 +446,7 @@ def test_a_429_without_retry_after_backs_off_exponentially_from_5_seconds(r2z2, 
     rig = Rig(r2z2, queue_url, cursor_parameter, pacing=0.5, budget=40)
     summary = rig.tick()
     asks = rig.times_of("/ephemeral/2.json")
-    assert [round(b - a) for a, b in zip(asks, asks[1:])] == [5, 10, 20]
+    assert [round(b - a) for a, b in pairwise(asks)] == [5, 10, 20]
     assert summary["rate_limited"] == 3 and sequences(queue_url) == [1, 2, 3]
 
 
@@ -428,7 +466,8 @@ def test_a_403_stops_the_tick_with_a_clear_error(r2z2, queue_url, cursor_paramet
 
 
 def test_after_a_403_the_warm_poller_asks_nothing_for_15_minutes_and_a_cold_start_asks_once(
-        r2z2, queue_url, cursor_parameter, caplog):
+    r2z2, queue_url, cursor_parameter, caplog
+):
     publish(r2z2, DOCS[:5])
     set_cursor(cursor_parameter, "0")
     r2z2.faults.script(status=403, body=b"Forbidden", when="/3.json")
@@ -444,7 +483,8 @@ def test_after_a_403_the_warm_poller_asks_nothing_for_15_minutes_and_a_cold_star
         quiet.append(rig.tick())
     assert len(r2z2.requests) == asked
     assert {(s["stopped_because"], s["requests"], s["refused"], s["runtime_seconds"]) for s in quiet} == {
-        (SOURCE_REFUSED, 0, 0, 0)}
+        (SOURCE_REFUSED, 0, 0, 0)
+    }
     waits = [r for r in caplog.records if r.getMessage().startswith("not asking again before")]
     assert len(waits) == 14 and all(r.levelname == "WARNING" for r in waits)
     assert waits[0].seconds_left == 14 * 60 and "R2Z2 refuses service: HTTP 403 Forbidden" in waits[0].getMessage()
@@ -469,7 +509,7 @@ def test_5xx_is_retried_three_times_with_backoff(r2z2, queue_url, cursor_paramet
     summary = rig.tick()
     asks = rig.times_of("/ephemeral/2.json")
     assert len(asks) == 4
-    assert [round(b - a, 3) for a, b in zip(asks, asks[1:])] == [0.5, 1.0, 2.0]
+    assert [round(b - a, 3) for a, b in pairwise(asks)] == [0.5, 1.0, 2.0]
     assert summary["errors"] == 3 and sequences(queue_url) == [1, 2, 3]
 
 
@@ -480,21 +520,23 @@ def test_a_run_of_errors_backs_off_longer_and_the_poller_goes_on(r2z2, queue_url
     rig = Rig(r2z2, queue_url, cursor_parameter, pacing=0.1, budget=40)
     summary = rig.tick()
     asks = rig.times_of("/ephemeral/2.json")
-    gaps = [round(b - a, 3) for a, b in zip(asks, asks[1:])]
+    gaps = [round(b - a, 3) for a, b in pairwise(asks)]
     assert gaps[:4] == [0.5, 1.0, 2.0, 4.0]  # one poll's retries, then the next poll after the last backoff
     assert gaps[4:] == [5.0, 5.0, 5.0]  # five failures in a row and more
     assert summary["errors"] == 7 and sequences(queue_url) == [1, 2, 3]
 
 
 def test_garbage_and_truncated_bodies_are_counted_invalid_and_the_poller_goes_on(
-        r2z2, queue_url, cursor_parameter, caplog):
+    r2z2, queue_url, cursor_parameter, caplog
+):
     publish(r2z2, DOCS[:5])
     set_cursor(cursor_parameter, "0")
     # each stays unreadable however often it is asked for
     r2z2.faults.script(body=GARBAGE_BODY, when="/2.json", times=UNREADABLE_ATTEMPTS)
     r2z2.faults.script(body=b"<html>oops</html>", when="/3.json", times=UNREADABLE_ATTEMPTS)
-    r2z2.faults.script(body=json.dumps({"killmail_id": 7, "zkb": {}}).encode(), when="/4.json",
-                       times=UNREADABLE_ATTEMPTS)
+    r2z2.faults.script(
+        body=json.dumps({"killmail_id": 7, "zkb": {}}).encode(), when="/4.json", times=UNREADABLE_ATTEMPTS
+    )
     summary = Rig(r2z2, queue_url, cursor_parameter, budget=10).tick()
     assert summary["invalid"] == 3 and summary["stopped_because"] == BUDGET
     assert sequences(queue_url) == [1, 5]

@@ -8,6 +8,7 @@ import json
 import threading
 import time
 import uuid
+from itertools import pairwise
 
 import boto3
 import pytest
@@ -67,15 +68,26 @@ class Rig:
     """Wired as Poller.from_config wires a RedisQ poller, with the clock, timeouts and SQS
     client a test chooses."""
 
-    def __init__(self, server: RedisQServer, queue_url: str, *, pacing: float = 0.5, budget: float = 5.0,
-                 package_filter: str | None = None, read_timeout: float | None = None, sqs=None,
-                 clock=None, sleep=None):
+    def __init__(
+        self,
+        server: RedisQServer,
+        queue_url: str,
+        *,
+        pacing: float = 0.5,
+        budget: float = 5.0,
+        package_filter: str | None = None,
+        read_timeout: float | None = None,
+        sqs=None,
+        clock=None,
+        sleep=None,
+    ):
         self.clock = clock or FakeClock()
         sleep = sleep or self.clock.sleep
         self.gate = StartRecordingGate(pacing, clock=self.clock, sleep=sleep)
         self.counts = TickCounts()
-        self.client = source_client(self.gate, self.counts, UA, connect_timeout=1.0,
-                                    read_timeout=read_timeout or 1 + READ_TIMEOUT_BEYOND_TTW)
+        self.client = source_client(
+            self.gate, self.counts, UA, connect_timeout=1.0, read_timeout=read_timeout or 1 + READ_TIMEOUT_BEYOND_TTW
+        )
         self.source = RedisQSource(self.client, self.counts, server.url, QUEUE_ID, 1, package_filter)
         self.sqs = sqs or RecordingSqs(forward=boto3.client("sqs"))
         sink = SqsSink(self.sqs, queue_url, flush_within=self.source.flush_within, clock=self.clock, sleep=sleep)
@@ -96,10 +108,16 @@ class Rig:
 
 def expected_body(doc: dict, *, with_killmail: bool) -> dict:
     esi, killmail_hash = split_hash(doc)
-    zkb = {"hash": killmail_hash, "href": f"https://esi.evetech.net/killmails/{doc['killmail_id']}/{killmail_hash}/",
-           **zkb_for(doc)}
-    return {"killmail_id": doc["killmail_id"], "hash": killmail_hash, "zkb": zkb} | (
-        {"esi": esi} if with_killmail else {}) | {"source": "redisq"}
+    zkb = {
+        "hash": killmail_hash,
+        "href": f"https://esi.evetech.net/killmails/{doc['killmail_id']}/{killmail_hash}/",
+        **zkb_for(doc),
+    }
+    return (
+        {"killmail_id": doc["killmail_id"], "hash": killmail_hash, "zkb": zkb}
+        | ({"esi": esi} if with_killmail else {})
+        | {"source": "redisq"}
+    )
 
 
 def paths(server: RedisQServer) -> list[str]:
@@ -114,9 +132,11 @@ def test_packages_of_both_shapes_arrive_in_order_with_the_right_bodies(redisq, q
     received = drain(queue_url)
     assert [body for body, _ in received] == (
         [expected_body(doc, with_killmail=False) for doc in DOCS[:3]]
-        + [expected_body(doc, with_killmail=True) for doc in DOCS[3:5]])
+        + [expected_body(doc, with_killmail=True) for doc in DOCS[3:5]]
+    )
     assert [attributes for _, attributes in received] == [
-        {"source": ("String", "redisq"), "killmail_id": ("Number", str(doc["killmail_id"]))} for doc in DOCS[:5]]
+        {"source": ("String", "redisq"), "killmail_id": ("Number", str(doc["killmail_id"]))} for doc in DOCS[:5]
+    ]
     assert paths(redisq)[:4] == ["/listen.php", "/object.php", "/listen.php", "/object.php"]
     assert all(request.status != 429 for request in redisq.requests)  # never two of ours in flight
     assert [len(call) for call in rig.sqs.calls] == [1] * 5  # reads are destructive: each goes at once
@@ -131,7 +151,7 @@ def test_the_object_fetch_is_paced_and_counted_like_any_request(redisq, queue_ur
     summary = rig.tick()
     assert paths(redisq) == ["/listen.php", "/object.php"] * 4
     assert summary["requests"] == len(rig.starts) == 8 and summary["received"] == 4
-    assert [b - a for a, b in zip(rig.starts, rig.starts[1:])] == [0.5] * 7
+    assert [b - a for a, b in pairwise(rig.starts)] == [0.5] * 7
 
 
 def test_requests_start_no_closer_than_the_pacing_on_the_real_clock(redisq, queue_url):
@@ -144,7 +164,7 @@ def test_requests_start_no_closer_than_the_pacing_on_the_real_clock(redisq, queu
     rig.tick()
     starts = rig.gate.starts
     assert len(starts) == len(redisq.requests) >= 2 and "/object.php" in paths(redisq)
-    assert min(b - a for a, b in zip(starts, starts[1:])) >= pacing - 1e-9  # float rounding only
+    assert min(b - a for a, b in pairwise(starts)) >= pacing - 1e-9  # float rounding only
 
 
 def test_the_listen_carries_queue_id_ttw_and_filter(redisq, queue_url):
@@ -223,9 +243,11 @@ def test_a_stalled_listen_hits_the_read_timeout_and_is_retried(redisq, queue_url
 def test_a_second_concurrent_request_gets_429_and_the_poller_backs_off(redisq, queue_url):
     """Another client holds a listen on our queue for ~0.5 s of real time; the poller, on a
     fake clock, meets 429s and waits 5 s, then 10 s (fake), without an exception."""
-    holder = threading.Thread(target=requests.get, args=(redisq.url,),
-                              kwargs={"params": {"queueID": QUEUE_ID, "ttw": 10}, "headers": {"User-Agent": UA},
-                                      "timeout": 5})
+    holder = threading.Thread(
+        target=requests.get,
+        args=(redisq.url,),
+        kwargs={"params": {"queueID": QUEUE_ID, "ttw": 10}, "headers": {"User-Agent": UA}, "timeout": 5},
+    )
     redisq.ttw_scale = 0.05
     holder.start()
     while not redisq.requests:
@@ -234,7 +256,7 @@ def test_a_second_concurrent_request_gets_429_and_the_poller_backs_off(redisq, q
     summary = rig.tick()
     holder.join()
     assert summary["rate_limited"] == 3 and summary["stopped_because"] == BUDGET
-    assert [round(b - a) for a, b in zip(rig.listens, rig.listens[1:])] == [5, 10]
+    assert [round(b - a) for a, b in pairwise(rig.listens)] == [5, 10]
     assert metrics.metric_set["RateLimited"]["Value"] == [3]
 
 
@@ -302,7 +324,9 @@ def test_garbage_and_invalid_packages_are_counted_logged_raw_and_the_poller_goes
 def test_a_package_sqs_will_not_take_is_logged_in_full_and_the_tick_stops_reading(redisq, queue_url, caplog):
     publish(redisq, DOCS[:4])
     refused = DOCS[1]["killmail_id"]
-    summary = Rig(redisq, queue_url, budget=10, sqs=RecordingSqs(forward=boto3.client("sqs"), fail={refused: -1})).tick()
+    summary = Rig(
+        redisq, queue_url, budget=10, sqs=RecordingSqs(forward=boto3.client("sqs"), fail={refused: -1})
+    ).tick()
     assert summary["stopped_because"] == ENQUEUE_FAILED and summary["enqueue_failures"] == 1
     assert paths(redisq).count("/object.php") == 2  # nothing more popped from the queue
     (error,) = [r for r in caplog.records if r.levelname == "ERROR"]
@@ -314,9 +338,15 @@ def test_a_package_sqs_will_not_take_is_logged_in_full_and_the_tick_stops_readin
 def test_the_handler_polls_redisq_from_the_environment(redisq, queue_url, monkeypatch):
     """Real clock: a 1 s budget."""
     publish(redisq, DOCS[:3])
-    for name, value in {"KILLSTREAM_SOURCE": "redisq", "REDISQ_URL": redisq.url, "REDISQ_QUEUE_ID": f"q-{uuid.uuid4().hex[:6]}",
-                        "QUEUE_URL": queue_url, "USER_AGENT": UA, "POLL_PACING_MS": "100",
-                        "POLL_BUDGET_SECONDS": "1"}.items():
+    for name, value in {
+        "KILLSTREAM_SOURCE": "redisq",
+        "REDISQ_URL": redisq.url,
+        "REDISQ_QUEUE_ID": f"q-{uuid.uuid4().hex[:6]}",
+        "QUEUE_URL": queue_url,
+        "USER_AGENT": UA,
+        "POLL_PACING_MS": "100",
+        "POLL_BUDGET_SECONDS": "1",
+    }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("CURSOR_PARAMETER", raising=False)
     summary = load_handler_module("poller").handler({}, LambdaContext("poller", 60))

@@ -50,6 +50,7 @@ def esi():
 
 # --- faults, shown on R2Z2 but shared by all three servers -------------------------------------
 
+
 def test_scripted_faults_are_consumed_in_order_by_matching_requests(r2z2):
     publish_all(r2z2)
     r2z2.faults.script(status=429, headers={"Retry-After": "2"})
@@ -59,7 +60,9 @@ def test_scripted_faults_are_consumed_in_order_by_matching_requests(r2z2):
     assert requests.get(f"{r2z2.url}/1.json", headers=UA).status_code == 200
     assert [requests.get(f"{r2z2.url}/2.json", headers=UA).status_code for _ in range(3)] == [503, 503, 200]
     assert r2z2.faults.pending == 0
-    assert [(f.kind, f.status, f.scripted) for f in r2z2.faults.injected] == [("status", 429, True)] + [("status", 503, True)] * 2
+    assert [(f.kind, f.status, f.scripted) for f in r2z2.faults.injected] == [("status", 429, True)] + [
+        ("status", 503, True)
+    ] * 2
 
 
 def test_garbage_stall_and_disconnect(r2z2, capfd):
@@ -98,6 +101,7 @@ def test_random_faults_are_reproducible_from_the_seed():
 
 # --- R2Z2 ---------------------------------------------------------------------------------------
 
+
 def test_r2z2_serves_packages_and_404s_until_published(r2z2):
     assert requests.get(f"{r2z2.url}/1.json", headers=UA).status_code == 404
     doc = DOCS[0]
@@ -107,7 +111,11 @@ def test_r2z2_serves_packages_and_404s_until_published(r2z2):
     assert answer.headers["Cache-Control"] == "public, max-age=86400"
     assert list(package) == ["killmail_id", "hash", "esi", "zkb", "uploaded_at", "sequence_id"]
     assert package["esi"] == split_hash(doc)[0]
-    assert (package["killmail_id"], package["hash"], package["sequence_id"]) == (doc["killmail_id"], doc["killmail_hash"], 1)
+    assert (package["killmail_id"], package["hash"], package["sequence_id"]) == (
+        doc["killmail_id"],
+        doc["killmail_hash"],
+        1,
+    )
     assert requests.get(f"{r2z2.url}/sequence.json", headers=UA).json() == {"sequence": 1}
     without_esi = r2z2.publish(*split_hash(DOCS[1]), zkb_for(DOCS[1]), include_esi=False)
     assert "esi" not in requests.get(f"{r2z2.url}/{without_esi}.json", headers=UA).json()
@@ -117,7 +125,10 @@ def test_r2z2_sequence_file_lags_the_head():
     with R2Z2Server(first_sequence=1000) as server:
         for _ in range(51):
             publish_all(server, DOCS[:1])
-        assert (server.head, requests.get(f"{server.url}/sequence.json", headers=UA).json()) == (1050, {"sequence": 999})
+        assert (server.head, requests.get(f"{server.url}/sequence.json", headers=UA).json()) == (
+            1050,
+            {"sequence": 999},
+        )
         publish_all(server, DOCS[:1])
         assert requests.get(f"{server.url}/sequence.json", headers=UA).json() == {"sequence": 1051}
 
@@ -127,7 +138,12 @@ def test_r2z2_republish_skip_and_expire(r2z2):
     revalued = {**zkb_for(DOCS[0]), "totalValue": 1.0}
     again = r2z2.republish(DOCS[0]["killmail_id"], revalued)
     package = requests.get(f"{r2z2.url}/{again}.json", headers=UA).json()
-    assert (again, package["sequence_updated"], package["zkb"], package["killmail_id"]) == (3, 1, revalued, DOCS[0]["killmail_id"])
+    assert (again, package["sequence_updated"], package["zkb"], package["killmail_id"]) == (
+        3,
+        1,
+        revalued,
+        DOCS[0]["killmail_id"],
+    )
     r2z2.skip(2)
     after_gap = r2z2.publish(*split_hash(DOCS[2]), zkb_for(DOCS[2]))
     assert after_gap == 6
@@ -161,6 +177,7 @@ def test_r2z2_background_publisher_keeps_a_steady_rate(r2z2):
 
 # --- RedisQ -------------------------------------------------------------------------------------
 
+
 def test_redisq_redirects_to_the_package_in_both_shapes(redisq):
     doc_new, doc_old = DOCS[0], DOCS[1]
     redisq.publish(*split_hash(doc_new), zkb_for(doc_new))
@@ -169,7 +186,9 @@ def test_redisq_redirects_to_the_package_in_both_shapes(redisq):
     assert answer.status_code == 302 and "/object.php?objectID=" in answer.headers["Location"]
     package = requests.get(answer.headers["Location"]).json()["package"]
     assert package == {"killID": doc_new["killmail_id"], "zkb": zkb_for(doc_new)}
-    assert package["zkb"]["hash"] == doc_new["killmail_hash"] and package["zkb"]["href"].endswith(f"/{doc_new['killmail_hash']}/")
+    assert package["zkb"]["hash"] == doc_new["killmail_hash"] and package["zkb"]["href"].endswith(
+        f"/{doc_new['killmail_hash']}/"
+    )
     old = requests.get(redisq.url, params={"queueID": "q", "ttw": 1}).json()["package"]
     assert old["killmail"] == split_hash(doc_old)[0] and old["killID"] == doc_old["killmail_id"]
     assert requests.get(f"{redisq.base_url}/object.php", params={"objectID": "nope"}).status_code == 404
@@ -221,14 +240,21 @@ def test_redisq_filters(redisq):
     assert kill_ids("value", "totalValue>=1000000000") == [dear["killmail_id"]]
     assert kill_ids("label", "labels=loc:highsec") == [cheap["killmail_id"]]
     assert kill_ids("and", f"labels=pvp;killID={dear['killmail_id']}") == [dear["killmail_id"]]
-    assert kill_ids("or", f"killID={cheap['killmail_id']},totalValue>1e9") == [cheap["killmail_id"], dear["killmail_id"]]
+    assert kill_ids("or", f"killID={cheap['killmail_id']},totalValue>1e9") == [
+        cheap["killmail_id"],
+        dear["killmail_id"],
+    ]
     assert kill_ids("deep", f"ship_type_id={cheap['victim']['ship_type_id']}") == []
     for invalid in ("a=1;b=2,c=3", "totalValue", "a=1;"):
         assert requests.get(redisq.url, params={"queueID": "bad", "filter": invalid}).status_code == 400
 
 
 def test_package_filter_searches_nested_values_and_arrays():
-    package = {"killID": 7, "killmail": {"attackers": [{"character_id": 5}, {"character_id": 9}]}, "zkb": {"npc": False}}
+    package = {
+        "killID": 7,
+        "killmail": {"attackers": [{"character_id": 5}, {"character_id": 9}]},
+        "zkb": {"npc": False},
+    }
     assert PackageFilter.parse("character_id=9").matches(package)
     assert PackageFilter.parse("character_id<6;killID!=8").matches(package)
     assert not PackageFilter.parse("character_id>9").matches(package)
@@ -245,17 +271,23 @@ def test_redisq_shutdown_refuses_after_a_delay():
         assert time.monotonic() - started >= 0.1
         assert answer.status_code == 403
         body = answer.json()
-        assert body["access"] == "denied!" and "redisq is shutting down" in body["message"] and "R2Z2" in body["message"]
+        assert (
+            body["access"] == "denied!" and "redisq is shutting down" in body["message"] and "R2Z2" in body["message"]
+        )
 
 
 def test_redisq_shares_fault_injection(redisq):
     redisq.faults.script(status=502, when="/object.php")
     publish_all(redisq, DOCS[:1])
     assert requests.get(redisq.url, params={"queueID": "q"}).status_code == 502
-    assert [(r.path, r.status, r.fault) for r in redisq.requests] == [("/listen.php", 302, None), ("/object.php", 502, "status")]
+    assert [(r.path, r.status, r.fault) for r in redisq.requests] == [
+        ("/listen.php", 302, None),
+        ("/object.php", 502, "status"),
+    ]
 
 
 # --- ESI ----------------------------------------------------------------------------------------
+
 
 def test_esi_serves_killmails_with_rate_limit_headers(esi):
     doc = DOCS[0]
@@ -263,8 +295,15 @@ def test_esi_serves_killmails_with_rate_limit_headers(esi):
     answer = requests.get(killmail_url(esi, doc), headers=headers)
     assert answer.status_code == 200 and answer.json() == split_hash(doc)[0]
     assert "killmail_hash" not in answer.json()
-    assert {k: answer.headers[k] for k in ("X-Ratelimit-Group", "X-Ratelimit-Limit", "X-Ratelimit-Remaining", "X-Ratelimit-Used")} == \
-        {"X-Ratelimit-Group": "killmail", "X-Ratelimit-Limit": "3600/15m", "X-Ratelimit-Remaining": "3598", "X-Ratelimit-Used": "2"}
+    assert {
+        k: answer.headers[k]
+        for k in ("X-Ratelimit-Group", "X-Ratelimit-Limit", "X-Ratelimit-Remaining", "X-Ratelimit-Used")
+    } == {
+        "X-Ratelimit-Group": "killmail",
+        "X-Ratelimit-Limit": "3600/15m",
+        "X-Ratelimit-Remaining": "3598",
+        "X-Ratelimit-Used": "2",
+    }
     assert (answer.headers["X-ESI-Error-Limit-Remain"], answer.headers["X-ESI-Error-Limit-Reset"]) == ("100", "60")
     wrong = requests.get(killmail_url(esi, doc, "0" * 40), headers=headers)
     assert (wrong.status_code, wrong.json()) == (422, {"error": "Invalid killmail_id and/or killmail_hash"})
@@ -293,7 +332,9 @@ def test_esi_token_bucket_empties_and_refills():
 def test_esi_error_limit_answers_420_everywhere_until_reset():
     with EsiServer(error_limit=3, error_window=0.4) as server:
         server.add_many(DOCS)
-        remains = [requests.get(killmail_url(server, DOCS[0], "f" * 40)).headers["X-ESI-Error-Limit-Remain"] for _ in range(3)]
+        remains = [
+            requests.get(killmail_url(server, DOCS[0], "f" * 40)).headers["X-ESI-Error-Limit-Remain"] for _ in range(3)
+        ]
         assert remains == ["2", "1", "0"]
         assert requests.get(killmail_url(server, DOCS[0])).status_code == 420
         assert requests.get(f"{server.url}/status/").status_code == 420
@@ -321,7 +362,9 @@ def test_esi_per_killmail_faults(esi):
     esi.faults.script(disconnect=True)
     with pytest.raises(requests.ConnectionError):
         requests.get(killmail_url(esi, second))
-    assert (esi.hits[first["killmail_id"]], esi.hits[second["killmail_id"]]) == (7, 3), "every request is a hit, answered or not"
+    assert (esi.hits[first["killmail_id"]], esi.hits[second["killmail_id"]]) == (7, 3), (
+        "every request is a hit, answered or not"
+    )
 
 
 def test_esi_latency_and_random_faults():

@@ -23,8 +23,15 @@ def package(doc: dict, sequence: int, *, esi_padding: int = 0, zkb_padding: int 
     if esi_padding:
         esi = {**esi, "padding": "x" * esi_padding}
     zkb = zkb_for(doc) | ({"padding": "z" * zkb_padding} if zkb_padding else {})
-    return Package(killmail_id=doc["killmail_id"], hash=killmail_hash, zkb=zkb, source="r2z2", esi=esi,
-                   sequence_id=sequence, uploaded_at=1767225600 + sequence)
+    return Package(
+        killmail_id=doc["killmail_id"],
+        hash=killmail_hash,
+        zkb=zkb,
+        source="r2z2",
+        esi=esi,
+        sequence_id=sequence,
+        uploaded_at=1767225600 + sequence,
+    )
 
 
 def make_sink(queue_url: str, sqs=None, **options) -> tuple[SqsSink, FakeClock]:
@@ -45,7 +52,8 @@ def test_packages_arrive_with_their_bodies_and_attributes_in_batches_of_at_most_
     received = drain(queue_url)
     assert [body for body, _ in received] == [json.loads(p.to_body()) for p in packages]
     assert [attributes for _, attributes in received] == [
-        {"source": ("String", "r2z2"), "killmail_id": ("Number", str(p.killmail_id))} for p in packages]
+        {"source": ("String", "r2z2"), "killmail_id": ("Number", str(p.killmail_id))} for p in packages
+    ]
 
 
 def test_a_batch_never_exceeds_256_kib(queue_url):
@@ -66,10 +74,12 @@ def test_an_oversized_package_goes_without_esi_and_is_counted(queue_url, caplog)
     report = sink.add(big)
     report.add(sink.flush())
     assert (report.accepted, report.esi_dropped, report.failed, report.dropped) == ([big], 1, [], [])
-    (body, _), = drain(queue_url)
+    ((body, _),) = drain(queue_url)
     assert "esi" not in body
     assert body == json.loads(big.to_body(with_esi=False))
-    warned = [r for r in caplog.records if r.levelname == "WARNING" and getattr(r, "killmail_id", None) == big.killmail_id]
+    warned = [
+        r for r in caplog.records if r.levelname == "WARNING" and getattr(r, "killmail_id", None) == big.killmail_id
+    ]
     assert warned
 
 

@@ -14,8 +14,10 @@ from killstream.fetcher.messages import Found, Message, ParsedMessage, Unreadabl
 from killstream_workstation.corpus import sample, split_hash
 
 # Small documents keep each stored example fast; the shapes are the same as the big ones.
-SOURCES = sorted((d for d in sample() if len(d["attackers"]) <= 30 and len(d["victim"].get("items", [])) <= 40),
-                 key=lambda d: d["killmail_id"])[:25]
+SOURCES = sorted(
+    (d for d in sample() if len(d["attackers"]) <= 30 and len(d["victim"].get("items", [])) <= 40),
+    key=lambda d: d["killmail_id"],
+)[:25]
 ERROR_TYPES = {"invalid_message", "validation_error", "esi_mismatch"}
 
 json_values = st.recursive(
@@ -25,14 +27,39 @@ json_values = st.recursive(
 )
 # In range for the validator, at the edges of what the columns hold.
 EXTREMES = [0, 1, 2**31 - 1, 2**31, 2**53 + 1, 2**63 - 1, -0.0, 5e-324, 1e-300, 1e300, -1e300]
-OUT_OF_RANGE = [-1, 0, -(2**63), 2**63, 2**64, 10**30, -1.5, 1.5, 1e308, -1e308, float("nan"), float("inf"),
-                "", "1", True, False, "2026-13-45T99:99:99Z", "\x00", "\ud800"]
+OUT_OF_RANGE = [
+    -1,
+    0,
+    -(2**63),
+    2**63,
+    2**64,
+    10**30,
+    -1.5,
+    1.5,
+    1e308,
+    -1e308,
+    float("nan"),
+    float("inf"),
+    "",
+    "1",
+    True,
+    False,
+    "2026-13-45T99:99:99Z",
+    "\x00",
+    "\ud800",
+]
 
 
 def body_of(doc: dict, zkb: dict | None = None, **package) -> str:
     esi, killmail_hash = split_hash(doc) if "killmail_hash" in doc else (doc, "a" * 40)
-    fields = {"killmail_id": SOURCES[0]["killmail_id"], "hash": killmail_hash, "zkb": zkb or {}, "source": "r2z2",
-              "esi": esi, **package}
+    fields = {
+        "killmail_id": SOURCES[0]["killmail_id"],
+        "hash": killmail_hash,
+        "zkb": zkb or {},
+        "source": "r2z2",
+        "esi": esi,
+        **package,
+    }
     return json.dumps(fields)
 
 

@@ -13,9 +13,18 @@ from psycopg2.extras import RealDictCursor
 
 _ESI_KEYS = {"killmail_id", "killmail_time", "solar_system_id", "moon_id", "war_id", "victim", "attackers"}
 _OPTIONAL_ATTACKER = ("character_id", "corporation_id", "alliance_id", "faction_id", "ship_type_id", "weapon_type_id")
-_ZKB = {"locationID": "zkb_location_id", "fittedValue": "zkb_fitted_value", "droppedValue": "zkb_dropped_value",
-        "destroyedValue": "zkb_destroyed_value", "totalValue": "zkb_total_value", "points": "zkb_points",
-        "npc": "zkb_npc", "solo": "zkb_solo", "awox": "zkb_awox", "labels": "zkb_labels"}
+_ZKB = {
+    "locationID": "zkb_location_id",
+    "fittedValue": "zkb_fitted_value",
+    "droppedValue": "zkb_dropped_value",
+    "destroyedValue": "zkb_destroyed_value",
+    "totalValue": "zkb_total_value",
+    "points": "zkb_points",
+    "npc": "zkb_npc",
+    "solo": "zkb_solo",
+    "awox": "zkb_awox",
+    "labels": "zkb_labels",
+}
 
 
 def _drop_none(d: dict) -> dict:
@@ -35,30 +44,51 @@ def rebuild_esi(conn, killmail_id: int) -> dict | None:
     nodes: dict[int, dict] = {}
     top: list[dict] = []
     for row in items:
-        node = _drop_none({"flag": row["flag"], "item_type_id": row["item_type_id"], "singleton": row["singleton"],
-                           "quantity_destroyed": row["quantity_destroyed"], "quantity_dropped": row["quantity_dropped"]})
+        node = _drop_none(
+            {
+                "flag": row["flag"],
+                "item_type_id": row["item_type_id"],
+                "singleton": row["singleton"],
+                "quantity_destroyed": row["quantity_destroyed"],
+                "quantity_dropped": row["quantity_dropped"],
+            }
+        )
         nodes[row["item_index"]] = node
         (top if row["parent_index"] is None else nodes[row["parent_index"]].setdefault("items", [])).append(node)
-    victim = _drop_none({
-        "character_id": km["victim_character_id"], "corporation_id": km["victim_corporation_id"],
-        "alliance_id": km["victim_alliance_id"], "faction_id": km["victim_faction_id"],
-        "damage_taken": km["victim_damage_taken"], "ship_type_id": km["victim_ship_type_id"],
-    })
+    victim = _drop_none(
+        {
+            "character_id": km["victim_character_id"],
+            "corporation_id": km["victim_corporation_id"],
+            "alliance_id": km["victim_alliance_id"],
+            "faction_id": km["victim_faction_id"],
+            "damage_taken": km["victim_damage_taken"],
+            "ship_type_id": km["victim_ship_type_id"],
+        }
+    )
     if km["position_x"] is not None:
         victim["position"] = {"x": km["position_x"], "y": km["position_y"], "z": km["position_z"]}
     if items:
         victim["items"] = top
     time: datetime = km["killmail_time"]
-    return _drop_none({
-        "killmail_id": km["killmail_id"], "killmail_time": time.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "solar_system_id": km["solar_system_id"], "moon_id": km["moon_id"], "war_id": km["war_id"],
-        "victim": victim,
-        "attackers": [
-            {**_drop_none({k: a[k] for k in _OPTIONAL_ATTACKER}), "damage_done": a["damage_done"],
-             "final_blow": a["final_blow"], "security_status": a["security_status"]}
-            for a in attackers
-        ],
-    }) | {"_attacker_count": km["attacker_count"], "_esi": km["esi"]}
+    return _drop_none(
+        {
+            "killmail_id": km["killmail_id"],
+            "killmail_time": time.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "solar_system_id": km["solar_system_id"],
+            "moon_id": km["moon_id"],
+            "war_id": km["war_id"],
+            "victim": victim,
+            "attackers": [
+                {
+                    **_drop_none({k: a[k] for k in _OPTIONAL_ATTACKER}),
+                    "damage_done": a["damage_done"],
+                    "final_blow": a["final_blow"],
+                    "security_status": a["security_status"],
+                }
+                for a in attackers
+            ],
+        }
+    ) | {"_attacker_count": km["attacker_count"], "_esi": km["esi"]}
 
 
 def normalize_esi(doc: dict) -> dict:
@@ -76,6 +106,7 @@ def normalize_esi(doc: dict) -> dict:
                 del item["items"]
             elif "items" in item:
                 clean(item["items"])
+
     clean(victim.get("items", []))
     for a in doc["attackers"]:
         a["security_status"] = float(a["security_status"])
@@ -84,8 +115,9 @@ def normalize_esi(doc: dict) -> dict:
     return doc
 
 
-def assert_stored_as(conn, esi: dict, zkb: dict | None = None, *, killmail_hash: str | None = None,
-                     source: str | None = None) -> None:
+def assert_stored_as(
+    conn, esi: dict, zkb: dict | None = None, *, killmail_hash: str | None = None, source: str | None = None
+) -> None:
     """The rows for esi['killmail_id'] equal the document (and zkb, hash and source, when given)."""
     rebuilt = rebuild_esi(conn, esi["killmail_id"])
     assert rebuilt is not None, f"killmail {esi['killmail_id']} is not stored"

@@ -5,10 +5,16 @@ import pytest
 from killstream.config import DatabaseConfig, FetcherConfig, PollerConfig
 from killstream.errors import ConfigError
 
-POLLER = {"QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/1/q", "CURSOR_PARAMETER": "/ks/cursor",
-          "USER_AGENT": "killstream/0.1 (ops@example.com)"}
-FETCHER = {"DLQ_URL": "https://sqs.us-east-1.amazonaws.com/1/dlq", "DATABASE_URL": "postgresql://h/db",
-           "USER_AGENT": "killstream/0.1 (ops@example.com)"}
+POLLER = {
+    "QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/1/q",
+    "CURSOR_PARAMETER": "/ks/cursor",
+    "USER_AGENT": "killstream/0.1 (ops@example.com)",
+}
+FETCHER = {
+    "DLQ_URL": "https://sqs.us-east-1.amazonaws.com/1/dlq",
+    "DATABASE_URL": "postgresql://h/db",
+    "USER_AGENT": "killstream/0.1 (ops@example.com)",
+}
 
 
 def test_poller_defaults():
@@ -17,11 +23,21 @@ def test_poller_defaults():
     assert config.r2z2_url == "https://r2z2.zkillboard.com/ephemeral"
 
 
-@pytest.mark.parametrize("variable, value", [
-    ("KILLSTREAM_SOURCE", "kafka"), ("POLL_PACING_MS", "fast"), ("POLL_PACING_MS", "-1"),
-    ("POLL_BUDGET_SECONDS", "0"), ("REDISQ_TTW", "11"), ("R2Z2_URL", "ftp://x"), ("QUEUE_URL", ""),
-    ("USER_AGENT", ""), ("USER_AGENT", "killstream/0.1"), ("USER_AGENT", "python-requests"),
-])
+@pytest.mark.parametrize(
+    "variable, value",
+    [
+        ("KILLSTREAM_SOURCE", "kafka"),
+        ("POLL_PACING_MS", "fast"),
+        ("POLL_PACING_MS", "-1"),
+        ("POLL_BUDGET_SECONDS", "0"),
+        ("REDISQ_TTW", "11"),
+        ("R2Z2_URL", "ftp://x"),
+        ("QUEUE_URL", ""),
+        ("USER_AGENT", ""),
+        ("USER_AGENT", "killstream/0.1"),
+        ("USER_AGENT", "python-requests"),
+    ],
+)
 def test_a_bad_poller_value_names_its_variable(variable, value):
     with pytest.raises(ConfigError) as excinfo:
         PollerConfig.from_env({**POLLER, variable: value})
@@ -34,13 +50,23 @@ def test_redisq_needs_a_queue_id_and_r2z2_a_cursor_parameter():
     without_cursor = {k: v for k, v in POLLER.items() if k != "CURSOR_PARAMETER"}
     with pytest.raises(ConfigError, match="CURSOR_PARAMETER"):
         PollerConfig.from_env(without_cursor)
-    assert PollerConfig.from_env({**without_cursor, "KILLSTREAM_SOURCE": "redisq", "REDISQ_QUEUE_ID": "q"}).source == "redisq"
+    assert (
+        PollerConfig.from_env({**without_cursor, "KILLSTREAM_SOURCE": "redisq", "REDISQ_QUEUE_ID": "q"}).source
+        == "redisq"
+    )
 
 
-@pytest.mark.parametrize("variable, value", [
-    ("ESI_PARALLELISM", "0"), ("ESI_PARALLELISM", "many"), ("ESI_URL", "esi.evetech.net"), ("DLQ_URL", ""),
-    ("DB_SSLMODE", "sometimes"), ("DB_SECRET_ARN", "my-secret"),
-])
+@pytest.mark.parametrize(
+    "variable, value",
+    [
+        ("ESI_PARALLELISM", "0"),
+        ("ESI_PARALLELISM", "many"),
+        ("ESI_URL", "esi.evetech.net"),
+        ("DLQ_URL", ""),
+        ("DB_SSLMODE", "sometimes"),
+        ("DB_SECRET_ARN", "my-secret"),
+    ],
+)
 def test_a_bad_fetcher_value_names_its_variable(variable, value):
     with pytest.raises(ConfigError) as excinfo:
         FetcherConfig.from_env({**FETCHER, variable: value})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from killstream.errors import PermanentError, TransientError
 from killstream.fetcher import messages
@@ -18,8 +18,10 @@ def letter(n: int, body: str = "{}") -> DeadLetter:
 
 
 def test_a_record_of_lambdas_sqs_event_becomes_a_message():
-    message = Message.from_sqs_record({"messageId": "abc", "body": "{}", "attributes": {"SentTimestamp": "1767225600123"}})
-    assert message == Message("abc", "{}", datetime(2026, 1, 1, 0, 0, 0, 123000, tzinfo=timezone.utc))
+    message = Message.from_sqs_record(
+        {"messageId": "abc", "body": "{}", "attributes": {"SentTimestamp": "1767225600123"}}
+    )
+    assert message == Message("abc", "{}", datetime(2026, 1, 1, 0, 0, 0, 123000, tzinfo=UTC))
     assert Message.from_sqs_record({"messageId": "abc", "body": "{}"}).sent_at is None
 
 
@@ -59,6 +61,7 @@ def test_the_pace_a_bucket_sustains_is_its_window_over_its_tokens_times_a_succes
 def test_a_message_the_validator_trips_over_is_that_records_transient_failure(monkeypatch):
     def broken(doc):
         raise RuntimeError("validator bug")
+
     monkeypatch.setattr(messages, "parse_zkb", broken)
     work = parse_message(Message("m-1", '{"killmail_id": 1, "hash": "' + "a" * 40 + '", "zkb": {}}'))
     assert isinstance(work, Unreadable) and isinstance(work.error, TransientError)

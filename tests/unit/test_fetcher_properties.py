@@ -27,10 +27,20 @@ def test_arbitrary_json_is_a_package_or_a_typed_error(value):
 
 
 @FAST
-@given(st.fixed_dictionaries({}, optional={
-    "killmail_id": st.integers() | json_values, "hash": st.sampled_from(["a" * 40, "A" * 40, "a" * 39]) | json_values,
-    "zkb": json_values, "esi": json_values, "source": json_values, "sequence_id": st.integers() | json_values,
-    "uploaded_at": st.integers() | json_values}))
+@given(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "killmail_id": st.integers() | json_values,
+            "hash": st.sampled_from(["a" * 40, "A" * 40, "a" * 39]) | json_values,
+            "zkb": json_values,
+            "esi": json_values,
+            "source": json_values,
+            "sequence_id": st.integers() | json_values,
+            "uploaded_at": st.integers() | json_values,
+        },
+    )
+)
 def test_arbitrary_values_in_the_package_fields_are_a_package_or_a_typed_error(fields):
     parse_or_error(json.dumps(fields))
 
@@ -63,8 +73,9 @@ def test_a_mutated_zkb_block_is_valid_or_a_typed_error(source):
 def test_a_message_that_validates_carries_its_own_killmail():
     doc = SOURCES[0]
     parsed = parse(body_of(doc, zkb_for(doc), killmail_id=doc["killmail_id"], sequence_id=7))
-    assert parsed.package == Package.from_body(body_of(doc, zkb_for(doc), killmail_id=doc["killmail_id"],
-                                                       sequence_id=7))
+    assert parsed.package == Package.from_body(
+        body_of(doc, zkb_for(doc), killmail_id=doc["killmail_id"], sequence_id=7)
+    )
     assert parsed.killmail.document == split_hash(doc)[0]
     assert parsed.zkb.total_value is not None
 

@@ -36,14 +36,26 @@ def test_items_are_flattened_in_pre_order_with_parent_indexes():
     doc = copy.deepcopy(MINIMAL)
     doc["victim"]["items"] = [
         {"flag": 5, "item_type_id": 1, "singleton": 0, "quantity_dropped": 1},
-        {"flag": 5, "item_type_id": 2, "singleton": 0, "quantity_destroyed": 1,
-         "items": [{"flag": 5, "item_type_id": 3, "singleton": 0, "quantity_dropped": 7},
-                   {"flag": 5, "item_type_id": 4, "singleton": 0, "quantity_dropped": 8}]},
+        {
+            "flag": 5,
+            "item_type_id": 2,
+            "singleton": 0,
+            "quantity_destroyed": 1,
+            "items": [
+                {"flag": 5, "item_type_id": 3, "singleton": 0, "quantity_dropped": 7},
+                {"flag": 5, "item_type_id": 4, "singleton": 0, "quantity_dropped": 8},
+            ],
+        },
         {"flag": 6, "item_type_id": 5, "singleton": 1},
     ]
     items = parse_killmail(doc).items
     assert [(i.index, i.parent_index, i.item_type_id) for i in items] == [
-        (0, None, 1), (1, None, 2), (2, 1, 3), (3, 1, 4), (4, None, 5)]
+        (0, None, 1),
+        (1, None, 2),
+        (2, 1, 3),
+        (3, 1, 4),
+        (4, None, 5),
+    ]
 
 
 def _mutated(path, value, delete=False):
@@ -59,28 +71,31 @@ def _mutated(path, value, delete=False):
     return doc
 
 
-@pytest.mark.parametrize("path, value, delete, field", [
-    (("killmail_id",), None, True, "killmail_id"),
-    (("killmail_id",), "131234567", False, "killmail_id"),
-    (("killmail_id",), -5, False, "killmail_id"),
-    (("killmail_id",), True, False, "killmail_id"),
-    (("killmail_time",), "yesterday", False, "killmail_time"),
-    (("killmail_time",), 1767225600, False, "killmail_time"),
-    (("solar_system_id",), 3.5, False, "solar_system_id"),
-    (("victim",), None, True, "victim"),
-    (("victim", "damage_taken"), -1, False, "victim.damage_taken"),
-    (("victim", "ship_type_id"), None, True, "victim.ship_type_id"),
-    (("victim", "position"), {"x": 1.0, "y": float("nan"), "z": 0.0}, False, "victim.position.y"),
-    (("victim", "position"), {"x": 1.0, "y": 2.0}, False, "victim.position.z"),
-    (("victim", "character_id"), True, False, "victim.character_id"),
-    (("attackers",), {"not": "a list"}, False, "attackers"),
-    (("attackers", 0, "damage_done"), -3, False, "attackers[0].damage_done"),
-    (("attackers", 0, "final_blow"), 1, False, "attackers[0].final_blow"),
-    (("attackers", 0, "security_status"), float("inf"), False, "attackers[0].security_status"),
-    (("attackers", 0, "security_status"), False, False, "attackers[0].security_status"),
-    (("attackers", 0, "character_id"), 2**64, False, "attackers[0].character_id"),
-    (("victim", "items"), [{"flag": 5, "singleton": 0}], False, "victim.items[0].item_type_id"),
-])
+@pytest.mark.parametrize(
+    "path, value, delete, field",
+    [
+        (("killmail_id",), None, True, "killmail_id"),
+        (("killmail_id",), "131234567", False, "killmail_id"),
+        (("killmail_id",), -5, False, "killmail_id"),
+        (("killmail_id",), True, False, "killmail_id"),
+        (("killmail_time",), "yesterday", False, "killmail_time"),
+        (("killmail_time",), 1767225600, False, "killmail_time"),
+        (("solar_system_id",), 3.5, False, "solar_system_id"),
+        (("victim",), None, True, "victim"),
+        (("victim", "damage_taken"), -1, False, "victim.damage_taken"),
+        (("victim", "ship_type_id"), None, True, "victim.ship_type_id"),
+        (("victim", "position"), {"x": 1.0, "y": float("nan"), "z": 0.0}, False, "victim.position.y"),
+        (("victim", "position"), {"x": 1.0, "y": 2.0}, False, "victim.position.z"),
+        (("victim", "character_id"), True, False, "victim.character_id"),
+        (("attackers",), {"not": "a list"}, False, "attackers"),
+        (("attackers", 0, "damage_done"), -3, False, "attackers[0].damage_done"),
+        (("attackers", 0, "final_blow"), 1, False, "attackers[0].final_blow"),
+        (("attackers", 0, "security_status"), float("inf"), False, "attackers[0].security_status"),
+        (("attackers", 0, "security_status"), False, False, "attackers[0].security_status"),
+        (("attackers", 0, "character_id"), 2**64, False, "attackers[0].character_id"),
+        (("victim", "items"), [{"flag": 5, "singleton": 0}], False, "victim.items[0].item_type_id"),
+    ],
+)
 def test_bad_input_names_the_field(path, value, delete, field):
     with pytest.raises(KillmailValidationError) as excinfo:
         parse_killmail(_mutated(path, value, delete))
@@ -125,9 +140,13 @@ def test_zkb_parses_all_optional_and_rejects_wrong_types():
     assert zkb.location_id == 40009082 and str(zkb.total_value) == "126000000.0"
     assert zkb.fitted_value is None and zkb.labels == ("pvp",)
     assert parse_zkb({}).total_value is None
-    for bad, field in [({"npc": 0}, "zkb.npc"), ({"totalValue": "1"}, "zkb.totalValue"),
-                       ({"totalValue": -1.0}, "zkb.totalValue"), ({"labels": [1]}, "zkb.labels[0]"),
-                       ({"points": True}, "zkb.points")]:
+    for bad, field in [
+        ({"npc": 0}, "zkb.npc"),
+        ({"totalValue": "1"}, "zkb.totalValue"),
+        ({"totalValue": -1.0}, "zkb.totalValue"),
+        ({"labels": [1]}, "zkb.labels[0]"),
+        ({"points": True}, "zkb.points"),
+    ]:
         with pytest.raises(KillmailValidationError) as excinfo:
             parse_zkb(bad)
         assert excinfo.value.field == field

@@ -5,6 +5,7 @@ something sleeps or a test says work took time."""
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 import pytest
 
@@ -35,7 +36,7 @@ def test_requests_start_once_per_pacing_measured_start_to_start():
     clock = FakeClock()
     gate = open_gate(0.5, clock)
     times = starts(gate, clock, 5, work=0.2)
-    assert [round(b - a, 9) for a, b in zip(times, times[1:])] == [0.5] * 4
+    assert [round(b - a, 9) for a, b in pairwise(times)] == [0.5] * 4
     assert gate.started == 5
 
 
@@ -43,7 +44,7 @@ def test_work_longer_than_the_pacing_adds_no_sleep():
     clock = FakeClock()
     gate = open_gate(0.5, clock)
     times = starts(gate, clock, 3, work=0.8)
-    assert [round(b - a, 9) for a, b in zip(times, times[1:])] == [0.8, 0.8]
+    assert [round(b - a, 9) for a, b in pairwise(times)] == [0.8, 0.8]
     assert clock.sleeps == []
 
 

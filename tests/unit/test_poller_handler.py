@@ -25,13 +25,25 @@ def test_importing_the_handler_reads_no_configuration(env):
 
 # A failed invocation has no metrics; Powertools warns about that.
 @pytest.mark.filterwarnings("ignore:No application metrics to publish")
-@pytest.mark.parametrize("settings, variable", [
-    ({"QUEUE_URL": "http://localhost/q", "CURSOR_PARAMETER": "/c"}, "USER_AGENT"),
-    ({"QUEUE_URL": "http://localhost/q", "CURSOR_PARAMETER": "/c", "USER_AGENT": "killstream/0.1 (a@b.c)",
-      "POLL_PACING_MS": "fast"}, "POLL_PACING_MS"),
-    ({"QUEUE_URL": "http://localhost/q", "USER_AGENT": "killstream/0.1 (a@b.c)", "KILLSTREAM_SOURCE": "redisq"},
-     "REDISQ_QUEUE_ID"),
-])
+@pytest.mark.parametrize(
+    "settings, variable",
+    [
+        ({"QUEUE_URL": "http://localhost/q", "CURSOR_PARAMETER": "/c"}, "USER_AGENT"),
+        (
+            {
+                "QUEUE_URL": "http://localhost/q",
+                "CURSOR_PARAMETER": "/c",
+                "USER_AGENT": "killstream/0.1 (a@b.c)",
+                "POLL_PACING_MS": "fast",
+            },
+            "POLL_PACING_MS",
+        ),
+        (
+            {"QUEUE_URL": "http://localhost/q", "USER_AGENT": "killstream/0.1 (a@b.c)", "KILLSTREAM_SOURCE": "redisq"},
+            "REDISQ_QUEUE_ID",
+        ),
+    ],
+)
 def test_a_bad_variable_fails_the_invocation_naming_it(env, caplog, settings, variable):
     env.delenv("REDISQ_QUEUE_ID", raising=False)
     for name, value in settings.items():

@@ -5,6 +5,7 @@ counterparts are in the integration tests), the clock is fake, the rest is the r
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 
 import pytest
 
@@ -23,8 +24,13 @@ LONGEST_REQUEST = 8.0
 
 
 def package(sequence: int) -> Package:
-    return Package(killmail_id=5000 + sequence, hash=f"{sequence:040x}", zkb={"totalValue": sequence},
-                   source="r2z2", sequence_id=sequence)
+    return Package(
+        killmail_id=5000 + sequence,
+        hash=f"{sequence:040x}",
+        zkb={"totalValue": sequence},
+        source="r2z2",
+        sequence_id=sequence,
+    )
 
 
 class ScriptedSource:
@@ -70,7 +76,9 @@ class Rig:
         self.gate = Gate(pacing, clock=self.clock, sleep=self.clock.sleep)
         self.counts = TickCounts()
         self.source = ScriptedSource(self.gate, self.counts, script)
-        self.sqs = RecordingSqs(clock=self.clock, refuse=lambda entry: refuse(json.loads(entry["MessageBody"])["killmail_id"]))
+        self.sqs = RecordingSqs(
+            clock=self.clock, refuse=lambda entry: refuse(json.loads(entry["MessageBody"])["killmail_id"])
+        )
         self.ssm = FakeSsm(self.clock, cursor)
         sink = SqsSink(self.sqs, "https://sqs.local/q", flush_within=1.0, clock=self.clock, sleep=self.clock.sleep)
         store = CursorStore(self.ssm, "/killstream/cursor", clock=self.clock)
@@ -102,13 +110,18 @@ def test_a_tick_enqueues_in_order_saves_the_cursor_and_reports_once(caplog):
     summary = rig.tick()
     assert rig.sent == [1, 2, 3, 4, 5]
     assert rig.ssm.value == "5"
-    assert {k: summary[k] for k in ("received", "enqueued", "errors", "invalid", "cursor", "lag", "stopped_because")} == {
-        "received": 5, "enqueued": 5, "errors": 0, "invalid": 0, "cursor": 5, "lag": 995, "stopped_because": BUDGET}
+    assert {
+        k: summary[k] for k in ("received", "enqueued", "errors", "invalid", "cursor", "lag", "stopped_because")
+    } == {"received": 5, "enqueued": 5, "errors": 0, "invalid": 0, "cursor": 5, "lag": 995, "stopped_because": BUDGET}
     assert summary["empty_polls"] == summary["requests"] - 5
     done = [r for r in caplog.records if r.getMessage() == "tick done"]
     assert len(done) == 1 and done[0].levelname == "INFO"
     assert (done[0].received, done[0].enqueued, done[0].empty_polls, done[0].runtime_seconds) == (
-        5, 5, summary["empty_polls"], summary["runtime_seconds"])
+        5,
+        5,
+        summary["empty_polls"],
+        summary["runtime_seconds"],
+    )
     received = [r for r in caplog.records if r.getMessage() == "package received"]
     assert [r.killmail_id for r in received] == [5001, 5002, 5003, 5004, 5005]
 
@@ -119,9 +132,19 @@ def test_the_tick_emits_every_metric_once():
     summary = rig.tick()
     emitted = {name: entry["Value"] for name, entry in metrics.metric_set.items()}
     assert emitted == {
-        "PackagesReceived": [2], "PackagesEnqueued": [2], "EmptyPolls": [summary["empty_polls"]], "SourceErrors": [0],
-        "InvalidPackages": [0], "RateLimited": [0], "SequenceGaps": [0], "EsiDroppedForSize": [0],
-        "EnqueueFailures": [0], "SourceRefused": [0], "PollSeconds": [summary["runtime_seconds"]], "CursorLag": [998]}
+        "PackagesReceived": [2],
+        "PackagesEnqueued": [2],
+        "EmptyPolls": [summary["empty_polls"]],
+        "SourceErrors": [0],
+        "InvalidPackages": [0],
+        "RateLimited": [0],
+        "SequenceGaps": [0],
+        "EsiDroppedForSize": [0],
+        "EnqueueFailures": [0],
+        "SourceRefused": [0],
+        "PollSeconds": [summary["runtime_seconds"]],
+        "CursorLag": [998],
+    }
     assert metrics.metric_set["PollSeconds"]["Unit"] == "Seconds"
 
 
@@ -167,7 +190,7 @@ def test_a_package_waits_at_most_a_second_for_company():
 def test_a_package_before_a_long_wait_is_sent_before_the_wait():
     rig = Rig([at(1)], pacing=0.5, budget=20.0, cursor="0")
     rig.tick()
-    (sent_at, batch), = rig.batches
+    ((sent_at, batch),) = rig.batches
     assert batch == [1] and sent_at < 1000.0 + 1.0
 
 
@@ -202,7 +225,7 @@ def test_the_cursor_is_written_at_most_once_a_second_and_at_the_end():
     rig = Rig([at(n) for n in range(1, 40)], pacing=0.1, budget=10.0, cursor="0")
     rig.tick()
     times = [t for t, _ in rig.ssm.puts]
-    assert all(b - a >= 1.0 for a, b in zip(times[:-1], times[1:-1]))
+    assert all(b - a >= 1.0 for a, b in pairwise(times[:-1]))
     assert [int(v) for _, v in rig.ssm.puts] == sorted({int(v) for _, v in rig.ssm.puts})
     assert rig.ssm.value == "39"
     assert len(times) <= 6

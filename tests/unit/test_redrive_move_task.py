@@ -22,8 +22,7 @@ BODY = '{"killmail_id":131234567,"hash":"0123456789abcdef0123456789abcdef0123456
 def sqs(monkeypatch):
     for variable in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SQS", "AWS_PROFILE"):
         monkeypatch.delenv(variable, raising=False)
-    client = boto3.client("sqs", region_name="us-east-1", aws_access_key_id="testing",
-                          aws_secret_access_key="testing")
+    client = boto3.client("sqs", region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
     with Stubber(client) as stubber:
         yield client, stubber
         stubber.assert_no_pending_responses()
@@ -31,30 +30,45 @@ def sqs(monkeypatch):
 
 def expect_arns(stubber: Stubber) -> None:
     for url, arn in ((DLQ_URL, DLQ_ARN), (QUEUE_URL, QUEUE_ARN)):
-        stubber.add_response("get_queue_attributes", {"Attributes": {"QueueArn": arn}},
-                             {"QueueUrl": url, "AttributeNames": ["QueueArn"]})
+        stubber.add_response(
+            "get_queue_attributes", {"Attributes": {"QueueArn": arn}}, {"QueueUrl": url, "AttributeNames": ["QueueArn"]}
+        )
 
 
 def expect_task_listing(stubber: Stubber, status: str, moved: int, **extra) -> None:
-    task = {"Status": status, "SourceArn": DLQ_ARN, "DestinationArn": QUEUE_ARN,
-            "ApproximateNumberOfMessagesMoved": moved, "ApproximateNumberOfMessagesToMove": 40,
-            "StartedTimestamp": 1795000000000, **extra}
+    task = {
+        "Status": status,
+        "SourceArn": DLQ_ARN,
+        "DestinationArn": QUEUE_ARN,
+        "ApproximateNumberOfMessagesMoved": moved,
+        "ApproximateNumberOfMessagesToMove": 40,
+        "StartedTimestamp": 1795000000000,
+        **extra,
+    }
     stubber.add_response("list_message_move_tasks", {"Results": [task]}, {"SourceArn": DLQ_ARN, "MaxResults": 1})
 
 
 def expect_empty_receive(stubber: Stubber) -> None:
-    stubber.add_response("receive_message", {"Messages": []}, {
-        "QueueUrl": DLQ_URL, "MaxNumberOfMessages": 10, "VisibilityTimeout": HOLD_SECONDS,
-        "WaitTimeSeconds": 1, "MessageAttributeNames": ["All"],
-        "MessageSystemAttributeNames": ["ApproximateReceiveCount"],
-    })
+    stubber.add_response(
+        "receive_message",
+        {"Messages": []},
+        {
+            "QueueUrl": DLQ_URL,
+            "MaxNumberOfMessages": 10,
+            "VisibilityTimeout": HOLD_SECONDS,
+            "WaitTimeSeconds": 1,
+            "MessageAttributeNames": ["All"],
+            "MessageSystemAttributeNames": ["ApproximateReceiveCount"],
+        },
+    )
 
 
 def test_move_task_moves_dlq_to_source_queue_and_reports_progress_until_completed(sqs):
     client, stubber = sqs
     expect_arns(stubber)
-    stubber.add_response("start_message_move_task", {"TaskHandle": "task-1"},
-                         {"SourceArn": DLQ_ARN, "DestinationArn": QUEUE_ARN})
+    stubber.add_response(
+        "start_message_move_task", {"TaskHandle": "task-1"}, {"SourceArn": DLQ_ARN, "DestinationArn": QUEUE_ARN}
+    )
     expect_task_listing(stubber, "RUNNING", 0, TaskHandle="task-1")
     expect_task_listing(stubber, "RUNNING", 25, TaskHandle="task-1")
     expect_task_listing(stubber, "COMPLETED", 40)
@@ -63,7 +77,10 @@ def test_move_task_moves_dlq_to_source_queue_and_reports_progress_until_complete
     result = redrive(client, DLQ_URL, QUEUE_URL, progress=progress.append, sleep=sleeps.append)
 
     assert [(p.status, p.moved, p.to_move) for p in progress] == [
-        ("RUNNING", 0, 40), ("RUNNING", 25, 40), ("COMPLETED", 40, 40)]
+        ("RUNNING", 0, 40),
+        ("RUNNING", 25, 40),
+        ("COMPLETED", 40, 40),
+    ]
     assert [format_progress(p) for p in progress][1] == "move task RUNNING: 25/40 moved (62%)"
     assert sleeps == [MOVE_TASK_POLL_SECONDS] * 2
     assert (result.method, result.status, result.moved, result.to_move) == ("move_task", "COMPLETED", 40, 40)
@@ -83,14 +100,17 @@ def test_failed_move_task_is_reported_with_its_reason(sqs):
     assert result.failure_reason == "AWS.SimpleQueueService.NonExistentQueue"
 
 
-@pytest.mark.parametrize("code, status", [
-    ("UnsupportedOperation", 400),
-    ("AWS.SimpleQueueService.UnsupportedOperation", 400),
-    ("InvalidAction", 400),
-    ("UnknownOperationException", 400),
-    ("NotImplemented", 501),
-    ("500", 500),  # moto's server: an HTML 500 page, no SQS error document
-])
+@pytest.mark.parametrize(
+    "code, status",
+    [
+        ("UnsupportedOperation", 400),
+        ("AWS.SimpleQueueService.UnsupportedOperation", 400),
+        ("InvalidAction", 400),
+        ("UnknownOperationException", 400),
+        ("NotImplemented", 501),
+        ("500", 500),  # moto's server: an HTML 500 page, no SQS error document
+    ],
+)
 def test_endpoint_without_move_tasks_falls_back_to_the_loop(sqs, code, status):
     client, stubber = sqs
     expect_arns(stubber)
@@ -116,27 +136,50 @@ def test_other_move_task_errors_are_not_hidden_by_a_fallback(sqs, code):
 
 def test_error_type_filter_uses_the_loop_without_trying_a_move_task(sqs):
     client, stubber = sqs
-    stubber.add_response("receive_message", {"Messages": [{
-        "MessageId": "m-1", "ReceiptHandle": "rh-1", "Body": BODY,
-        "Attributes": {"ApproximateReceiveCount": "1"},
-        "MessageAttributes": {
-            "error_type": {"DataType": "String", "StringValue": "esi_not_found"},
-            "error_message": {"DataType": "String", "StringValue": "ESI 404"},
-            "source": {"DataType": "String", "StringValue": "r2z2"},
-            "killmail_id": {"DataType": "Number", "StringValue": "131234567"},
+    stubber.add_response(
+        "receive_message",
+        {
+            "Messages": [
+                {
+                    "MessageId": "m-1",
+                    "ReceiptHandle": "rh-1",
+                    "Body": BODY,
+                    "Attributes": {"ApproximateReceiveCount": "1"},
+                    "MessageAttributes": {
+                        "error_type": {"DataType": "String", "StringValue": "esi_not_found"},
+                        "error_message": {"DataType": "String", "StringValue": "ESI 404"},
+                        "source": {"DataType": "String", "StringValue": "r2z2"},
+                        "killmail_id": {"DataType": "Number", "StringValue": "131234567"},
+                    },
+                }
+            ]
         },
-    }]})
-    stubber.add_response("send_message_batch", {
-        "Successful": [{"Id": "0", "MessageId": "m-2", "MD5OfMessageBody": "d41d8cd98f00b204e9800998ecf8427e"}],
-        "Failed": [],
-    }, {
-        "QueueUrl": QUEUE_URL, "Entries": [{"Id": "0", "MessageBody": BODY, "MessageAttributes": {
-            "source": {"DataType": "String", "StringValue": "r2z2"},
-            "killmail_id": {"DataType": "Number", "StringValue": "131234567"},
-        }}],
-    })
-    stubber.add_response("delete_message_batch", {"Successful": [{"Id": "0"}], "Failed": []},
-                         {"QueueUrl": DLQ_URL, "Entries": [{"Id": "0", "ReceiptHandle": "rh-1"}]})
+    )
+    stubber.add_response(
+        "send_message_batch",
+        {
+            "Successful": [{"Id": "0", "MessageId": "m-2", "MD5OfMessageBody": "d41d8cd98f00b204e9800998ecf8427e"}],
+            "Failed": [],
+        },
+        {
+            "QueueUrl": QUEUE_URL,
+            "Entries": [
+                {
+                    "Id": "0",
+                    "MessageBody": BODY,
+                    "MessageAttributes": {
+                        "source": {"DataType": "String", "StringValue": "r2z2"},
+                        "killmail_id": {"DataType": "Number", "StringValue": "131234567"},
+                    },
+                }
+            ],
+        },
+    )
+    stubber.add_response(
+        "delete_message_batch",
+        {"Successful": [{"Id": "0"}], "Failed": []},
+        {"QueueUrl": DLQ_URL, "Entries": [{"Id": "0", "ReceiptHandle": "rh-1"}]},
+    )
     expect_empty_receive(stubber)
 
     result = redrive(client, DLQ_URL, QUEUE_URL, error_types=["esi_not_found"])

@@ -19,11 +19,14 @@ def test_the_limits_are_sqs_own():
 
 def test_an_entry_weighs_its_utf8_body_and_each_attribute_name_type_and_value():
     assert entry_bytes({"MessageBody": "héllo"}) == 6
-    entry = {"MessageBody": "{}", "MessageAttributes": {
-        "killmail_id": {"DataType": "Number", "StringValue": "123"},
-        "note": {"DataType": "String", "StringValue": "€"},
-        "blob": {"DataType": "Binary", "BinaryValue": b"\x00\x01\x02"},
-    }}
+    entry = {
+        "MessageBody": "{}",
+        "MessageAttributes": {
+            "killmail_id": {"DataType": "Number", "StringValue": "123"},
+            "note": {"DataType": "String", "StringValue": "€"},
+            "blob": {"DataType": "Binary", "BinaryValue": b"\x00\x01\x02"},
+        },
+    }
     assert entry_bytes(entry) == 2 + (11 + 6 + 3) + (4 + 6 + 3) + (4 + 6 + 3)
 
 

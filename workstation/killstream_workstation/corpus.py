@@ -69,12 +69,23 @@ def generate(count: int, seed: int = 7) -> list[dict]:
             for i in range(rng.choice([1, 1, 2, 5, 12, 40]))
         ]
         if rng.random() < 0.2:
-            attackers.append({"corporation_id": 1000125, "damage_done": 10, "final_blow": False,
-                              "security_status": 0.0, "ship_type_id": 34495})
+            attackers.append(
+                {
+                    "corporation_id": 1000125,
+                    "damage_done": 10,
+                    "final_blow": False,
+                    "security_status": 0.0,
+                    "ship_type_id": 34495,
+                }
+            )
         items = []
         for _ in range(rng.randrange(0, 30)):
-            item = {"flag": rng.choice([5, 11, 12, 27, 87]), "item_type_id": rng.randrange(100, 60000),
-                    "singleton": 0, rng.choice(["quantity_destroyed", "quantity_dropped"]): rng.randrange(1, 500)}
+            item = {
+                "flag": rng.choice([5, 11, 12, 27, 87]),
+                "item_type_id": rng.randrange(100, 60000),
+                "singleton": 0,
+                rng.choice(["quantity_destroyed", "quantity_dropped"]): rng.randrange(1, 500),
+            }
             if rng.random() < 0.05:
                 item["items"] = [{"flag": 5, "item_type_id": 34, "singleton": 0, "quantity_dropped": 1000}]
             items.append(item)
@@ -86,14 +97,16 @@ def generate(count: int, seed: int = 7) -> list[dict]:
             "items": items,
             "position": {"x": rng.uniform(-1e12, 1e12), "y": rng.uniform(-1e11, 1e11), "z": rng.uniform(-1e12, 1e12)},
         }
-        docs.append({
-            "attackers": attackers,
-            "killmail_hash": fake_hash(killmail_id),
-            "killmail_id": killmail_id,
-            "killmail_time": f"2026-11-{1 + n % 28:02d}T{n % 24:02d}:{n % 60:02d}:{(n * 7) % 60:02d}Z",
-            "solar_system_id": 30_000_000 + rng.randrange(5000),
-            "victim": victim,
-        })
+        docs.append(
+            {
+                "attackers": attackers,
+                "killmail_hash": fake_hash(killmail_id),
+                "killmail_id": killmail_id,
+                "killmail_time": f"2026-11-{1 + n % 28:02d}T{n % 24:02d}:{n % 60:02d}:{(n * 7) % 60:02d}Z",
+                "solar_system_id": 30_000_000 + rng.randrange(5000),
+                "victim": victim,
+            }
+        )
     return docs
 
 
@@ -133,7 +146,11 @@ def zkb_for(doc: dict, rng: random.Random | None = None) -> dict:
         "npc": npc,
         "solo": len(doc["attackers"]) == 1 and not npc,
         "awox": False,
-        "labels": ["cat:6", "npc" if npc else "pvp", rng.choice(["loc:highsec", "loc:lowsec", "loc:nullsec", "loc:w-space"])],
+        "labels": [
+            "cat:6",
+            "npc" if npc else "pvp",
+            rng.choice(["loc:highsec", "loc:lowsec", "loc:nullsec", "loc:w-space"]),
+        ],
         "attackerCount": len(doc["attackers"]),
         "href": f"https://esi.evetech.net/killmails/{killmail_id}/{killmail_hash}/",
     }

@@ -88,6 +88,7 @@ class Zkb:
 
 # --- field readers: each names the path of what it rejects -------------------------------
 
+
 def _require(doc: dict, key: str, path: str) -> Any:
     if key not in doc or doc[key] is None:
         raise KillmailValidationError(f"{path}{key}", "is required")
@@ -160,6 +161,7 @@ def validate_hash(value: Any, path: str = "hash") -> str:
 
 # --- ESI killmail -------------------------------------------------------------------------
 
+
 def _attacker(doc: Any, path: str) -> Attacker:
     doc = validate_object(doc, path)
     p = path + "."
@@ -186,15 +188,17 @@ def _walk_items(items: Any, path: str, parent: int | None, depth: int, out: list
             raise KillmailValidationError("victim.items", f"more than {MAX_ITEMS} items")
         p = ipath + "."
         index = len(out)
-        out.append(Item(
-            index=index,
-            parent_index=parent,
-            item_type_id=validate_id(_require(doc, "item_type_id", p), p + "item_type_id"),
-            flag=validate_id(_require(doc, "flag", p), p + "flag", maximum=INTEGER_MAX),
-            quantity_destroyed=_opt_id(doc, "quantity_destroyed", p),
-            quantity_dropped=_opt_id(doc, "quantity_dropped", p),
-            singleton=validate_id(_require(doc, "singleton", p), p + "singleton", maximum=INTEGER_MAX),
-        ))
+        out.append(
+            Item(
+                index=index,
+                parent_index=parent,
+                item_type_id=validate_id(_require(doc, "item_type_id", p), p + "item_type_id"),
+                flag=validate_id(_require(doc, "flag", p), p + "flag", maximum=INTEGER_MAX),
+                quantity_destroyed=_opt_id(doc, "quantity_destroyed", p),
+                quantity_dropped=_opt_id(doc, "quantity_dropped", p),
+                singleton=validate_id(_require(doc, "singleton", p), p + "singleton", maximum=INTEGER_MAX),
+            )
+        )
         if doc.get("items") is not None:
             _walk_items(doc["items"], p + "items", index, depth + 1, out)
 
@@ -247,6 +251,7 @@ def _storable_json(doc: Any, path: str) -> str:
 
 # --- zKillboard block ---------------------------------------------------------------------
 
+
 def _opt_value(doc: dict, key: str) -> Decimal | None:
     value = doc.get(key)
     if value is None:
@@ -281,7 +286,9 @@ def parse_zkb(doc: Any) -> Zkb:
         dropped_value=_opt_value(doc, "droppedValue"),
         destroyed_value=_opt_value(doc, "destroyedValue"),
         total_value=_opt_value(doc, "totalValue"),
-        points=None if points is None else validate_id(points, "zkb.points", minimum=-INTEGER_MAX - 1, maximum=INTEGER_MAX),
+        points=None
+        if points is None
+        else validate_id(points, "zkb.points", minimum=-INTEGER_MAX - 1, maximum=INTEGER_MAX),
         npc=_opt_bool(doc, "npc"),
         solo=_opt_bool(doc, "solo"),
         awox=_opt_bool(doc, "awox"),

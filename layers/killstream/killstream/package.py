@@ -41,9 +41,16 @@ class Package:
     def from_body(cls, body: str | bytes | dict) -> Package:
         """Parse an SQS message body written by `to_body`."""
         doc = _decode(body)
-        return _build(doc, killmail_id=doc.get("killmail_id"), killmail_hash=doc.get("hash"),
-                      zkb=doc.get("zkb"), esi=doc.get("esi"), source=doc.get("source"),
-                      sequence_id=doc.get("sequence_id"), uploaded_at=doc.get("uploaded_at"))
+        return _build(
+            doc,
+            killmail_id=doc.get("killmail_id"),
+            killmail_hash=doc.get("hash"),
+            zkb=doc.get("zkb"),
+            esi=doc.get("esi"),
+            source=doc.get("source"),
+            sequence_id=doc.get("sequence_id"),
+            uploaded_at=doc.get("uploaded_at"),
+        )
 
 
 def _decode(body: str | bytes | dict) -> dict:
@@ -52,7 +59,9 @@ def _decode(body: str | bytes | dict) -> dict:
     try:
         doc = json.loads(body)
     except (ValueError, TypeError, RecursionError) as exc:
-        raise InvalidPackage(f"not JSON: {type(exc).__name__}: {exc}", body if isinstance(body, str) else repr(body)) from None
+        raise InvalidPackage(
+            f"not JSON: {type(exc).__name__}: {exc}", body if isinstance(body, str) else repr(body)
+        ) from None
     if not isinstance(doc, dict):
         raise InvalidPackage(f"not a JSON object but {type(doc).__name__}", body)
     return doc
@@ -83,9 +92,16 @@ def from_r2z2(body: str | bytes | dict) -> Package:
     doc = _decode(body)
     zkb = doc.get("zkb")
     killmail_hash = doc.get("hash") or (zkb.get("hash") if isinstance(zkb, dict) else None)
-    return _build(doc, killmail_id=doc.get("killmail_id"), killmail_hash=killmail_hash, zkb=zkb,
-                  esi=doc.get("esi"), source="r2z2", sequence_id=doc.get("sequence_id"),
-                  uploaded_at=doc.get("uploaded_at"))
+    return _build(
+        doc,
+        killmail_id=doc.get("killmail_id"),
+        killmail_hash=killmail_hash,
+        zkb=zkb,
+        esi=doc.get("esi"),
+        source="r2z2",
+        sequence_id=doc.get("sequence_id"),
+        uploaded_at=doc.get("uploaded_at"),
+    )
 
 
 def from_redisq(package: Any) -> Package:
@@ -94,6 +110,11 @@ def from_redisq(package: Any) -> Package:
     if not isinstance(package, dict):
         raise InvalidPackage(f"package is not an object but {type(package).__name__}", package)
     zkb = package.get("zkb")
-    return _build(package, killmail_id=package.get("killID"),
-                  killmail_hash=zkb.get("hash") if isinstance(zkb, dict) else None,
-                  zkb=zkb, esi=package.get("killmail"), source="redisq")
+    return _build(
+        package,
+        killmail_id=package.get("killID"),
+        killmail_hash=zkb.get("hash") if isinstance(zkb, dict) else None,
+        zkb=zkb,
+        esi=package.get("killmail"),
+        source="redisq",
+    )

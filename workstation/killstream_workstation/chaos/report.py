@@ -12,20 +12,20 @@ class ChaosRates:
 
     source_429: float = 0.02
     source_5xx: float = 0.03
-    source_stall: float = 0.002        # stalls past the poller's read timeout
-    source_garbage: float = 0.02       # a 200 whose body is not JSON
-    gap: float = 0.005                 # the publisher skips 1-3 sequence numbers (each costs ~12 s)
-    republish: float = 0.03            # zKillboard re-values a killmail already published
+    source_stall: float = 0.002  # stalls past the poller's read timeout
+    source_garbage: float = 0.02  # a 200 whose body is not JSON
+    gap: float = 0.005  # the publisher skips 1-3 sequence numbers (each costs ~12 s)
+    republish: float = 0.03  # zKillboard re-values a killmail already published
     esi_5xx: float = 0.03
     esi_429: float = 0.01
-    esi_420_bursts: int = 2            # the error limit trips this many times
-    invalid: float = 0.01              # published with a wrong hash: ESI answers 422, for ever
-    sqs_send_failure: float = 0.03     # SendMessageBatch to the killmail queue fails
-    poller_kill: float = 0.1           # the poller dies after SQS took a batch, before the cursor save
-    duplicate_delivery: float = 0.03   # a finished SQS record is not deleted and comes again
-    database_restart_at: float = 0.4   # share of the feed published when PostgreSQL goes down
-    database_downtime: float = 20.0    # seconds: longer than 5 receives x visibility, so some
-                                       # killmails exhaust their retries and need the redrive
+    esi_420_bursts: int = 2  # the error limit trips this many times
+    invalid: float = 0.01  # published with a wrong hash: ESI answers 422, for ever
+    sqs_send_failure: float = 0.03  # SendMessageBatch to the killmail queue fails
+    poller_kill: float = 0.1  # the poller dies after SQS took a batch, before the cursor save
+    duplicate_delivery: float = 0.03  # a finished SQS record is not deleted and comes again
+    database_restart_at: float = 0.4  # share of the feed published when PostgreSQL goes down
+    database_downtime: float = 20.0  # seconds: longer than 5 receives x visibility, so some
+    # killmails exhaust their retries and need the redrive
 
 
 @dataclass

@@ -39,9 +39,16 @@ def _expected_rows(docs: dict[int, dict]) -> tuple[int, int]:
     return attackers, items
 
 
-def run_chaos(database_url: str, *, count: int = 2000, rates: ChaosRates | None = None, seed: int = 2026,
-              restart_database: Callable[[float], None] | None = None, timeout: float = 900.0,
-              progress: Callable[[str], None] = print) -> ChaosReport:
+def run_chaos(
+    database_url: str,
+    *,
+    count: int = 2000,
+    rates: ChaosRates | None = None,
+    seed: int = 2026,
+    restart_database: Callable[[float], None] | None = None,
+    timeout: float = 900.0,
+    progress: Callable[[str], None] = print,
+) -> ChaosReport:
     rates = rates or ChaosRates()
     rng = random.Random(seed)
     report = ChaosReport()
@@ -50,21 +57,34 @@ def run_chaos(database_url: str, *, count: int = 2000, rates: ChaosRates | None 
     by_id = {doc["killmail_id"]: doc for doc in docs}
 
     settings = PipelineSettings(
-        database_url=database_url, user_agent="killstream-chaos/1.0 (chaos@example.com)", replay=[],
-        pacing_ms=5, budget_seconds=20, tick_interval=0, visibility_timeout=3, fetcher_workers=2,
-        duplicate_delivery_rate=rates.duplicate_delivery, seed=seed)
+        database_url=database_url,
+        user_agent="killstream-chaos/1.0 (chaos@example.com)",
+        replay=[],
+        pacing_ms=5,
+        budget_seconds=20,
+        tick_interval=0,
+        visibility_timeout=3,
+        fetcher_workers=2,
+        duplicate_delivery_rate=rates.duplicate_delivery,
+        seed=seed,
+    )
     pipeline = LocalPipeline(settings, RunStats()).setup()
     r2z2, esi = pipeline.replay.r2z2, pipeline.replay.esi
     # its own generator: the publisher's choices stay the same for a seed whatever the threads do
     aws_faults = AwsFaults(pipeline.aws.queue_url, rates, random.Random(seed + 1), report.injected)
     aws_faults.install()
-    r2z2.faults.rates = FaultRates(rate_429=rates.source_429, rate_5xx=rates.source_5xx,
-                                   rate_stall=rates.source_stall, rate_garbage=rates.source_garbage,
-                                   stall_seconds=6.0)
+    r2z2.faults.rates = FaultRates(
+        rate_429=rates.source_429,
+        rate_5xx=rates.source_5xx,
+        rate_stall=rates.source_stall,
+        rate_garbage=rates.source_garbage,
+        stall_seconds=6.0,
+    )
     esi.faults.rates = FaultRates(rate_429=rates.esi_429, rate_5xx=rates.esi_5xx)
     for _ in range(rates.esi_420_bursts):
-        esi.faults.script(status=420, headers={"X-ESI-Error-Limit-Reset": "1", "X-ESI-Error-Limit-Remain": "0"},
-                          times=3)
+        esi.faults.script(
+            status=420, headers={"X-ESI-Error-Limit-Reset": "1", "X-ESI-Error-Limit-Remain": "0"}, times=3
+        )
 
     invalid_ids: set[int] = set()
     latest_zkb: dict[int, dict] = {}
@@ -104,8 +124,12 @@ def run_chaos(database_url: str, *, count: int = 2000, rates: ChaosRates | None 
 
     # Queue depths are approximate in SQS (and moto): drained means seen empty twice in a row.
     def drained() -> bool:
-        return not publisher.is_alive() and not outage.is_alive() and pipeline.aws.queue_depth(pipeline.aws.queue_url) == 0 \
+        return (
+            not publisher.is_alive()
+            and not outage.is_alive()
+            and pipeline.aws.queue_depth(pipeline.aws.queue_url) == 0
             and _cursor(pipeline) >= r2z2.head
+        )
 
     try:
         if not pipeline.wait_until(lambda: drained() and drained(), timeout=timeout, poll=1.0):
@@ -121,8 +145,9 @@ def run_chaos(database_url: str, *, count: int = 2000, rates: ChaosRates | None 
         inspection = inspect_dlq(sqs, pipeline.aws.dlq_url)
         transient = sorted(set(inspection.counts) - {INVALID_KILLMAIL})
         if transient:
-            result = redrive(sqs, pipeline.aws.dlq_url, pipeline.aws.queue_url, error_types=transient,
-                                 prefer_move_task=False)
+            result = redrive(
+                sqs, pipeline.aws.dlq_url, pipeline.aws.queue_url, error_types=transient, prefer_move_task=False
+            )
             report.redriven = result.moved
             progress(f"redrove {result.moved} transient failures ({', '.join(transient)})")
             pipeline.wait_until(lambda: drained() and drained(), timeout=timeout, poll=1.0)
@@ -154,8 +179,9 @@ def _cursor(pipeline: LocalPipeline) -> int:
     return int(value) if value.isdigit() else -1
 
 
-def _count_database(url: str, by_id: dict[int, dict], invalid_ids: set[int], latest_zkb: dict[int, dict],
-                    report: ChaosReport) -> None:
+def _count_database(
+    url: str, by_id: dict[int, dict], invalid_ids: set[int], latest_zkb: dict[int, dict], report: ChaosReport
+) -> None:
     conn = connect(url)
     try:
         with conn, conn.cursor() as cur:
@@ -172,6 +198,7 @@ def _count_database(url: str, by_id: dict[int, dict], invalid_ids: set[int], lat
     report.lost = len(good - set(stored))
     # the primary key makes a doubled killmail row impossible; doubled children are what to look for
     report.duplicates = (attackers - expected_attackers) + (items - expected_items) + len(set(stored) - good)
-    report.stale_zkb = sum(1 for kid, value in stored.items()
-                           if kid in latest_zkb and abs(value - latest_zkb[kid]["totalValue"]) > 0.005)
+    report.stale_zkb = sum(
+        1 for kid, value in stored.items() if kid in latest_zkb and abs(value - latest_zkb[kid]["totalValue"]) > 0.005
+    )
     logger.debug("chaos counted", extra={"stored": len(stored), "attackers": attackers, "items": items})

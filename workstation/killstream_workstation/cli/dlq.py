@@ -19,18 +19,29 @@ def add_commands(subparsers) -> None:
     """Register `dlq` and `redrive` on the `killstream` command's subparsers."""
     dlq = subparsers.add_parser("dlq", help="what is in the dead-letter queue, without consuming it")
     dlq.add_argument("--dlq-url", help="default: $DLQ_URL")
-    dlq.add_argument("--limit", type=_positive_int, default=100, help="inspect at most this many messages (default 100)")
+    dlq.add_argument(
+        "--limit", type=_positive_int, default=100, help="inspect at most this many messages (default 100)"
+    )
     dlq.set_defaults(func=cmd_dlq)
 
     move = subparsers.add_parser("redrive", help="move dead-letter queue messages back to the killmail queue")
     move.add_argument("--dlq-url", help="default: $DLQ_URL")
     move.add_argument("--queue-url", help="the queue to move them to; default: $QUEUE_URL")
-    move.add_argument("--error-type", action="append", dest="error_types", metavar="TYPE",
-                      help=f"only messages with this error_type (repeatable; {RETRIES_EXHAUSTED} = transient "
-                           "failures SQS moved after 5 receives); always uses the loop")
+    move.add_argument(
+        "--error-type",
+        action="append",
+        dest="error_types",
+        metavar="TYPE",
+        help=f"only messages with this error_type (repeatable; {RETRIES_EXHAUSTED} = transient "
+        "failures SQS moved after 5 receives); always uses the loop",
+    )
     move.add_argument("--dry-run", action="store_true", help="report what would move, move nothing")
-    move.add_argument("--no-move-task", dest="move_task", action="store_false",
-                      help="use the receive/send/delete loop even where SQS move tasks are available")
+    move.add_argument(
+        "--no-move-task",
+        dest="move_task",
+        action="store_false",
+        help="use the receive/send/delete loop even where SQS move tasks are available",
+    )
     move.set_defaults(func=cmd_redrive)
 
 
@@ -75,9 +86,15 @@ def cmd_redrive(args: argparse.Namespace) -> int:
     if not dlq_url or not queue_url:
         return 2
     try:
-        result = redrive(sqs_client(dlq_url), dlq_url, queue_url, error_types=args.error_types,
-                         dry_run=args.dry_run, prefer_move_task=args.move_task,
-                         progress=lambda p: print(format_progress(p), flush=True))
+        result = redrive(
+            sqs_client(dlq_url),
+            dlq_url,
+            queue_url,
+            error_types=args.error_types,
+            dry_run=args.dry_run,
+            prefer_move_task=args.move_task,
+            progress=lambda p: print(format_progress(p), flush=True),
+        )
     except (BotoCoreError, ClientError) as exc:
         print(f"error: redrive stopped: {exc}", file=sys.stderr)
         return 1

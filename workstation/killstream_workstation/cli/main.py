@@ -35,15 +35,15 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="apply the schema migrations")
     migrate.add_argument("--database-url", help="default: $DATABASE_URL, else the embedded server")
     migrate.set_defaults(func=cmd_migrate)
-    run_parser = sub.add_parser(
-        "run", help="the whole pipeline on this machine (live feed, or --replay [DIR] offline)"
-    )
+    run_parser = sub.add_parser("run", help="the whole pipeline on this machine (live feed, or --replay [DIR] offline)")
     add_run_arguments(run_parser)
     run_parser.set_defaults(func=run)
     stats = sub.add_parser("stats", help="what the database holds: counts, newest killmail, ingest lag")
     stats.add_argument("--database-url", help="default: $DATABASE_URL, else the embedded server")
     stats.set_defaults(func=cmd_stats)
-    invoke_parser = sub.add_parser("invoke", help="run one handler on an event file against local endpoints (no Docker)")
+    invoke_parser = sub.add_parser(
+        "invoke", help="run one handler on an event file against local endpoints (no Docker)"
+    )
     add_invoke_arguments(invoke_parser)
     invoke_parser.set_defaults(func=invoke)
     dlq.add_commands(sub)

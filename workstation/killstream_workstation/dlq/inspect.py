@@ -62,7 +62,9 @@ def describe(message: dict) -> DlqMessage:
         if isinstance(body, dict):
             killmail_id = as_int(body.get("killmail_id"))
     receive_count = as_int((message.get("Attributes") or {}).get("ApproximateReceiveCount"))
-    return DlqMessage(message["MessageId"], killmail_id, error_type, _attribute(attributes, ERROR_MESSAGE), receive_count)
+    return DlqMessage(
+        message["MessageId"], killmail_id, error_type, _attribute(attributes, ERROR_MESSAGE), receive_count
+    )
 
 
 def _attribute(attributes: dict, name: str) -> str | None:
@@ -123,18 +125,22 @@ class Scan:
             # A release that fails only delays visibility until the hold expires.
             self.sqs.change_message_visibility_batch(
                 QueueUrl=self.url,
-                Entries=[{"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": 0}
-                         for i, h in enumerate(handles[start:start + 10])],
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": 0}
+                    for i, h in enumerate(handles[start : start + 10])
+                ],
             )
         self.held.clear()
 
 
-def inspect_dlq(sqs, dlq_url: str, *, limit: int | None = None, hold_seconds: int = HOLD_SECONDS,
-                wait_seconds: int = 1) -> Inspection:
+def inspect_dlq(
+    sqs, dlq_url: str, *, limit: int | None = None, hold_seconds: int = HOLD_SECONDS, wait_seconds: int = 1
+) -> Inspection:
     """Counts by error_type and one line per message, leaving every message in the DLQ, visible.
     Each inspected message's ApproximateReceiveCount goes up by one: SQS has no peek."""
     attributes = sqs.get_queue_attributes(
-        QueueUrl=dlq_url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        QueueUrl=dlq_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
     )["Attributes"]
     scan = Scan(sqs, dlq_url, hold_seconds=hold_seconds, wait_seconds=wait_seconds)
     messages: list[DlqMessage] = []
@@ -151,5 +157,3 @@ def inspect_dlq(sqs, dlq_url: str, *, limit: int | None = None, hold_seconds: in
         counts=dict(Counter(m.error_type for m in messages).most_common()),
         limited=limit is not None and len(messages) >= limit,
     )
-
-

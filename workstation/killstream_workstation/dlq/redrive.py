@@ -17,13 +17,15 @@ from killstream_workstation.dlq.inspect import HOLD_SECONDS, Scan, as_int, descr
 
 MOVE_TASK_POLL_SECONDS = 5
 TERMINAL_TASK_STATUSES = ("COMPLETED", "FAILED", "CANCELLED")
-UNSUPPORTED_CODES = frozenset({
-    "UnsupportedOperation",
-    "AWS.SimpleQueueService.UnsupportedOperation",
-    "InvalidAction",
-    "UnknownOperationException",
-    "NotImplemented",
-})
+UNSUPPORTED_CODES = frozenset(
+    {
+        "UnsupportedOperation",
+        "AWS.SimpleQueueService.UnsupportedOperation",
+        "InvalidAction",
+        "UnknownOperationException",
+        "NotImplemented",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -56,11 +58,20 @@ class RedriveResult:
         return self.status == "COMPLETED" and not self.failed and not self.not_deleted
 
 
-def redrive(sqs, dlq_url: str, source_queue_url: str, *, error_types: Iterable[str] | None = None,
-            dry_run: bool = False, prefer_move_task: bool = True,
-            progress: Callable[[Progress], None] | None = None, sleep: Callable[[float], None] = time.sleep,
-            poll_seconds: float = MOVE_TASK_POLL_SECONDS, hold_seconds: int = HOLD_SECONDS,
-            wait_seconds: int = 1) -> RedriveResult:
+def redrive(
+    sqs,
+    dlq_url: str,
+    source_queue_url: str,
+    *,
+    error_types: Iterable[str] | None = None,
+    dry_run: bool = False,
+    prefer_move_task: bool = True,
+    progress: Callable[[Progress], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    poll_seconds: float = MOVE_TASK_POLL_SECONDS,
+    hold_seconds: int = HOLD_SECONDS,
+    wait_seconds: int = 1,
+) -> RedriveResult:
     """Move DLQ messages back to the source queue.
 
     With no error_type filter, SQS's own StartMessageMoveTask does it where the endpoint has it.
@@ -125,8 +136,14 @@ def _follow_move_task(sqs, dlq_arn: str, handle: str, report, sleep, poll_second
         to_move = as_int(task.get("ApproximateNumberOfMessagesToMove"))
         report(Progress("move_task", status, moved, to_move))
         if status in TERMINAL_TASK_STATUSES:
-            return RedriveResult(method="move_task", status=status, moved=moved, to_move=to_move,
-                                 task_handle=handle, failure_reason=task.get("FailureReason"))
+            return RedriveResult(
+                method="move_task",
+                status=status,
+                moved=moved,
+                to_move=to_move,
+                task_handle=handle,
+                failure_reason=task.get("FailureReason"),
+            )
         sleep(poll_seconds)
 
 
@@ -164,8 +181,10 @@ def _move(sqs, dlq_url, source_url, chosen, scan: Scan, result: RedriveResult, m
         for failure in answer.get("Failed", []):
             _, described = by_id[failure["Id"]]
             result.failed += 1
-            result.failures.append(f"killmail {described.killmail_id} ({described.message_id}): "
-                                   f"{failure.get('Code')} {failure.get('Message', '')}".rstrip())
+            result.failures.append(
+                f"killmail {described.killmail_id} ({described.message_id}): "
+                f"{failure.get('Code')} {failure.get('Message', '')}".rstrip()
+            )
         sent = [ok["Id"] for ok in answer.get("Successful", [])]
         for key in sent:
             result.moved += 1
@@ -173,7 +192,8 @@ def _move(sqs, dlq_url, source_url, chosen, scan: Scan, result: RedriveResult, m
         if not sent:
             continue
         deleted = sqs.delete_message_batch(
-            QueueUrl=dlq_url, Entries=[{"Id": key, "ReceiptHandle": by_id[key][0]["ReceiptHandle"]} for key in sent],
+            QueueUrl=dlq_url,
+            Entries=[{"Id": key, "ReceiptHandle": by_id[key][0]["ReceiptHandle"]} for key in sent],
         )
         for ok in deleted.get("Successful", []):
             scan.settle(by_id[ok["Id"]][0]["MessageId"])
@@ -192,5 +212,3 @@ def _send_entry(key: str, message: dict) -> dict:
     if attributes:
         entry["MessageAttributes"] = attributes
     return entry
-
-

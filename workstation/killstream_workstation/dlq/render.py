@@ -7,9 +7,11 @@ from killstream_workstation.dlq.redrive import Progress, RedriveResult
 
 
 def format_inspection(summary: Inspection, *, message_width: int = 80) -> str:
-    header = (f"DLQ {summary.dlq_url}: ~{summary.approximate_visible} visible, "
-              f"~{summary.approximate_in_flight} in flight; inspected {len(summary.messages)}"
-              + (" (limit reached)" if summary.limited else ""))
+    header = (
+        f"DLQ {summary.dlq_url}: ~{summary.approximate_visible} visible, "
+        f"~{summary.approximate_in_flight} in flight; inspected {len(summary.messages)}"
+        + (" (limit reached)" if summary.limited else "")
+    )
     if not summary.messages:
         return header + "\nthe DLQ is empty"
     type_width = max(len("error_type"), *(len(t) for t in summary.counts))
@@ -19,7 +21,7 @@ def format_inspection(summary: Inspection, *, message_width: int = 80) -> str:
     for m in summary.messages:
         text = " ".join((m.error_message or "").split())
         if len(text) > message_width:
-            text = text[:message_width - 1] + "…"
+            text = text[: message_width - 1] + "…"
         killmail = "?" if m.killmail_id is None else str(m.killmail_id)
         receives = "?" if m.receive_count is None else str(m.receive_count)
         lines.append(f"{killmail:>12}  {m.error_type:<{type_width}}  {receives:>8}  {text}".rstrip())
@@ -57,5 +59,3 @@ def format_result(result: RedriveResult) -> str:
     if result.not_deleted:
         lines.append(f"sent but not deleted from the DLQ (a later redrive sends them again): {result.not_deleted}")
     return "\n".join(lines)
-
-

@@ -47,20 +47,29 @@ class LocalAws:
         # moto keeps its state per process, not per server: start from nothing
         urllib.request.urlopen(urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST"), timeout=10)
         # moto accepts any credentials; real ones must never leak to a local endpoint
-        os.environ.update({
-            "AWS_ENDPOINT_URL": self.endpoint_url, "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
-            "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION,
-        })
+        os.environ.update(
+            {
+                "AWS_ENDPOINT_URL": self.endpoint_url,
+                "AWS_ACCESS_KEY_ID": "local",
+                "AWS_SECRET_ACCESS_KEY": "local",
+                "AWS_DEFAULT_REGION": REGION,
+                "AWS_REGION": REGION,
+            }
+        )
         os.environ.pop("AWS_SESSION_TOKEN", None)
         os.environ.pop("AWS_PROFILE", None)
         sqs = self.client("sqs")
-        self.dlq_url = sqs.create_queue(QueueName=f"{self.prefix}-dlq", Attributes={
-            "MessageRetentionPeriod": str(DLQ_RETENTION_SECONDS)})["QueueUrl"]
+        self.dlq_url = sqs.create_queue(
+            QueueName=f"{self.prefix}-dlq", Attributes={"MessageRetentionPeriod": str(DLQ_RETENTION_SECONDS)}
+        )["QueueUrl"]
         dlq_arn = sqs.get_queue_attributes(QueueUrl=self.dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        self.queue_url = sqs.create_queue(QueueName=f"{self.prefix}-killmails", Attributes={
-            "VisibilityTimeout": str(self.visibility_timeout),
-            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVE_COUNT}),
-        })["QueueUrl"]
+        self.queue_url = sqs.create_queue(
+            QueueName=f"{self.prefix}-killmails",
+            Attributes={
+                "VisibilityTimeout": str(self.visibility_timeout),
+                "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVE_COUNT}),
+            },
+        )["QueueUrl"]
         return self
 
     def client(self, service: str):
@@ -71,7 +80,8 @@ class LocalAws:
 
     def queue_depth(self, queue_url: str) -> int:
         attrs = self.client("sqs").get_queue_attributes(
-            QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])
+            QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+        )
         return sum(int(v) for v in attrs["Attributes"].values())
 
     def stop(self) -> None:

@@ -15,12 +15,34 @@ from dataclasses import dataclass, field
 
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 
-ICONS = {"fetching": "📥 Fetching", "saved": "✅ Saved", "skipped": "⏭️  Skipped",
-         "updated": "🔁 Updated", "failed": "❌ Failed"}
-_QUIET_KEYS = {"level", "location", "message", "timestamp", "service", "cold_start", "function_name",
-               "function_memory_size", "function_arn", "function_request_id", "xray_trace_id",
-               "sampling_rate", "outcome", "killmail_id", "total_value", "reason", "exception", "exception_name",
-               "stack_trace"}
+ICONS = {
+    "fetching": "📥 Fetching",
+    "saved": "✅ Saved",
+    "skipped": "⏭️  Skipped",
+    "updated": "🔁 Updated",
+    "failed": "❌ Failed",
+}
+_QUIET_KEYS = {
+    "level",
+    "location",
+    "message",
+    "timestamp",
+    "service",
+    "cold_start",
+    "function_name",
+    "function_memory_size",
+    "function_arn",
+    "function_request_id",
+    "xray_trace_id",
+    "sampling_rate",
+    "outcome",
+    "killmail_id",
+    "total_value",
+    "reason",
+    "exception",
+    "exception_name",
+    "stack_trace",
+}
 
 
 def isk(value) -> str:
@@ -48,22 +70,26 @@ class RunStats:
 
     def line(self) -> str:
         o = self.outcomes
-        return (f"Stats: {self.received} received, {o['saved']} saved, {o['skipped']} skipped, "
-                f"{o['updated']} updated, {o['failed']} failed, {self.errors} errors, {self.in_dlq} in DLQ "
-                f"({self.runtime:.0f}s runtime)")
+        return (
+            f"Stats: {self.received} received, {o['saved']} saved, {o['skipped']} skipped, "
+            f"{o['updated']} updated, {o['failed']} failed, {self.errors} errors, {self.in_dlq} in DLQ "
+            f"({self.runtime:.0f}s runtime)"
+        )
 
     def final(self) -> str:
         o = self.outcomes
-        return "\n".join([
-            "📊 Final Statistics:",
-            f"   Received: {self.received}",
-            f"   Saved: {o['saved']}",
-            f"   Skipped: {o['skipped']}",
-            f"   Updated: {o['updated']}",
-            f"   Errors: {self.errors + o['failed']}",
-            f"   In DLQ: {self.in_dlq}",
-            f"   Runtime: {self.runtime:.0f} seconds",
-        ])
+        return "\n".join(
+            [
+                "📊 Final Statistics:",
+                f"   Received: {self.received}",
+                f"   Saved: {o['saved']}",
+                f"   Skipped: {o['skipped']}",
+                f"   Updated: {o['updated']}",
+                f"   Errors: {self.errors + o['failed']}",
+                f"   In DLQ: {self.in_dlq}",
+                f"   Runtime: {self.runtime:.0f} seconds",
+            ]
+        )
 
 
 class StatsCounter(logging.Filter):
@@ -108,8 +134,9 @@ class ConsoleFormatter(LambdaPowertoolsFormatter):
             if outcome == "failed":
                 return f"{text} ({doc.get('reason', 'unknown reason')})"
             return text
-        extra = " ".join(f"{k}={json.dumps(v) if not isinstance(v, str) else v}"
-                         for k, v in doc.items() if k not in _QUIET_KEYS)
+        extra = " ".join(
+            f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in doc.items() if k not in _QUIET_KEYS
+        )
         line = f"{doc.get('level', record.levelname):<7} {doc.get('message')}{'  ' + extra if extra else ''}"
         return f"{line}\n{doc['exception']}" if doc.get("exception") else line
 
@@ -122,8 +149,12 @@ class QuietFilter(logging.Filter):
         self.verbose = verbose
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return self.verbose or record.levelno >= logging.WARNING or "outcome" in record.__dict__ or \
-            getattr(record, "msg", "") in ("tick done",)
+        return (
+            self.verbose
+            or record.levelno >= logging.WARNING
+            or "outcome" in record.__dict__
+            or getattr(record, "msg", "") in ("tick done",)
+        )
 
 
 def install(logger, stats: RunStats, *, verbose: bool = False) -> None:

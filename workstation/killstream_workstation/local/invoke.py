@@ -21,8 +21,13 @@ USER_AGENT = "killstream/0.1.0 (local invoke)"
 
 def add_invoke_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("function", choices=["poller", "fetcher"])
-    parser.add_argument("--event", action="append", required=True, metavar="FILE",
-                        help="event JSON (repeatable for the fetcher: the records are joined into one batch)")
+    parser.add_argument(
+        "--event",
+        action="append",
+        required=True,
+        metavar="FILE",
+        help="event JSON (repeatable for the fetcher: the records are joined into one batch)",
+    )
     parser.add_argument("--budget", type=int, default=5, help="poller: tick budget in seconds (default 5)")
     parser.add_argument("--database-url", help="fetcher: default $DATABASE_URL, else the embedded server")
 
@@ -38,8 +43,15 @@ def _invoke_poller(args, aws: LocalAws) -> dict:
             esi, killmail_hash = corpus.split_hash(doc)
             r2z2.publish(esi, killmail_hash, corpus.zkb_for(doc))
         aws.set_cursor("0")
-        os.environ.update({"R2Z2_URL": r2z2.url, "QUEUE_URL": aws.queue_url, "CURSOR_PARAMETER": aws.cursor_parameter,
-                           "POLL_BUDGET_SECONDS": str(args.budget), "USER_AGENT": USER_AGENT})
+        os.environ.update(
+            {
+                "R2Z2_URL": r2z2.url,
+                "QUEUE_URL": aws.queue_url,
+                "CURSOR_PARAMETER": aws.cursor_parameter,
+                "POLL_BUDGET_SECONDS": str(args.budget),
+                "USER_AGENT": USER_AGENT,
+            }
+        )
         response = load_handler_module("poller").handler(event, LambdaContext("killstream-poller", 60))
     print(f"\nqueue now holds {aws.queue_depth(aws.queue_url)} messages")
     return response

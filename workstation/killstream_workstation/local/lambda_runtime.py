@@ -63,14 +63,26 @@ def sqs_event(messages: list[dict], queue_arn: str) -> dict:
     records = []
     for m in messages:
         attributes = {
-            name: {"stringValue": a.get("StringValue"), "binaryValue": a.get("BinaryValue"),
-                   "stringListValues": [], "binaryListValues": [], "dataType": a["DataType"]}
+            name: {
+                "stringValue": a.get("StringValue"),
+                "binaryValue": a.get("BinaryValue"),
+                "stringListValues": [],
+                "binaryListValues": [],
+                "dataType": a["DataType"],
+            }
             for name, a in (m.get("MessageAttributes") or {}).items()
         }
-        records.append({
-            "messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
-            "attributes": m.get("Attributes", {}), "messageAttributes": attributes,
-            "md5OfBody": m.get("MD5OfBody", ""), "eventSource": "aws:sqs", "eventSourceARN": queue_arn,
-            "awsRegion": REGION,
-        })
+        records.append(
+            {
+                "messageId": m["MessageId"],
+                "receiptHandle": m["ReceiptHandle"],
+                "body": m["Body"],
+                "attributes": m.get("Attributes", {}),
+                "messageAttributes": attributes,
+                "md5OfBody": m.get("MD5OfBody", ""),
+                "eventSource": "aws:sqs",
+                "eventSourceARN": queue_arn,
+                "awsRegion": REGION,
+            }
+        )
     return {"Records": records}

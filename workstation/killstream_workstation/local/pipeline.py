@@ -26,9 +26,17 @@ from killstream_workstation.local.lambda_runtime import (
 )
 from killstream_workstation.local.replay import Replay
 
-SCHEDULED_EVENT = {"version": "0", "id": "local", "detail-type": "Scheduled Event", "source": "aws.events",
-                   "account": "000000000000", "region": REGION, "resources": [], "detail": {}}
-POLLER_TIMEOUT_SECONDS = 60   # template.yaml: PollerFunction Timeout
+SCHEDULED_EVENT = {
+    "version": "0",
+    "id": "local",
+    "detail-type": "Scheduled Event",
+    "source": "aws.events",
+    "account": "000000000000",
+    "region": REGION,
+    "resources": [],
+    "detail": {},
+}
+POLLER_TIMEOUT_SECONDS = 60  # template.yaml: PollerFunction Timeout
 FETCHER_TIMEOUT_SECONDS = 30  # template.yaml: FetcherFunction Timeout
 
 
@@ -37,16 +45,16 @@ class PipelineSettings:
     database_url: str
     user_agent: str
     source: str = "r2z2"
-    replay: list[dict] | None = None        # killmail documents to publish locally; None = live feed
-    replay_rate: float = 2.0                 # publications per second
-    inline_ratio: float = 0.5                # share of replayed packages carrying the ESI killmail
+    replay: list[dict] | None = None  # killmail documents to publish locally; None = live feed
+    replay_rate: float = 2.0  # publications per second
+    inline_ratio: float = 0.5  # share of replayed packages carrying the ESI killmail
     esi_latency: float = 0.0
     pacing_ms: int | None = None
     budget_seconds: int = 50
-    tick_interval: float = 60.0              # EventBridge fires once a minute
+    tick_interval: float = 60.0  # EventBridge fires once a minute
     visibility_timeout: int = 6 * FETCHER_TIMEOUT_SECONDS
     fetcher_workers: int = 1
-    duplicate_delivery_rate: float = 0.0     # fault injection: a finished record is not deleted
+    duplicate_delivery_rate: float = 0.0  # fault injection: a finished record is not deleted
     seed: int = 1
     extra_env: dict = field(default_factory=dict)
 
@@ -99,8 +107,9 @@ class LocalPipeline:
         # Replays start at the first sequence; the live feed at its head (no cursor yet).
         self.aws.set_cursor("0" if s.replay is not None else "none")
         if s.replay is not None:
-            self.replay = Replay(s.replay, rate=s.replay_rate, inline_ratio=s.inline_ratio,
-                                 esi_latency=s.esi_latency, seed=s.seed).start()
+            self.replay = Replay(
+                s.replay, rate=s.replay_rate, inline_ratio=s.inline_ratio, esi_latency=s.esi_latency, seed=s.seed
+            ).start()
         os.environ.update(self.environment())
         self._counter = StatsCounter(self.stats)
         logging.getLogger(logger.name).addFilter(self._counter)
@@ -109,8 +118,9 @@ class LocalPipeline:
         # database connection and ESI session, as concurrent executions are in AWS.
         self.fetchers = [load_handler_module("fetcher") for _ in range(s.fetcher_workers)]
         sqs = self.aws.client("sqs")
-        self.queue_arn = sqs.get_queue_attributes(QueueUrl=self.aws.queue_url,
-                                                  AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        self.queue_arn = sqs.get_queue_attributes(QueueUrl=self.aws.queue_url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
         return self
 
     def start(self) -> LocalPipeline:
@@ -118,8 +128,10 @@ class LocalPipeline:
         if self.aws is None:
             self.setup()
         self._threads = [threading.Thread(target=self._poll_forever, name="poller")]
-        self._threads += [threading.Thread(target=self._fetch_forever, args=(module,), name=f"fetcher-{n}")
-                          for n, module in enumerate(self.fetchers)]
+        self._threads += [
+            threading.Thread(target=self._fetch_forever, args=(module,), name=f"fetcher-{n}")
+            for n, module in enumerate(self.fetchers)
+        ]
         for thread in self._threads:
             thread.start()
         return self
@@ -145,8 +157,12 @@ class LocalPipeline:
         sqs = self.aws.client("sqs")
         while not self.stop_event.is_set():
             messages = sqs.receive_message(
-                QueueUrl=self.aws.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1,
-                AttributeNames=["All"], MessageAttributeNames=["All"]).get("Messages", [])
+                QueueUrl=self.aws.queue_url,
+                MaxNumberOfMessages=10,
+                WaitTimeSeconds=1,
+                AttributeNames=["All"],
+                MessageAttributeNames=["All"],
+            ).get("Messages", [])
             if messages:
                 self.run_fetcher_batch(fetcher, sqs, messages)
 
@@ -173,9 +189,11 @@ class LocalPipeline:
                 self.duplicate_deliveries += len(done) - len(kept)
             done = kept
         for start in range(0, len(done), 10):
-            chunk = done[start:start + 10]
-            sqs.delete_message_batch(QueueUrl=self.aws.queue_url, Entries=[
-                {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(chunk)])
+            chunk = done[start : start + 10]
+            sqs.delete_message_batch(
+                QueueUrl=self.aws.queue_url,
+                Entries=[{"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(chunk)],
+            )
 
     # --- running ------------------------------------------------------------------------
 
@@ -210,4 +228,3 @@ class LocalPipeline:
             self.aws.stop()
         if self._counter:
             logging.getLogger(logger.name).removeFilter(self._counter)
-

@@ -17,9 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 
-INSTALL_HINT = ("PostgreSQL server binaries (initdb, pg_ctl) not found. Install them: "
-                "Debian/Ubuntu `apt-get install postgresql`, Fedora `dnf install postgresql-server`, "
-                "macOS `brew install postgresql@15` — or set DATABASE_URL to a server you have.")
+INSTALL_HINT = (
+    "PostgreSQL server binaries (initdb, pg_ctl) not found. Install them: "
+    "Debian/Ubuntu `apt-get install postgresql`, Fedora `dnf install postgresql-server`, "
+    "macOS `brew install postgresql@15` — or set DATABASE_URL to a server you have."
+)
 
 
 class PostgresUnavailable(RuntimeError):
@@ -76,8 +78,9 @@ class EmbeddedPostgres:
         kwargs = {}
         if self.user:
             kwargs.update(user=self.user.pw_uid, group=self.user.pw_gid, extra_groups=[])
-        return subprocess.run([str(self.bin_dir / args[0]), *args[1:]], capture_output=True, text=True,
-                              check=check, cwd="/", **kwargs)
+        return subprocess.run(
+            [str(self.bin_dir / args[0]), *args[1:]], capture_output=True, text=True, check=check, cwd="/", **kwargs
+        )
 
     def _running_port(self) -> int | None:
         pid_file = self.data_dir / "postmaster.pid"
@@ -106,8 +109,20 @@ class EmbeddedPostgres:
         options = [f"-p {self.port}", "-c listen_addresses=127.0.0.1", f"-k {self.data_dir}"]
         if not self.durable:  # throwaway test servers: durability buys nothing
             options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
-        result = self._run("pg_ctl", "start", "-w", "-t", "60", "-D", str(self.data_dir),
-                           "-l", str(self.log_file), "-o", " ".join(options), check=False)
+        result = self._run(
+            "pg_ctl",
+            "start",
+            "-w",
+            "-t",
+            "60",
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(self.log_file),
+            "-o",
+            " ".join(options),
+            check=False,
+        )
         if result.returncode != 0:
             log = self.log_file.read_text()[-2000:] if self.log_file.exists() else ""
             raise PostgresUnavailable(f"pg_ctl start failed: {result.stderr.strip()}\n{log}")
@@ -123,9 +138,19 @@ class EmbeddedPostgres:
         try:
             if self.user:
                 os.chown(pwfile.name, self.user.pw_uid, self.user.pw_gid)
-            result = self._run("initdb", "-D", str(self.data_dir), "-U", "postgres", "--auth-local=trust",
-                               "--auth-host=scram-sha-256", f"--pwfile={pwfile.name}", "--encoding=UTF8",
-                               "--locale=C", check=False)
+            result = self._run(
+                "initdb",
+                "-D",
+                str(self.data_dir),
+                "-U",
+                "postgres",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                f"--pwfile={pwfile.name}",
+                "--encoding=UTF8",
+                "--locale=C",
+                check=False,
+            )
         finally:
             os.unlink(pwfile.name)
         if result.returncode != 0:

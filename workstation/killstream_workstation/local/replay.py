@@ -29,7 +29,7 @@ class Replay:
         self.rng = random.Random(seed)
         self.r2z2 = R2Z2Server(sequence_lag=0)
         self.esi = EsiServer(latency=esi_latency)
-        self.published_at: dict[int, float] = {}   # killmail_id -> wall-clock time of publication
+        self.published_at: dict[int, float] = {}  # killmail_id -> wall-clock time of publication
         self.done = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._publish, name="replay-publisher", daemon=True)
@@ -50,8 +50,9 @@ class Replay:
             next_at += interval
             esi, killmail_hash = corpus.split_hash(doc)
             self.published_at[doc["killmail_id"]] = time.time()
-            self.r2z2.publish(esi, killmail_hash, corpus.zkb_for(doc),
-                              include_esi=self.rng.random() < self.inline_ratio)
+            self.r2z2.publish(
+                esi, killmail_hash, corpus.zkb_for(doc), include_esi=self.rng.random() < self.inline_ratio
+            )
         self.done.set()
 
     def stop(self) -> None:

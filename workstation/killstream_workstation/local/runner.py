@@ -35,9 +35,18 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         help="serve a folder of ESI killmail files (*.json with their killmail_hash) through a local R2Z2 and "
         f"ESI instead of the live feed (no network needed); without DIR, {BUILT_IN_COUNT} generated killmails",
     )
-    parser.add_argument("--rate", type=float, default=1.5, help="replay: publications per second (default 1.5; the poller takes at most one per pacing interval)")
-    parser.add_argument("--inline-ratio", type=float, default=0.5,
-                        help="replay: share of packages carrying the ESI killmail (default 0.5; the rest are fetched from ESI)")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=1.5,
+        help="replay: publications per second (default 1.5; the poller takes at most one per pacing interval)",
+    )
+    parser.add_argument(
+        "--inline-ratio",
+        type=float,
+        default=0.5,
+        help="replay: share of packages carrying the ESI killmail (default 0.5; the rest are fetched from ESI)",
+    )
     parser.add_argument("--source", choices=["r2z2", "redisq"], help="default: $KILLSTREAM_SOURCE, else r2z2")
     parser.add_argument("--pacing-ms", type=int, help="default: $POLL_PACING_MS, else 500")
     parser.add_argument("--budget", type=int, help="seconds per poller tick (default: $POLL_BUDGET_SECONDS, else 50)")
@@ -56,8 +65,11 @@ def _live_feed_reachable(url: str, agent: str) -> str | None:
         return f"HTTP {exc.response.status_code}"
     except requests.RequestException as exc:
         text = str(exc)
-        for marker, meaning in (("NameResolution", "its name does not resolve"), ("timed out", "timed out"),
-                                ("Connection refused", "connection refused")):
+        for marker, meaning in (
+            ("NameResolution", "its name does not resolve"),
+            ("timed out", "timed out"),
+            ("Connection refused", "connection refused"),
+        ):
             if marker in text:
                 return meaning
         return type(exc).__name__
@@ -66,22 +78,37 @@ def _live_feed_reachable(url: str, agent: str) -> str | None:
 def run(args: argparse.Namespace) -> int:
     env = os.environ
     replay = None if args.replay is None else replay_documents(args.replay or None)
-    agent = args.user_agent or env.get("USER_AGENT") or (
-        f"killstream/{__version__} (local replay)" if replay is not None else None)
+    agent = (
+        args.user_agent
+        or env.get("USER_AGENT")
+        or (f"killstream/{__version__} (local replay)" if replay is not None else None)
+    )
     try:
         agent = user_agent({"USER_AGENT": agent or ""})
     except ConfigError:
-        print("killstream run: the live feed needs a User-Agent with your contact: "
-              "USER_AGENT='killstream/0.1 (you@example.com)' make run — or try offline: "
-              f"{OFFLINE_HINT}", file=sys.stderr)
+        print(
+            "killstream run: the live feed needs a User-Agent with your contact: "
+            "USER_AGENT='killstream/0.1 (you@example.com)' make run — or try offline: "
+            f"{OFFLINE_HINT}",
+            file=sys.stderr,
+        )
         return 2
     source = args.source or env.get("KILLSTREAM_SOURCE", "r2z2")
     try:  # the flags win over the environment; both go through the contract's checks
-        budget = int_setting({"POLL_BUDGET_SECONDS": str(args.budget or env.get("POLL_BUDGET_SECONDS", ""))},
-                             "POLL_BUDGET_SECONDS", 50, 1, 900)
-        pacing = int_setting({"POLL_PACING_MS": str(args.pacing_ms if args.pacing_ms is not None
-                                                    else env.get("POLL_PACING_MS", ""))},
-                             "POLL_PACING_MS", 500, 0, 60_000)
+        budget = int_setting(
+            {"POLL_BUDGET_SECONDS": str(args.budget or env.get("POLL_BUDGET_SECONDS", ""))},
+            "POLL_BUDGET_SECONDS",
+            50,
+            1,
+            900,
+        )
+        pacing = int_setting(
+            {"POLL_PACING_MS": str(args.pacing_ms if args.pacing_ms is not None else env.get("POLL_PACING_MS", ""))},
+            "POLL_PACING_MS",
+            500,
+            0,
+            60_000,
+        )
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
@@ -90,17 +117,27 @@ def run(args: argparse.Namespace) -> int:
         feed = env.get("R2Z2_URL", DEFAULT_R2Z2_URL)
         problem = _live_feed_reachable(feed, agent)
         if problem:
-            print(f"❌ Cannot reach the live feed at {feed} ({problem}) — run offline instead: "
-                  f"{OFFLINE_HINT}", file=sys.stderr)
+            print(
+                f"❌ Cannot reach the live feed at {feed} ({problem}) — run offline instead: {OFFLINE_HINT}",
+                file=sys.stderr,
+            )
             return 1
 
     url = database_url(args.database_url)
     applied = migrate_database(url)
     print(f"Schema: {'applied ' + ', '.join(applied) if applied else 'up to date'}")
 
-    settings = PipelineSettings(database_url=url, user_agent=agent, source=source, replay=replay,
-                                replay_rate=args.rate, inline_ratio=args.inline_ratio, pacing_ms=pacing,
-                                budget_seconds=budget, tick_interval=budget + 10 if replay is None else budget)
+    settings = PipelineSettings(
+        database_url=url,
+        user_agent=agent,
+        source=source,
+        replay=replay,
+        replay_rate=args.rate,
+        inline_ratio=args.inline_ratio,
+        pacing_ms=pacing,
+        budget_seconds=budget,
+        tick_interval=budget + 10 if replay is None else budget,
+    )
     stats = RunStats()
     pipeline = LocalPipeline(settings, stats)
     install(logger, stats, verbose=args.verbose)
@@ -140,8 +177,13 @@ def run(args: argparse.Namespace) -> int:
             pipeline.refresh_dlq_count()
             print(f"📊 {stats.line()}")
             next_stats = now + args.stats_every
-        if pipeline.replay and pipeline.replay.done.is_set() and not replay_reported \
-                and pipeline.aws.queue_depth(pipeline.aws.queue_url) == 0 and stats.received >= len(replay):
+        if (
+            pipeline.replay
+            and pipeline.replay.done.is_set()
+            and not replay_reported
+            and pipeline.aws.queue_depth(pipeline.aws.queue_url) == 0
+            and stats.received >= len(replay)
+        ):
             print(f"🏁 Replay complete: all {len(replay)} killmails published and handled. Ctrl+C to stop.")
             replay_reported = True
 

@@ -29,9 +29,18 @@ class EsiServer(SimulatorServer):
     `error_limit` non-2xx/3xx answers within an `error_window` answer 420 everywhere until the
     window ends."""
 
-    def __init__(self, *, latency: float = 0.0, invalid_status: int = 422, rate_limit_tokens: int = 3600,
-                 rate_limit_window: float = 900.0, error_limit: int = 100, error_window: float = 60.0,
-                 seed: int = 0, fault_rates: FaultRates | None = None):
+    def __init__(
+        self,
+        *,
+        latency: float = 0.0,
+        invalid_status: int = 422,
+        rate_limit_tokens: int = 3600,
+        rate_limit_window: float = 900.0,
+        error_limit: int = 100,
+        error_window: float = 60.0,
+        seed: int = 0,
+        fault_rates: FaultRates | None = None,
+    ):
         super().__init__(seed=seed, fault_rates=fault_rates, latency=latency)
         self.invalid_status = invalid_status
         self.rate_limit_tokens = rate_limit_tokens
@@ -59,7 +68,9 @@ class EsiServer(SimulatorServer):
         for doc in corpus_docs:
             self.add(doc, doc["killmail_hash"])
 
-    def fail(self, killmail_id: int, status: int, *, times: int | None = 1, headers: dict[str, str] | None = None) -> None:
+    def fail(
+        self, killmail_id: int, status: int, *, times: int | None = 1, headers: dict[str, str] | None = None
+    ) -> None:
         if status == 429:
             headers = {"Retry-After": "1", **(headers or {})}
         self.faults.script(status, headers=headers, when=self._route(killmail_id), times=times)
@@ -100,7 +111,9 @@ class EsiServer(SimulatorServer):
         if match is None:
             return json_response({"error": "Not found"}, 404)
         if self.tokens_remaining == 0:
-            return json_response({"error": "Too many requests"}, 429, {"Retry-After": str(self._seconds_to_next_token())})
+            return json_response(
+                {"error": "Too many requests"}, 429, {"Retry-After": str(self._seconds_to_next_token())}
+            )
         killmail_hash, body = self._killmails.get(int(match[1]), (None, b""))
         if killmail_hash != match[2]:
             return json_response(INVALID_KILLMAIL, self.invalid_status)

@@ -35,6 +35,7 @@ def _path_matches(when: PathMatch, path: str) -> bool:
 class Fault:
     """One misbehaviour. Without `status` or `body` the normal answer is still served, after
     `stall` seconds and with `headers` added."""
+
     status: int | None = None
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes | None = None
@@ -60,6 +61,7 @@ class Fault:
 @dataclass(frozen=True)
 class FaultRates:
     """Per-request chances, rolled on the injector's seeded generator (at most one fault a request)."""
+
     rate_429: float = 0.0
     rate_5xx: float = 0.0
     rate_stall: float = 0.0
@@ -103,8 +105,17 @@ class FaultInjector:
         self._scripted: list[Fault] = []
         self._lock = threading.Lock()
 
-    def script(self, status: int | None = None, *, headers: dict[str, str] | None = None, body: bytes | None = None,
-               stall: float = 0.0, disconnect: bool = False, when: PathMatch = None, times: int | None = 1) -> Fault:
+    def script(
+        self,
+        status: int | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        body: bytes | None = None,
+        stall: float = 0.0,
+        disconnect: bool = False,
+        when: PathMatch = None,
+        times: int | None = 1,
+    ) -> Fault:
         fault = Fault(status, dict(headers or {}), body, stall, disconnect, when, times)
         with self._lock:
             self._scripted.append(fault)

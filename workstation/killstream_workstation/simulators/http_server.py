@@ -32,6 +32,7 @@ def json_response(payload: object, status: int = 200, headers: dict[str, str] | 
 @dataclass
 class Request:
     """One request as received; `status` is filled in once answered (None: connection dropped)."""
+
     started: float
     method: str
     path: str
@@ -121,8 +122,12 @@ class SimulatorServer:
         if self._httpd is None:
             self._stopping.clear()
             self._httpd = _HTTPServer(self)
-            self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                            name=f"{type(self).__name__}:{self._httpd.server_port}", daemon=True)
+            self._thread = threading.Thread(
+                target=self._httpd.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name=f"{type(self).__name__}:{self._httpd.server_port}",
+                daemon=True,
+            )
             self._thread.start()
         return self
 

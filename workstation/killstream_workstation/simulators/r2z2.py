@@ -25,8 +25,15 @@ class R2Z2Server(SimulatorServer):
     rewritten only once the head has moved more than `sequence_lag` past it, as the real
     publisher does (0: always the head)."""
 
-    def __init__(self, *, sequence_lag: int = 51, first_sequence: int = 1, seed: int = 0,
-                 fault_rates: FaultRates | None = None, latency: float = 0.0):
+    def __init__(
+        self,
+        *,
+        sequence_lag: int = 51,
+        first_sequence: int = 1,
+        seed: int = 0,
+        fault_rates: FaultRates | None = None,
+        latency: float = 0.0,
+    ):
         super().__init__(seed=seed, fault_rates=fault_rates, latency=latency)
         self.sequence_lag = sequence_lag
         self.head = first_sequence - 1
@@ -71,8 +78,9 @@ class R2Z2Server(SimulatorServer):
             raise RuntimeError("already publishing")
         self.published_count = 0
         self._publisher_done.clear()
-        self._publisher = threading.Thread(target=self._publish_all, args=(list(items), per_second),
-                                           name="r2z2-publisher", daemon=True)
+        self._publisher = threading.Thread(
+            target=self._publish_all, args=(list(items), per_second), name="r2z2-publisher", daemon=True
+        )
         self._publisher.start()
 
     @property
@@ -100,8 +108,9 @@ class R2Z2Server(SimulatorServer):
             return NOT_FOUND
         return Response(200, body, {"Content-Type": "application/json", "Cache-Control": "public, max-age=86400"})
 
-    def _append(self, killmail_id: int, killmail_hash: str, esi: dict | None, zkb: dict,
-                sequence_updated: int | None = None) -> int:
+    def _append(
+        self, killmail_id: int, killmail_hash: str, esi: dict | None, zkb: dict, sequence_updated: int | None = None
+    ) -> int:
         with self._lock:
             self.head += 1
             package = {"killmail_id": killmail_id, "hash": killmail_hash}

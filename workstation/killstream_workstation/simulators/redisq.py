@@ -29,8 +29,14 @@ SHUTDOWN_ANSWER = {
 }
 CORS = {"Access-Control-Allow-Origin": "*"}
 OPERATOR = re.compile(r"<=|>=|!=|=|<|>")
-COMPARISONS = {"=": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
-               ">": operator.gt, ">=": operator.ge}
+COMPARISONS = {
+    "=": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
 
 
 class FilterError(ValueError):
@@ -50,6 +56,7 @@ class PackageFilter:
     when any value stored under `key`, at any depth, inside arrays or an element of an array
     (`labels=pvp`), compares true: as numbers when both sides are numbers, else as text (JSON
     spelling for true/false/null)."""
+
     rules: tuple[Rule, ...]
     any_of: bool
 
@@ -63,12 +70,13 @@ class PackageFilter:
             found = OPERATOR.search(part)
             if found is None:
                 raise FilterError(f"invalid rule {part!r}: use key<op>value")
-            rules.append(Rule(part[:found.start()].strip(), found[0], part[found.end():].strip()))
+            rules.append(Rule(part[: found.start()].strip(), found[0], part[found.end() :].strip()))
         return cls(tuple(rules), any_of)
 
     def matches(self, package: dict) -> bool:
-        results = (any(_compare(rule.op, found, rule.value) for found in _values_of(package, rule.key))
-                   for rule in self.rules)
+        results = (
+            any(_compare(rule.op, found, rule.value) for found in _values_of(package, rule.key)) for rule in self.rules
+        )
         return any(results) if self.any_of else all(results)
 
 
@@ -115,8 +123,16 @@ class RedisQServer(SimulatorServer):
     `ttw * ttw_scale` seconds. With `shutdown` set (any time), every call is refused with 403
     after `shutdown_delay` seconds, as RedisQ did from 2026."""
 
-    def __init__(self, *, ttw_scale: float = 1.0, shutdown: bool = False, shutdown_delay: float = 3.0,
-                 seed: int = 0, fault_rates: FaultRates | None = None, latency: float = 0.0):
+    def __init__(
+        self,
+        *,
+        ttw_scale: float = 1.0,
+        shutdown: bool = False,
+        shutdown_delay: float = 3.0,
+        seed: int = 0,
+        fault_rates: FaultRates | None = None,
+        latency: float = 0.0,
+    ):
         super().__init__(seed=seed, fault_rates=fault_rates, latency=latency)
         self.ttw_scale = ttw_scale
         self.shutdown = shutdown

@@ -184,7 +184,9 @@ class Fetcher:
                 return exc
             except Exception as exc:
                 # Out of a thread it would surface in pool.map and fail the whole batch.
-                logger.exception(f"unexpected error fetching {killmail_id} from ESI", extra={"killmail_id": killmail_id})
+                logger.exception(
+                    f"unexpected error fetching {killmail_id} from ESI", extra={"killmail_id": killmail_id}
+                )
                 return unexpected_error(exc)
 
         with ThreadPoolExecutor(max_workers=min(self.parallelism, len(wanted)), thread_name_prefix="esi") as pool:
@@ -234,7 +236,9 @@ class Fetcher:
                 results[message_id] = MessageResult(Disposition.DEAD_LETTERED, work.killmail_id, error)
                 continue
             if message_id in refused:
-                error = TransientError("dlq_unavailable", f"could not dead-letter ({error.error_type}: {error.message})")
+                error = TransientError(
+                    "dlq_unavailable", f"could not dead-letter ({error.error_type}: {error.message})"
+                )
             results[message_id] = MessageResult(Disposition.RETRY, work.killmail_id, error)
         return results
 

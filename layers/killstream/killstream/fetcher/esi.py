@@ -52,9 +52,9 @@ class _Limits:
     def __init__(self, low_water: float):
         self.low_water = low_water
         self.lock = threading.Lock()
-        self.error_limited_until = 0.0   # 420: no call at all before this
-        self.retry_after_until = 0.0     # 429: wait (if there is time) before this
-        self.next_slot = 0.0             # pacing while the bucket runs low
+        self.error_limited_until = 0.0  # 420: no call at all before this
+        self.retry_after_until = 0.0  # 429: wait (if there is time) before this
+        self.next_slot = 0.0  # pacing while the bucket runs low
         self.interval = 0.0
 
     def observe_bucket(self, response: requests.Response) -> None:
@@ -76,15 +76,27 @@ class EsiClient:
     what was spent: `requests` sent, `errors` (non-2xx answers and transport failures) and
     `rate_limited` (420/429 answers, and calls refused locally because of one)."""
 
-    def __init__(self, base_url: str, user_agent: str, *, session: requests.Session | None = None,
-                 connect_timeout: float = 3.05, read_timeout: float = 10.0, retries: int = 2,
-                 backoff: float = 0.5, low_water: float = 0.1, default_error_limit_reset: float = 60.0,
-                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
-                 jitter: Callable[[], float] = random.random):
+    def __init__(
+        self,
+        base_url: str,
+        user_agent: str,
+        *,
+        session: requests.Session | None = None,
+        connect_timeout: float = 3.05,
+        read_timeout: float = 10.0,
+        retries: int = 2,
+        backoff: float = 0.5,
+        low_water: float = 0.1,
+        default_error_limit_reset: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        jitter: Callable[[], float] = random.random,
+    ):
         self.base_url = base_url.rstrip("/")
         self.session = session or requests.Session()
-        self.session.headers.update({"User-Agent": user_agent, "X-Compatibility-Date": COMPATIBILITY_DATE,
-                                     "Accept": "application/json"})
+        self.session.headers.update(
+            {"User-Agent": user_agent, "X-Compatibility-Date": COMPATIBILITY_DATE, "Accept": "application/json"}
+        )
         # Retries are ours (they must respect the deadline and the error limit), not urllib3's;
         # the pool is sized for the fetcher's threads so keep-alive connections are not dropped.
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=16, max_retries=0)
@@ -189,14 +201,17 @@ class EsiClient:
             now = self._clock()
             if now < limits.error_limited_until:
                 self._count("rate_limited")
-                raise TransientError("esi_error_limited",
-                                     f"not calling ESI for {limits.error_limited_until - now:.0f} s more (error limit)")
+                raise TransientError(
+                    "esi_error_limited",
+                    f"not calling ESI for {limits.error_limited_until - now:.0f} s more (error limit)",
+                )
             start = max(now, limits.retry_after_until, limits.next_slot)
             if start > deadline - self.connect_timeout:
                 if limits.retry_after_until >= limits.next_slot and limits.retry_after_until > now:
                     self._count("rate_limited")
-                    raise TransientError("esi_rate_limited",
-                                         f"ESI asked to wait {start - now:.1f} s, more than the time left")
+                    raise TransientError(
+                        "esi_rate_limited", f"ESI asked to wait {start - now:.1f} s, more than the time left"
+                    )
                 raise TransientError("out_of_time", "no time left in this invocation to call ESI")
             limits.next_slot = start + limits.interval
         if start > now:

@@ -17,8 +17,9 @@ MIN_INTERVAL = 1.0
 
 
 class CursorStore:
-    def __init__(self, client, parameter: str, *, clock: Callable[[], float] = time.monotonic,
-                 min_interval: float = MIN_INTERVAL):
+    def __init__(
+        self, client, parameter: str, *, clock: Callable[[], float] = time.monotonic, min_interval: float = MIN_INTERVAL
+    ):
         self.client = client
         self.parameter = parameter
         self.clock = clock
@@ -51,7 +52,8 @@ class CursorStore:
             self.client.put_parameter(Name=self.parameter, Value=str(cursor), Type="String", Overwrite=True)
         except (BotoCoreError, ClientError) as error:
             (logger.error if final else logger.warning)(
-                "cursor not saved", extra={"parameter": self.parameter, "cursor": cursor, "error": str(error)})
+                "cursor not saved", extra={"parameter": self.parameter, "cursor": cursor, "error": str(error)}
+            )
             return False
         self.saved = cursor
         self._saved_at = self.clock()

@@ -43,9 +43,16 @@ class _Entry:
 
 
 class SqsSink:
-    def __init__(self, client, queue_url: str, *, flush_within: float = 1.0,
-                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
-                 attempts: int = SEND_ATTEMPTS):
+    def __init__(
+        self,
+        client,
+        queue_url: str,
+        *,
+        flush_within: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        attempts: int = SEND_ATTEMPTS,
+    ):
         self.client = client
         self.queue_url = queue_url
         self.flush_within = flush_within
@@ -89,8 +96,10 @@ class SqsSink:
         return report
 
     def _entry(self, package: Package, report: SendReport) -> _Entry | None:
-        attributes = {"source": {"DataType": "String", "StringValue": package.source},
-                      "killmail_id": {"DataType": "Number", "StringValue": str(package.killmail_id)}}
+        attributes = {
+            "source": {"DataType": "String", "StringValue": package.source},
+            "killmail_id": {"DataType": "Number", "StringValue": str(package.killmail_id)},
+        }
         body = package.to_body()
         size = _size(body, attributes)
         if size > sqs_limits.MAX_MESSAGE_BYTES and package.esi is not None:
@@ -98,12 +107,15 @@ class SqsSink:
             body = package.to_body(with_esi=False)
             size = _size(body, attributes)
             report.esi_dropped += 1
-            logger.warning("package too large for SQS: sent without esi",
-                           extra={"killmail_id": package.killmail_id, "bytes": size})
+            logger.warning(
+                "package too large for SQS: sent without esi", extra={"killmail_id": package.killmail_id, "bytes": size}
+            )
         if size > sqs_limits.MAX_MESSAGE_BYTES:
             report.dropped.append(package)
-            logger.error("package too large for SQS even without esi: not enqueued",
-                         extra={"killmail_id": package.killmail_id, "bytes": size, "package": body})
+            logger.error(
+                "package too large for SQS even without esi: not enqueued",
+                extra={"killmail_id": package.killmail_id, "bytes": size, "package": body},
+            )
             return None
         return _Entry(package, body, attributes, size)
 
@@ -120,9 +132,10 @@ class SqsSink:
                 break
         for entry in waiting:
             # Logged whole: for RedisQ, whose reads are destructive, this line is the only copy left.
-            logger.error("SQS would not take package after every attempt",
-                         extra={"killmail_id": entry.package.killmail_id, "attempts": self.attempts,
-                                "package": entry.body})
+            logger.error(
+                "SQS would not take package after every attempt",
+                extra={"killmail_id": entry.package.killmail_id, "attempts": self.attempts, "package": entry.body},
+            )
         return accepted, [entry.package for entry in waiting]
 
     def _send_once(self, entries: list[_Entry]) -> set[int]:
@@ -130,16 +143,25 @@ class SqsSink:
         try:
             response = self.client.send_message_batch(
                 QueueUrl=self.queue_url,
-                Entries=[{"Id": str(index), "MessageBody": entry.body, "MessageAttributes": entry.attributes}
-                         for index, entry in enumerate(entries)])
+                Entries=[
+                    {"Id": str(index), "MessageBody": entry.body, "MessageAttributes": entry.attributes}
+                    for index, entry in enumerate(entries)
+                ],
+            )
         except (BotoCoreError, ClientError) as error:
             logger.warning("SendMessageBatch failed", extra={"error": str(error), "entries": len(entries)})
             return set()
         for failure in response.get("Failed", []):
             entry = entries[int(failure["Id"])]
-            logger.warning("SQS refused an entry", extra={
-                "killmail_id": entry.package.killmail_id, "code": failure.get("Code"),
-                "reason": failure.get("Message"), "sender_fault": failure.get("SenderFault")})
+            logger.warning(
+                "SQS refused an entry",
+                extra={
+                    "killmail_id": entry.package.killmail_id,
+                    "code": failure.get("Code"),
+                    "reason": failure.get("Message"),
+                    "sender_fault": failure.get("SenderFault"),
+                },
+            )
         return {int(success["Id"]) for success in response.get("Successful", [])}
 
 

@@ -145,8 +145,14 @@ class Poller:
     def _take(self, result: PollResult) -> None:
         for package in result.packages:
             self.counts.add(Metric.PACKAGES_RECEIVED)
-            logger.info("package received", extra={"killmail_id": package.killmail_id, "source": package.source,
-                                                   "sequence_id": package.sequence_id})
+            logger.info(
+                "package received",
+                extra={
+                    "killmail_id": package.killmail_id,
+                    "source": package.source,
+                    "sequence_id": package.sequence_id,
+                },
+            )
         if result.through is not None:
             self._ledger.record(result.through, result.packages)
         for package in result.packages:

@@ -48,9 +48,14 @@ class Database:
     found broken is replaced and the operation tried once more on the new one (the operation
     must be one transaction, so a failed attempt left nothing behind)."""
 
-    def __init__(self, config: DatabaseConfig, *, get_secret: Callable[..., Any] = parameters.get_secret,
-                 connect: Callable[..., psycopg2.extensions.connection] = connect,
-                 secret_max_age: int = SECRET_MAX_AGE_SECONDS):
+    def __init__(
+        self,
+        config: DatabaseConfig,
+        *,
+        get_secret: Callable[..., Any] = parameters.get_secret,
+        connect: Callable[..., psycopg2.extensions.connection] = connect,
+        secret_max_age: int = SECRET_MAX_AGE_SECONDS,
+    ):
         self.config = config
         self._get_secret = get_secret
         self._connect = connect
@@ -117,8 +122,9 @@ class Database:
 
     def _secret_credentials(self, *, force_fetch: bool) -> dict[str, Any]:
         try:
-            secret = self._get_secret(self.config.secret_arn, transform="json", force_fetch=force_fetch,
-                                      max_age=self._secret_max_age)
+            secret = self._get_secret(
+                self.config.secret_arn, transform="json", force_fetch=force_fetch, max_age=self._secret_max_age
+            )
         except (GetParameterError, TransformParameterError) as exc:
             raise DatabaseUnavailable(f"secret {self.config.secret_arn}: {exc}") from exc
         if not isinstance(secret, dict):
@@ -130,8 +136,11 @@ class Database:
             raise ConfigError("DB_SECRET_ARN", f"the secret lacks {', '.join(missing)}")
         credentials = {"user": secret["username"], "password": secret["password"]}
         if locates:
-            credentials |= {"host": secret["host"], "port": int(secret.get("port") or 5432),
-                            "dbname": secret.get("dbname") or "postgres"}
+            credentials |= {
+                "host": secret["host"],
+                "port": int(secret.get("port") or 5432),
+                "dbname": secret.get("dbname") or "postgres",
+            }
         return credentials
 
 

@@ -55,4 +55,3 @@ def migrate(conn: psycopg2.extensions.connection) -> list[str]:
                 cur.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
                 applied_now.append(version)
     return applied_now
-

@@ -22,8 +22,8 @@ class Outcome(StrEnum):
     """What a write did to a killmail: the store's word (the fetcher's is `Disposition`)."""
 
     INSERTED = "inserted"
-    DUPLICATE = "duplicate"        # already stored, nothing changed
-    ZKB_UPDATED = "zkb_updated"    # already stored; zKillboard's newer values replaced ours
+    DUPLICATE = "duplicate"  # already stored, nothing changed
+    ZKB_UPDATED = "zkb_updated"  # already stored; zKillboard's newer values replaced ours
 
 
 @dataclass(frozen=True)
@@ -42,23 +42,70 @@ class KillmailRecord:
         return self.killmail.killmail_id
 
 
-_ZKB_COLUMNS = ("zkb_location_id", "zkb_fitted_value", "zkb_dropped_value", "zkb_destroyed_value",
-                "zkb_total_value", "zkb_points", "zkb_npc", "zkb_solo", "zkb_awox", "zkb_labels")
-KILLMAIL_COLUMNS = (
-    "killmail_id", "killmail_hash", "killmail_time", "solar_system_id", "moon_id", "war_id",
-    "victim_character_id", "victim_corporation_id", "victim_alliance_id", "victim_faction_id",
-    "victim_ship_type_id", "victim_damage_taken", "position_x", "position_y", "position_z",
-    "attacker_count", *_ZKB_COLUMNS, "esi", "source", "sequence_id", "received_at",
+_ZKB_COLUMNS = (
+    "zkb_location_id",
+    "zkb_fitted_value",
+    "zkb_dropped_value",
+    "zkb_destroyed_value",
+    "zkb_total_value",
+    "zkb_points",
+    "zkb_npc",
+    "zkb_solo",
+    "zkb_awox",
+    "zkb_labels",
 )
-ATTACKER_COLUMNS = ("killmail_id", "attacker_index", "character_id", "corporation_id", "alliance_id",
-                    "faction_id", "ship_type_id", "weapon_type_id", "damage_done", "final_blow",
-                    "security_status")
-ITEM_COLUMNS = ("killmail_id", "item_index", "parent_index", "item_type_id", "flag",
-                "quantity_destroyed", "quantity_dropped", "singleton")
+KILLMAIL_COLUMNS = (
+    "killmail_id",
+    "killmail_hash",
+    "killmail_time",
+    "solar_system_id",
+    "moon_id",
+    "war_id",
+    "victim_character_id",
+    "victim_corporation_id",
+    "victim_alliance_id",
+    "victim_faction_id",
+    "victim_ship_type_id",
+    "victim_damage_taken",
+    "position_x",
+    "position_y",
+    "position_z",
+    "attacker_count",
+    *_ZKB_COLUMNS,
+    "esi",
+    "source",
+    "sequence_id",
+    "received_at",
+)
+ATTACKER_COLUMNS = (
+    "killmail_id",
+    "attacker_index",
+    "character_id",
+    "corporation_id",
+    "alliance_id",
+    "faction_id",
+    "ship_type_id",
+    "weapon_type_id",
+    "damage_done",
+    "final_blow",
+    "security_status",
+)
+ITEM_COLUMNS = (
+    "killmail_id",
+    "item_index",
+    "parent_index",
+    "item_type_id",
+    "flag",
+    "quantity_destroyed",
+    "quantity_dropped",
+    "singleton",
+)
 
 # ON COMMIT DELETE ROWS: the staging table lives as long as the connection, empty between batches.
-_STAGING = ("CREATE TEMP TABLE IF NOT EXISTS stage_killmails "
-            "(LIKE killmails INCLUDING DEFAULTS INCLUDING COMPRESSION) ON COMMIT DELETE ROWS")
+_STAGING = (
+    "CREATE TEMP TABLE IF NOT EXISTS stage_killmails "
+    "(LIKE killmails INCLUDING DEFAULTS INCLUDING COMPRESSION) ON COMMIT DELETE ROWS"
+)
 
 _killmail_list = ", ".join(KILLMAIL_COLUMNS)
 _zkb_set = ",\n    ".join(f"{c} = EXCLUDED.{c}" for c in _ZKB_COLUMNS)
@@ -121,12 +168,36 @@ def killmail_row(record: KillmailRecord) -> tuple:
     km, zkb = record.killmail, record.zkb
     x, y, z = km.position or (None, None, None)
     return (
-        km.killmail_id, record.killmail_hash, km.killmail_time, km.solar_system_id, km.moon_id,
-        km.war_id, km.victim_character_id, km.victim_corporation_id, km.victim_alliance_id,
-        km.victim_faction_id, km.victim_ship_type_id, km.victim_damage_taken, x, y, z,
-        len(km.attackers), zkb.location_id, zkb.fitted_value, zkb.dropped_value,
-        zkb.destroyed_value, zkb.total_value, zkb.points, zkb.npc, zkb.solo, zkb.awox, zkb.labels,
-        km.document_json, record.source, record.sequence_id, record.received_at,
+        km.killmail_id,
+        record.killmail_hash,
+        km.killmail_time,
+        km.solar_system_id,
+        km.moon_id,
+        km.war_id,
+        km.victim_character_id,
+        km.victim_corporation_id,
+        km.victim_alliance_id,
+        km.victim_faction_id,
+        km.victim_ship_type_id,
+        km.victim_damage_taken,
+        x,
+        y,
+        z,
+        len(km.attackers),
+        zkb.location_id,
+        zkb.fitted_value,
+        zkb.dropped_value,
+        zkb.destroyed_value,
+        zkb.total_value,
+        zkb.points,
+        zkb.npc,
+        zkb.solo,
+        zkb.awox,
+        zkb.labels,
+        km.document_json,
+        record.source,
+        record.sequence_id,
+        record.received_at,
     )
 
 
@@ -135,23 +206,27 @@ def killmail_row(record: KillmailRecord) -> tuple:
 def _attacker_lines(km: Killmail):
     kid = km.killmail_id
     for n, a in enumerate(km.attackers):
-        yield (f"{kid}\t{n}\t"
-               f"{NULL if a.character_id is None else a.character_id}\t"
-               f"{NULL if a.corporation_id is None else a.corporation_id}\t"
-               f"{NULL if a.alliance_id is None else a.alliance_id}\t"
-               f"{NULL if a.faction_id is None else a.faction_id}\t"
-               f"{NULL if a.ship_type_id is None else a.ship_type_id}\t"
-               f"{NULL if a.weapon_type_id is None else a.weapon_type_id}\t"
-               f"{a.damage_done}\t{'t' if a.final_blow else 'f'}\t{a.security_status!r}\n")
+        yield (
+            f"{kid}\t{n}\t"
+            f"{NULL if a.character_id is None else a.character_id}\t"
+            f"{NULL if a.corporation_id is None else a.corporation_id}\t"
+            f"{NULL if a.alliance_id is None else a.alliance_id}\t"
+            f"{NULL if a.faction_id is None else a.faction_id}\t"
+            f"{NULL if a.ship_type_id is None else a.ship_type_id}\t"
+            f"{NULL if a.weapon_type_id is None else a.weapon_type_id}\t"
+            f"{a.damage_done}\t{'t' if a.final_blow else 'f'}\t{a.security_status!r}\n"
+        )
 
 
 def _item_lines(km: Killmail):
     kid = km.killmail_id
     for i in km.items:
-        yield (f"{kid}\t{i.index}\t{NULL if i.parent_index is None else i.parent_index}\t"
-               f"{i.item_type_id}\t{i.flag}\t"
-               f"{NULL if i.quantity_destroyed is None else i.quantity_destroyed}\t"
-               f"{NULL if i.quantity_dropped is None else i.quantity_dropped}\t{i.singleton}\n")
+        yield (
+            f"{kid}\t{i.index}\t{NULL if i.parent_index is None else i.parent_index}\t"
+            f"{i.item_type_id}\t{i.flag}\t"
+            f"{NULL if i.quantity_destroyed is None else i.quantity_destroyed}\t"
+            f"{NULL if i.quantity_dropped is None else i.quantity_dropped}\t{i.singleton}\n"
+        )
 
 
 def _latest_per_killmail(records: Sequence[KillmailRecord]) -> list[KillmailRecord]:
@@ -199,12 +274,18 @@ class KillmailStore:
             with self.conn.cursor() as cur:
                 changed = self.merge(cur, unique)
                 new = [r.killmail for r in unique if changed.get(r.killmail_id) is Outcome.INSERTED]
-                cur.copy_expert(f"COPY attackers ({', '.join(ATTACKER_COLUMNS)}) FROM STDIN",
-                                io.StringIO("".join(line for km in new for line in _attacker_lines(km))))
-                cur.copy_expert(f"COPY items ({', '.join(ITEM_COLUMNS)}) FROM STDIN",
-                                io.StringIO("".join(line for km in new for line in _item_lines(km))))
+                cur.copy_expert(
+                    f"COPY attackers ({', '.join(ATTACKER_COLUMNS)}) FROM STDIN",
+                    io.StringIO("".join(line for km in new for line in _attacker_lines(km))),
+                )
+                cur.copy_expert(
+                    f"COPY items ({', '.join(ITEM_COLUMNS)}) FROM STDIN",
+                    io.StringIO("".join(line for km in new for line in _item_lines(km))),
+                )
         outcomes, seen = [], set()
         for r in records:  # the first copy of a killmail carries its outcome
-            outcomes.append(Outcome.DUPLICATE if r.killmail_id in seen else changed.get(r.killmail_id, Outcome.DUPLICATE))
+            outcomes.append(
+                Outcome.DUPLICATE if r.killmail_id in seen else changed.get(r.killmail_id, Outcome.DUPLICATE)
+            )
             seen.add(r.killmail_id)
         return outcomes

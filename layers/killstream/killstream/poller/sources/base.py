@@ -96,7 +96,9 @@ class Source(ABC):
     @abstractmethod
     def poll(self) -> PollResult: ...
 
-    def _get(self, url: str, params: Mapping[str, object] | None = None, *, follow_redirects: bool = True) -> Reply | None:
+    def _get(
+        self, url: str, params: Mapping[str, object] | None = None, *, follow_redirects: bool = True
+    ) -> Reply | None:
         """The answer, or None when there is none to read this time (already counted and backed
         off: network trouble, 5xx after retries, 429). A 403 ends the tick."""
         try:

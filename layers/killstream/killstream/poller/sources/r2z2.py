@@ -74,8 +74,10 @@ class R2Z2Source(Source):
             # served with 200: ask again. Only one that stays unreadable is skipped.
             self._unreadable[sequence] = attempts = self._unreadable.get(sequence, 0) + 1
             if attempts < UNREADABLE_ATTEMPTS:
-                logger.warning("unreadable package: asking again",
-                               extra={"sequence_id": sequence, "attempt": attempts, "problem": error.reason})
+                logger.warning(
+                    "unreadable package: asking again",
+                    extra={"sequence_id": sequence, "attempt": attempts, "problem": error.reason},
+                )
                 return PollResult()
             self._next = sequence + 1
             self._unreadable.clear()
@@ -133,9 +135,15 @@ class R2Z2Source(Source):
         self._gap_suspect = None
         missing = list(range(sequence, first))
         self.counts.add(Metric.SEQUENCE_GAPS, len(missing))
-        logger.warning("sequence gap: skipping sequences that will never be served",
-                       extra={"first_missing": missing[0], "last_missing": missing[-1], "count": len(missing),
-                              "missing": missing if len(missing) <= LISTED_MISSING else None})
+        logger.warning(
+            "sequence gap: skipping sequences that will never be served",
+            extra={
+                "first_missing": missing[0],
+                "last_missing": missing[-1],
+                "count": len(missing),
+                "missing": missing if len(missing) <= LISTED_MISSING else None,
+            },
+        )
         self._next = first
         return PollResult(through=first - 1)
 

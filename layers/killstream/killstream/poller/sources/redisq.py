@@ -48,7 +48,9 @@ class RedisQSource(Source):
     def from_config(cls, config: PollerConfig, gate: Gate, counts: TickCounts) -> Self:
         if not config.redisq_queue_id:
             raise ConfigError("REDISQ_QUEUE_ID", "is required")
-        client = source_client(gate, counts, config.user_agent, read_timeout=config.redisq_ttw + READ_TIMEOUT_BEYOND_TTW)
+        client = source_client(
+            gate, counts, config.user_agent, read_timeout=config.redisq_ttw + READ_TIMEOUT_BEYOND_TTW
+        )
         return cls(client, counts, config.redisq_url, config.redisq_queue_id, config.redisq_ttw, config.redisq_filter)
 
     def poll(self) -> PollResult:
@@ -62,8 +64,10 @@ class RedisQSource(Source):
             if reply is None:
                 return PollResult()
         if reply.status == 400:
-            self._refuse(f"RedisQ rejected the request as malformed (HTTP 400): check REDISQ_FILTER "
-                         f"{self.package_filter!r}: {answer_message(reply)}")
+            self._refuse(
+                f"RedisQ rejected the request as malformed (HTTP 400): check REDISQ_FILTER "
+                f"{self.package_filter!r}: {answer_message(reply)}"
+            )
         if reply.status != 200:
             return self._unexpected(reply)
         try:
@@ -109,5 +113,7 @@ class RedisQSource(Source):
 
     def _lost(self, object_url: str, problem: str) -> None:
         self.counts.add(Metric.SOURCE_ERRORS)
-        logger.error("RedisQ package popped from the queue but not read: fetch object_url by hand while RedisQ "
-                     "still serves it", extra={"object_url": object_url, "problem": problem})
+        logger.error(
+            "RedisQ package popped from the queue but not read: fetch object_url by hand while RedisQ still serves it",
+            extra={"object_url": object_url, "problem": problem},
+        )
