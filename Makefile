@@ -6,11 +6,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: help venv run test bench bench-store chaos migrate invoke-poller invoke-fetcher redrive dlq postgres stop clean
+.PHONY: help venv run test unit lint bench bench-store chaos migrate invoke-poller invoke-fetcher redrive dlq postgres stop clean
 
 help:
-	@echo "make run     — the whole pipeline on this machine (ARGS=\"--replay DIR\" for offline)"
-	@echo "make test    — the whole suite (unit, integration, e2e, infrastructure)"
+	@echo "make run     — the whole pipeline on this machine (ARGS=--replay for offline, ARGS=\"--replay DIR\" for a folder)"
+	@echo "make test    — the whole suite (unit, integration, e2e, infrastructure); make unit — the unit tests alone"
+	@echo "make lint    — ruff check, ruff format --check and mypy"
 	@echo "make bench   — benchmarks; make bench-store — the storage benchmark; make chaos — fault injection"
 
 $(STAMP): requirements-dev.txt layers/dependencies/requirements.txt pyproject.toml
@@ -34,6 +35,18 @@ run: $(STAMP) postgres
 test: $(STAMP) postgres
 	@$(PY) -m pytest $(ARGS); status=$$?; \
 	if [ $$status = 5 ]; then echo "make test: no tests ran" >&2; exit 1; fi; exit $$status
+
+# The unit tests need neither PostgreSQL nor a local AWS: seconds, no setup.
+unit: $(STAMP)
+	@$(PY) -m pytest tests/unit $(ARGS); status=$$?; \
+	if [ $$status = 5 ]; then echo "make unit: no tests ran" >&2; exit 1; fi; exit $$status
+
+# The handlers are both app.py: the fetcher's is checked in a mypy run of its own.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy functions/fetcher/app.py
 
 migrate: $(STAMP) postgres
 	$(VENV)/bin/killstream migrate $(ARGS)

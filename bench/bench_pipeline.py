@@ -56,6 +56,7 @@ def run_once(url: str, docs: list[dict], *, rate: float, pacing_ms: int, workers
         if not ok:
             raise SystemExit(f"pipeline stored only {len(stored_times(url))} of {len(docs)}")
         stored = stored_times(url)
+        assert pipeline.replay is not None  # a replay was asked for
         published = pipeline.replay.published_at
     finally:
         pipeline.stop()

@@ -21,6 +21,8 @@ from support import use_real_corpus
 from killstream.observability import logger
 from killstream_workstation.chaos.report import ChaosRates
 from killstream_workstation.chaos.suite import run_chaos
+from killstream_workstation.local.database import migrate_database
+from killstream_workstation.local.postgres import EmbeddedPostgres
 
 
 def main() -> int:
@@ -35,17 +37,13 @@ def main() -> int:
         # the records flowing, since the run counts the fetcher's outcomes from them
         logger.registered_handler.addFilter(lambda record: False)
 
-    server, root = None, None
+    server, root = None, ""
     url = os.environ.get("DATABASE_URL")
     if not url:
-        from killstream_workstation.local.postgres import EmbeddedPostgres
-
         root = tempfile.mkdtemp(prefix="killstream-chaos-")
         os.chmod(root, 0o755)
         server = EmbeddedPostgres(os.path.join(root, "data")).start()
         url = server.create_database("chaos")
-        from killstream_workstation.local.database import migrate_database
-
         migrate_database(url)
     try:
         print(f"chaos: replaying {args.count} killmails with faults (seed {args.seed}); rates: {ChaosRates()}")

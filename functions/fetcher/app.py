@@ -39,6 +39,6 @@ def handler(event, context):
     def report(record: SQSRecord) -> None:
         result = results[record.message_id]
         if result.retry:
-            raise result.error
+            raise result.error if result.error is not None else RuntimeError(f"{record.message_id}: retry")
 
     return process_partial_response(event=event, record_handler=report, processor=processor, context=context)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import boto3
 import pytest
@@ -22,7 +23,7 @@ HASH = "0123456789abcdef0123456789abcdef01234567"
 
 @dataclass
 class Queues:
-    sqs: object
+    sqs: Any
     queue_url: str
     dlq_url: str
 

@@ -71,7 +71,7 @@ class Harness:
 
     def dead_letters(self) -> list[dict]:
         sqs = boto3.client("sqs")
-        letters = []
+        letters: list[dict] = []
         while True:
             answer = sqs.receive_message(
                 QueueUrl=self.dlq_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"], WaitTimeSeconds=0
@@ -118,7 +118,7 @@ def output(capfd, caplog) -> tuple[list[dict], Counter]:
     """(per-killmail log lines, metric totals from the EMF the handler printed) since the last call."""
     lines = [{key: getattr(r, key, None) for key in LOG_KEYS} for r in caplog.records if hasattr(r, "outcome")]
     caplog.clear()
-    totals = Counter()
+    totals: Counter[str] = Counter()
     for line in capfd.readouterr().out.splitlines():
         if not line.startswith('{"_aws"'):
             continue

@@ -68,9 +68,10 @@ class RecordingSqs:
         passing, failed = [], []
         for entry in Entries:
             killmail_id = self._killmail_id(entry)
-            if self.refuse(entry) or self.fail.get(killmail_id, 0):
-                if self.fail.get(killmail_id, 0):
-                    self.fail[killmail_id] -= 1
+            failing = killmail_id is not None and self.fail.get(killmail_id, 0) != 0
+            if failing and killmail_id is not None:
+                self.fail[killmail_id] -= 1
+            if failing or self.refuse(entry):
                 failed.append({"Id": entry["Id"], "SenderFault": False, "Code": "InternalError", "Message": "busy"})
             else:
                 passing.append(entry)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 
 from hypothesis import event
 from hypothesis import strategies as st
@@ -95,6 +96,10 @@ def paths(value, prefix=()):
             yield from paths(child, prefix + (index,))
 
 
+def _not_of_type(old: type) -> Callable[[object], bool]:
+    return lambda value: type(value) is not old
+
+
 @st.composite
 def mutated(draw, document):
     """`document` with one or two mutations, each at any place in it."""
@@ -112,7 +117,7 @@ def mutated(draw, document):
         if kind == "drop":
             del parent[key]
         elif kind == "retype":
-            parent[key] = draw(json_values.filter(lambda v, old=parent[key]: type(v) is not type(old)))
+            parent[key] = draw(json_values.filter(_not_of_type(type(parent[key]))))
         elif kind == "out_of_range":
             parent[key] = draw(st.sampled_from(OUT_OF_RANGE))
         elif kind == "extreme":

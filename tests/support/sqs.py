@@ -10,7 +10,7 @@ import boto3
 def drain(queue_url: str) -> list[tuple[dict, dict]]:
     """Every message on the queue, taken off it, in the order SQS hands them out: (body, attributes)."""
     sqs = boto3.client("sqs")
-    out = []
+    out: list[tuple[dict, dict]] = []
     while True:
         messages = sqs.receive_message(
             QueueUrl=queue_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"], WaitTimeSeconds=0

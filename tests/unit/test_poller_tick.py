@@ -82,7 +82,7 @@ class Rig:
         self.ssm = FakeSsm(self.clock, cursor)
         sink = SqsSink(self.sqs, "https://sqs.local/q", flush_within=1.0, clock=self.clock, sleep=self.clock.sleep)
         store = CursorStore(self.ssm, "/killstream/cursor", clock=self.clock)
-        self.poller = Poller(self.source, sink, store, self.gate, self.counts, budget_seconds=budget)  # type: ignore[arg-type]  # a scripted stand-in for a Source
+        self.poller = Poller(self.source, sink, store, self.gate, self.counts, budget_seconds=budget)
 
     @property
     def sent(self) -> list[int]:

@@ -7,7 +7,7 @@ from killstream.sqs_limits import MAX_BYTES, MAX_ENTRIES, batches, entry_bytes
 
 
 def sized(n: int, **attributes) -> dict:
-    entry = {"MessageBody": "x" * n}
+    entry: dict = {"MessageBody": "x" * n}
     if attributes:
         entry["MessageAttributes"] = attributes
     return entry

@@ -10,6 +10,7 @@ import json
 import os
 import random
 from pathlib import Path
+from typing import Any
 
 CORPUS_ENV = "KILLSTREAM_CORPUS"
 
@@ -80,7 +81,7 @@ def generate(count: int, seed: int = 7) -> list[dict]:
             )
         items = []
         for _ in range(rng.randrange(0, 30)):
-            item = {
+            item: dict[str, Any] = {
                 "flag": rng.choice([5, 11, 12, 27, 87]),
                 "item_type_id": rng.randrange(100, 60000),
                 "singleton": 0,

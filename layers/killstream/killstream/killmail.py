@@ -213,7 +213,8 @@ def parse_killmail(doc: Any) -> Killmail:
     position = None
     if victim.get("position") is not None:
         pos = validate_object(victim["position"], "victim.position")
-        position = tuple(_float(_require(pos, axis, "victim.position."), f"victim.position.{axis}") for axis in "xyz")
+        x, y, z = (_float(_require(pos, axis, "victim.position."), f"victim.position.{axis}") for axis in "xyz")
+        position = (x, y, z)
     items: list[Item] = []
     if victim.get("items") is not None:
         _walk_items(victim["items"], "victim.items", None, 1, items)

@@ -67,7 +67,18 @@ def _decode(body: str | bytes | dict) -> dict:
     return doc
 
 
-def _build(raw: Any, *, killmail_id, killmail_hash, zkb, esi, source, sequence_id=None, uploaded_at=None) -> Package:
+def _build(
+    raw: Any,
+    *,
+    killmail_id: Any,
+    killmail_hash: Any,
+    zkb: Any,
+    esi: Any,
+    source: Any,
+    sequence_id: Any = None,
+    uploaded_at: Any = None,
+) -> Package:
+    """A Package from the fields a source's shape gives (any JSON value each), validated."""
     try:
         if killmail_id is None:
             raise KillmailValidationError("killmail_id", "is required")

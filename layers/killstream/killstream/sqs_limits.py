@@ -1,11 +1,12 @@
 """SendMessageBatch's limits, for everything that sends to SQS: at most 10 entries and 256 KiB in
 all a call, and 256 KiB a message. SQS counts a message's body and, for each message attribute,
-its name, DataType and value (StringValue or BinaryValue) against those bytes."""
+its name, DataType and value (StringValue or BinaryValue) against those bytes
+(docs/protocols.md, "AWS limits")."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 MAX_ENTRIES = 10
 MAX_BYTES = 256 * 1024
@@ -25,13 +26,14 @@ def entry_bytes(entry: Mapping[str, Any]) -> int:
     return size
 
 
-def batches(items: Iterable[T], *, entry: Callable[[T], Mapping[str, Any]] = lambda item: item) -> Iterator[list[T]]:
-    """`items` in order, split into SendMessageBatch calls; `entry` gives an item's SQS entry.
-    An entry too large for any call still goes, alone, so SQS is the one to refuse it."""
+def batches(items: Iterable[T], *, entry: Callable[[T], Mapping[str, Any]] | None = None) -> Iterator[list[T]]:
+    """`items` in order, split into SendMessageBatch calls; `entry` gives an item's SQS entry
+    (without it, each item is one). An entry too large for any call still goes, alone, so SQS
+    is the one to refuse it."""
     batch: list[T] = []
     size = 0
     for item in items:
-        item_size = entry_bytes(entry(item))
+        item_size = entry_bytes(entry(item) if entry else cast(Mapping[str, Any], item))
         if batch and (len(batch) == MAX_ENTRIES or size + item_size > MAX_BYTES):
             yield batch
             batch, size = [], 0

@@ -32,7 +32,9 @@ class AwsFaults:
 
     def install(self) -> None:
         boto3.setup_default_session()
-        events = boto3.DEFAULT_SESSION.events
+        session = boto3.DEFAULT_SESSION
+        assert session is not None  # setup_default_session() just made it
+        events = session.events
         events.register("before-parameter-build.sqs.SendMessageBatch", self._send_batch)
         events.register("before-parameter-build.ssm.PutParameter", self._put_cursor)
 

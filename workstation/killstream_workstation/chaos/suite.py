@@ -69,6 +69,7 @@ def run_chaos(
         seed=seed,
     )
     pipeline = LocalPipeline(settings, RunStats()).setup()
+    assert pipeline.replay is not None  # settings.replay=[]: a local feed, published to below
     r2z2, esi = pipeline.replay.r2z2, pipeline.replay.esi
     # its own generator: the publisher's choices stay the same for a seed whatever the threads do
     aws_faults = AwsFaults(pipeline.aws.queue_url, rates, random.Random(seed + 1), report.injected)
@@ -117,7 +118,11 @@ def run_chaos(
                 outage.start()
             time.sleep(0.002)
 
-    outage = threading.Thread(target=lambda: restart_database(rates.database_downtime), name="chaos-db-outage")
+    def take_the_database_down() -> None:
+        if restart_database is not None:
+            restart_database(rates.database_downtime)
+
+    outage = threading.Thread(target=take_the_database_down, name="chaos-db-outage")
     publisher = threading.Thread(target=publish_all, name="chaos-publisher")
     pipeline.start()
     publisher.start()
@@ -188,7 +193,7 @@ def _count_database(
             cur.execute("SELECT killmail_id, zkb_total_value FROM killmails")
             stored = {kid: float(value) for kid, value in cur.fetchall()}
             cur.execute("SELECT (SELECT count(*) FROM attackers), (SELECT count(*) FROM items)")
-            attackers, items = cur.fetchone()
+            attackers, items = cur.fetchone() or (0, 0)
     finally:
         conn.close()
     good = set(by_id) - invalid_ids

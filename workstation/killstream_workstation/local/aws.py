@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import urllib.request
+from typing import Any
 
 import boto3
 
@@ -26,12 +27,15 @@ def _free_port() -> int:
 class LocalAws:
     """Starts moto's ThreadedMotoServer and points boto3 at it through AWS_ENDPOINT_URL."""
 
+    # Set by start().
+    endpoint_url: str
+    queue_url: str
+    dlq_url: str
+
     def __init__(self, *, visibility_timeout: int, prefix: str = "killstream-local"):
         self.visibility_timeout = visibility_timeout
         self.prefix = prefix
-        self.server = None
-        self.endpoint_url = None
-        self.queue_url = self.dlq_url = None
+        self.server: Any = None
         self.cursor_parameter = f"/{prefix}/r2z2-cursor"
 
     def start(self) -> LocalAws:
@@ -72,7 +76,7 @@ class LocalAws:
         )["QueueUrl"]
         return self
 
-    def client(self, service: str):
+    def client(self, service: Any) -> Any:
         return boto3.client(service, endpoint_url=self.endpoint_url, region_name=REGION)
 
     def set_cursor(self, value: str) -> None:

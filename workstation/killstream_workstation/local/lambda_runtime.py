@@ -18,6 +18,8 @@ def load_handler_module(function: str) -> ModuleType:
     """`functions/<function>/app.py` as module `<function>_app` (both files are named app.py)."""
     path = repo_root() / "functions" / function / "app.py"
     spec = importlib.util.spec_from_file_location(f"{function}_app", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"no handler module at {path}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

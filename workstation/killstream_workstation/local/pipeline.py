@@ -13,6 +13,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
+from types import ModuleType
 
 from killstream.observability import logger, metrics
 from killstream_workstation.local.aws import REGION, LocalAws
@@ -60,6 +61,9 @@ class PipelineSettings:
 
 
 class LocalPipeline:
+    poller: ModuleType
+    """The poller function's module: one Lambda instance (set by setup(), replaced when killed)."""
+
     def __init__(self, settings: PipelineSettings, stats: RunStats | None = None):
         self.settings = settings
         self.stats = stats or RunStats()
@@ -69,11 +73,19 @@ class LocalPipeline:
         self._rng = random.Random(settings.seed)
         self._rng_lock = threading.Lock()
         self.duplicate_deliveries = 0
-        self.aws: LocalAws | None = None
+        self._aws: LocalAws | None = None
         self.replay: Replay | None = None
-        self.poller = None
-        self.fetchers = []
+        """The offline feed, when the settings ask for a replay (set by setup())."""
+        self.fetchers: list[ModuleType] = []
+        self.queue_arn = ""
         self._threads: list[threading.Thread] = []
+
+    @property
+    def aws(self) -> LocalAws:
+        """The local AWS endpoint (setup() starts it)."""
+        if self._aws is None:
+            raise RuntimeError("LocalPipeline.setup() has not run")
+        return self._aws
 
     # --- setup --------------------------------------------------------------------------
 
@@ -103,7 +115,7 @@ class LocalPipeline:
     def setup(self) -> LocalPipeline:
         """Everything but the two Lambda loops: AWS endpoint, replay servers, environment."""
         s = self.settings
-        self.aws = LocalAws(visibility_timeout=s.visibility_timeout).start()
+        self._aws = LocalAws(visibility_timeout=s.visibility_timeout).start()
         # Replays start at the first sequence; the live feed at its head (no cursor yet).
         self.aws.set_cursor("0" if s.replay is not None else "none")
         if s.replay is not None:
@@ -125,7 +137,7 @@ class LocalPipeline:
 
     def start(self) -> LocalPipeline:
         """Start the poller schedule and the fetcher event source."""
-        if self.aws is None:
+        if self._aws is None:
             self.setup()
         self._threads = [threading.Thread(target=self._poll_forever, name="poller")]
         self._threads += [
@@ -220,11 +232,11 @@ class LocalPipeline:
         self.stop_event.set()
         for thread in self._threads:
             thread.join()
-        if self.aws:
+        if self._aws:
             self.refresh_dlq_count()
         if self.replay:
             self.replay.stop()
-        if self.aws:
+        if self._aws:
             self.aws.stop()
         if self._counter:
             logging.getLogger(logger.name).removeFilter(self._counter)

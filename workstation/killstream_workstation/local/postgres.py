@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 INSTALL_HINT = (
     "PostgreSQL server binaries (initdb, pg_ctl) not found. Install them: "
@@ -75,7 +76,7 @@ class EmbeddedPostgres:
         return f"postgresql://{credentials}@127.0.0.1:{self.port}/postgres"
 
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        kwargs = {}
+        kwargs: dict[str, Any] = {}
         if self.user:
             kwargs.update(user=self.user.pw_uid, group=self.user.pw_gid, extra_groups=[])
         return subprocess.run(

@@ -154,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
         origin = f"from {args.replay}" if args.replay else "(generated)"
         feed = f"local replay of {len(replay)} killmails {origin} at {args.rate:g}/s"
     else:
-        feed = os.environ.get("R2Z2_URL" if source == "r2z2" else "REDISQ_URL")
+        feed = os.environ.get("R2Z2_URL" if source == "r2z2" else "REDISQ_URL", "")
     print(f"🌊 killstream {__version__} — local pipeline started")
     print(f"📡 Source: {source} — {feed}")
     print(f"📬 Queue: {pipeline.aws.queue_url} (DLQ {pipeline.aws.dlq_url}) on {pipeline.aws.endpoint_url}")
@@ -179,6 +179,7 @@ def run(args: argparse.Namespace) -> int:
             next_stats = now + args.stats_every
         if (
             pipeline.replay
+            and replay is not None
             and pipeline.replay.done.is_set()
             and not replay_reported
             and pipeline.aws.queue_depth(pipeline.aws.queue_url) == 0

@@ -128,7 +128,7 @@ class EsiServer(SimulatorServer):
 
     def observe(self, request: Request, response: Response) -> None:
         now = time.monotonic()
-        computed = {}
+        computed: dict[str, str] = {}
         with self._lock:
             if KILLMAIL_PATH.fullmatch(request.path):
                 self._spend(now, response.status)

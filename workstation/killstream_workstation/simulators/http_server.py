@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from http.client import HTTPMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Self
+from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 from killstream_workstation.simulators.faults import Fault, FaultInjector, FaultRates
@@ -90,7 +90,7 @@ class _HTTPServer(ThreadingHTTPServer):
             except OSError:
                 pass
 
-    def handle_error(self, request: object, client_address: object) -> None:
+    def handle_error(self, request: Any, client_address: Any) -> None:
         # Clients that time out or give up are part of every fault scenario: not worth a traceback.
         if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
             super().handle_error(request, client_address)
@@ -138,7 +138,8 @@ class SimulatorServer:
         self._httpd.shutdown()
         self._httpd.close_connections()
         self._httpd.server_close()
-        self._thread.join()
+        if self._thread is not None:
+            self._thread.join()
         self._httpd = self._thread = None
 
     def __enter__(self) -> Self:
@@ -160,7 +161,7 @@ class SimulatorServer:
     def _serve(self, handler: _Handler) -> None:
         url = urlsplit(handler.path)
         query = {key: values[-1] for key, values in parse_qs(url.query, keep_blank_values=True).items()}
-        request = Request(time.monotonic(), handler.command, url.path, query, handler.headers)
+        request = Request(time.monotonic(), handler.command, url.path, query, handler.headers)  # type: ignore[arg-type]  # an HTTPMessage at run time; typeshed says Message
         with self._lock:
             self.requests.append(request)
         self.received(request)

@@ -105,13 +105,17 @@ def _number(value: object) -> float | None:
 
 
 def _compare(op: str, found: object, wanted: str) -> bool:
+    """Numbers compare as numbers; anything else as text (JSON for what is not a string)."""
     left, right = _number(found), _number(wanted)
-    if left is None or right is None:
-        left, right = found if isinstance(found, str) else json.dumps(found), wanted
-    return COMPARISONS[op](left, right)
+    if left is not None and right is not None:
+        return COMPARISONS[op](left, right)
+    text = found if isinstance(found, str) else json.dumps(found)
+    return COMPARISONS[op](text, wanted)
 
 
 def _ttw(raw: str | None) -> int:
+    if raw is None:
+        return 10
     try:
         return min(10, max(1, int(raw)))
     except (TypeError, ValueError):

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import psycopg2
+from psycopg2.extensions import connection
 
 from killstream.config import FetcherConfig
 from killstream.errors import DatabaseUnavailable, FetchError, KillmailValidationError, PermanentError, TransientError
@@ -49,17 +50,22 @@ def write_records(database: Database, records: Sequence[KillmailRecord]) -> list
     record would fail its whole batch at every delivery: the batch is then written record by
     record, and each record refused is a permanent failure of its own."""
     try:
-        return list(database.run(lambda conn: KillmailStore(conn).write(records)))
+        return list(database.run(_writing(records)))
     except psycopg2.DataError:
         logger.warning("the database refused a value in the batch; writing its records one by one")
     results: list[Outcome | PermanentError] = []
     for record in records:
         try:
-            results.extend(database.run(lambda conn, record=record: KillmailStore(conn).write([record])))
+            results.extend(database.run(_writing([record])))
         except psycopg2.DataError as exc:
             detail = str(exc).strip().splitlines() or [type(exc).__name__]
             results.append(PermanentError("database_rejected", " ".join(line.strip() for line in detail)))
     return results
+
+
+def _writing(records: Sequence[KillmailRecord]) -> Callable[[connection], list[Outcome]]:
+    """The write of `records` as one transaction Database.run may repeat on a new connection."""
+    return lambda conn: KillmailStore(conn).write(records)
 
 
 def _utc_now() -> datetime:

@@ -8,6 +8,7 @@ import math
 import re
 import time
 from collections.abc import Callable
+from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -18,7 +19,12 @@ MIN_INTERVAL = 1.0
 
 class CursorStore:
     def __init__(
-        self, client, parameter: str, *, clock: Callable[[], float] = time.monotonic, min_interval: float = MIN_INTERVAL
+        self,
+        client: Any,
+        parameter: str,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        min_interval: float = MIN_INTERVAL,
     ):
         self.client = client
         self.parameter = parameter

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -45,7 +46,7 @@ class _Entry:
 class SqsSink:
     def __init__(
         self,
-        client,
+        client: Any,
         queue_url: str,
         *,
         flush_within: float = 1.0,

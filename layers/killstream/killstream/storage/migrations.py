@@ -27,7 +27,8 @@ def applied_versions(conn: psycopg2.extensions.connection) -> set[str]:
     with conn:
         with conn.cursor() as cur:
             cur.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
-            if not cur.fetchone()[0]:
+            exists = cur.fetchone()
+            if not exists or not exists[0]:
                 return set()
             cur.execute("SELECT version FROM schema_migrations")
             return {row[0] for row in cur.fetchall()}

@@ -9,11 +9,13 @@ of the same killmail waits on its primary key and then finds it stored, so rows 
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
+
+from psycopg2.extensions import connection, cursor
 
 from killstream.killmail import Killmail, Zkb
 
@@ -140,7 +142,7 @@ def _array_literal(labels: Sequence[str]) -> str:
     return "{" + ",".join(quoted) + "}"
 
 
-def _copy_field(value) -> str:
+def _copy_field(value: object) -> str:
     """One value in COPY's text format."""
     if value is None:
         return NULL
@@ -154,7 +156,7 @@ def _copy_field(value) -> str:
         return value.isoformat()
     if isinstance(value, tuple):
         return _escape(_array_literal(value))
-    return _escape(value)
+    return _escape(str(value))
 
 
 def _copy_rows(rows: Iterable[tuple]) -> io.StringIO:
@@ -203,7 +205,7 @@ def killmail_row(record: KillmailRecord) -> tuple:
 
 # Attackers and items are most of the rows: their COPY lines are built inline, without a
 # call per value (ids are ints or None, so they need no escaping).
-def _attacker_lines(km: Killmail):
+def _attacker_lines(km: Killmail) -> Iterator[str]:
     kid = km.killmail_id
     for n, a in enumerate(km.attackers):
         yield (
@@ -218,7 +220,7 @@ def _attacker_lines(km: Killmail):
         )
 
 
-def _item_lines(km: Killmail):
+def _item_lines(km: Killmail) -> Iterator[str]:
     kid = km.killmail_id
     for i in km.items:
         yield (
@@ -242,7 +244,7 @@ def _latest_per_killmail(records: Sequence[KillmailRecord]) -> list[KillmailReco
 class KillmailStore:
     """Reads and writes killmails over one psycopg2 connection (the caller owns it)."""
 
-    def __init__(self, conn):
+    def __init__(self, conn: connection):
         self.conn = conn
 
     def stored_documents(self, killmail_ids: Iterable[int]) -> dict[int, dict]:
@@ -256,7 +258,7 @@ class KillmailStore:
                 cur.execute("SELECT killmail_id, esi FROM killmails WHERE killmail_id = ANY(%s::bigint[])", (ids,))
                 return dict(cur.fetchall())
 
-    def merge(self, cur, records: Sequence[KillmailRecord]) -> dict[int, Outcome]:
+    def merge(self, cur: cursor, records: Sequence[KillmailRecord]) -> dict[int, Outcome]:
         """The killmail rows, staged and merged into `killmails` in the caller's transaction: the
         killmails this inserted and those it updated (one record per killmail id)."""
         cur.execute(_STAGING)

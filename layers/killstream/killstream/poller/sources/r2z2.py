@@ -125,7 +125,7 @@ class R2Z2Source(Source):
                 # makes it a gap.
                 self._gap_suspect = sequence
             return PollResult()
-        if not published:
+        if head is None or head < sequence:  # not published
             self.counts.add(Metric.EMPTY_POLLS)
             return PollResult()
         # Expired (older than ~24 h) or never published: it will 404 for ever.
