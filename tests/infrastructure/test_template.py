@@ -14,7 +14,10 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
+
+from tests.support.imports import closure, import_graph, imported_names, package_modules
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
@@ -387,22 +390,46 @@ def test_sam_validate_lint_is_clean():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_sam_build_makes_arm64_layers(tmp_path):
-    build = tmp_path / "build"
+@pytest.fixture(scope="module")
+def sam_build(tmp_path_factory) -> Path:
+    """One `sam build` for the tests of what it builds."""
+    build = tmp_path_factory.mktemp("sam") / "build"
     result = run(
         [required_tool("sam"), "build", "--template-file", "template.yaml", "--build-dir", str(build), "--no-cached"]
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    site = build / "DependenciesLayer" / "python"
+    return build
+
+
+def test_sam_build_makes_arm64_layers(sam_build):
+    site = sam_build / "DependenciesLayer" / "python"
     assert list(site.glob("psycopg2/_psycopg.cpython-313-aarch64-linux-gnu.so"))
     assert not (site / "boto3").exists() and not (site / "botocore").exists()  # the runtime provides them
-    package = build / "KillstreamLayer" / "python" / "killstream"
+    package = sam_build / "KillstreamLayer" / "python" / "killstream"
     assert (package / "__init__.py").exists()
-    assert {p.name for p in (ROOT / "layers/killstream/killstream/storage/sql").glob("*.sql")} == {
-        p.name for p in (package / "storage" / "sql").glob("*.sql")
-    }
+    sql = {p.name for p in (ROOT / "layers/killstream/killstream/storage/sql").glob("*.sql")}
+    assert sql and sql == {p.name for p in (package / "storage" / "sql").glob("*.sql")}
     for function in ("PollerFunction", "FetcherFunction"):
-        assert (build / function / "app.py").exists()
+        assert (sam_build / function / "app.py").exists()
+
+
+def test_the_built_layer_holds_exactly_the_modules_the_functions_import(sam_build):
+    """The layer ships its package whole, so the package must be exactly what the functions
+    import: the transitive closure of functions/*/app.py over killstream. Its only other files
+    are the SQL migrations (package data) and the bytecode the build may add."""
+    layer = sam_build / "KillstreamLayer" / "python"
+    shipped = package_modules(layer, "killstream")
+    graph = import_graph(shipped)
+    handlers = set().union(*(imported_names(app, "app") for app in sorted(ROOT.glob("functions/*/app.py"))))
+    needed = closure(handlers, graph)
+    assert sorted(set(shipped) - needed) == [], "modules in the layer that no function imports"
+    assert needed == set(shipped)
+    others = [
+        path.relative_to(layer).as_posix()
+        for path in layer.rglob("*")
+        if path.is_file() and path.suffix not in (".py", ".pyc") and "__pycache__" not in path.parts
+    ]
+    assert others and all(re.fullmatch(r"killstream/storage/sql/\d{3}_\w+\.sql", other) for other in others), others
 
 
 def test_the_local_pipeline_mirrors_the_template():
