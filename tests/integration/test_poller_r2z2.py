@@ -17,7 +17,6 @@ import requests
 
 from killstream.config import PollerConfig
 from killstream.errors import BUDGET, ENQUEUE_FAILED, REMAINING_TIME, SOURCE_REFUSED
-from killstream.http.gate import Gate
 from killstream.observability import metrics
 from killstream.poller.counts import TickCounts
 from killstream.poller.cursor import CursorStore
@@ -29,7 +28,7 @@ from killstream_workstation.corpus import renumber, sample, split_hash, zkb_for
 from killstream_workstation.local.lambda_runtime import LambdaContext, load_handler_module
 from killstream_workstation.simulators.faults import GARBAGE_BODY
 from killstream_workstation.simulators.r2z2 import R2Z2Server
-from tests.support.fakes import FakeClock, RecordingSqs
+from tests.support.fakes import FakeClock, RecordingGate, RecordingSqs
 from tests.support.sqs import drain
 
 UA = "killstream-tests/0.1 (tests@example.com)"
@@ -87,7 +86,7 @@ class Rig:
     ):
         self.clock = clock or FakeClock()
         sleep = sleep or self.clock.sleep
-        self.gate = Gate(pacing, clock=self.clock, sleep=sleep)
+        self.gate = RecordingGate(pacing, clock=self.clock, sleep=sleep)
         self.counts = TickCounts()
         self.client = source_client(self.gate, self.counts, UA, connect_timeout=1.0, read_timeout=read_timeout)
         self.source = R2Z2Source(self.client, self.counts, server.url)
@@ -230,20 +229,18 @@ def test_an_oversized_package_goes_without_esi(r2z2, queue_url, cursor_parameter
 # --- pacing, budget, remaining time -------------------------------------------------------------
 
 
-def test_request_starts_measured_at_the_server_are_never_closer_than_the_pacing(r2z2, queue_url, cursor_parameter):
-    """Real clock: about 1 s of real pacing. The exact spacing is asserted with a fake clock in
-    test_poller_gate; here the server's own arrival times must respect it too."""
+def test_request_starts_are_never_closer_than_the_pacing_on_the_real_clock(r2z2, queue_url, cursor_parameter):
+    """Real clock and real sleeps, about 1 s of them. The exact spacing is asserted with a fake
+    clock in test_poller_gate; here real sleeping must respect it too, measured where the gate
+    lets each request go (arrival at the server adds a delay that grows with the machine's load)."""
     publish(r2z2, renumber(DOCS, 40))
     set_cursor(cursor_parameter, "0")
     pacing = 0.1
     rig = Rig(r2z2, queue_url, cursor_parameter, pacing=pacing, budget=1.0, clock=time.monotonic, sleep=time.sleep)
     summary = rig.tick()
-    starts = [request.started for request in r2z2.requests]
-    gaps = [b - a for a, b in pairwise(starts)]
-    assert len(starts) >= 6 and summary["enqueued"] == len(starts) - 1
-    # Arrival at the server lags the request's start by a scheduling-dependent delay on a busy
-    # machine; 10 ms of that is allowed, a tenth of the pacing asserted.
-    assert min(gaps) >= pacing - 0.010
+    starts = rig.gate.starts
+    assert len(starts) == len(r2z2.requests) >= 2 and summary["enqueued"] == len(starts) - 1
+    assert min(b - a for a, b in pairwise(starts)) >= pacing - 1e-9  # float rounding only
 
 
 def test_the_budget_is_respected(r2z2, queue_url, cursor_parameter):
@@ -557,11 +554,11 @@ def test_a_body_unreadable_once_is_asked_for_again_and_not_lost(r2z2, queue_url,
 def test_a_stalled_server_hits_the_read_timeout_and_is_retried(r2z2, queue_url, cursor_parameter):
     publish(r2z2, DOCS[:3])
     set_cursor(cursor_parameter, "0")
-    r2z2.faults.script(stall=2.0, when="/2.json")
+    r2z2.faults.script(stall=30.0, when="/2.json")
     rig = Rig(r2z2, queue_url, cursor_parameter, budget=10, read_timeout=0.2)
     began = time.monotonic()
     summary = rig.tick()
-    assert time.monotonic() - began < 1.5
+    assert time.monotonic() - began < 15, "the read timeout, not the 30 s stall, ended the request"
     assert summary["errors"] == 1 and sequences(queue_url) == [1, 2, 3]
 
 

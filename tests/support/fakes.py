@@ -8,6 +8,8 @@ from typing import Any
 
 from botocore.exceptions import EndpointConnectionError
 
+from killstream.http.gate import Gate
+
 
 class FakeClock:
     """A monotonic clock that advances only on sleep (or `advance`); records every sleep."""
@@ -26,6 +28,19 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+class RecordingGate(Gate):
+    """The real gate, keeping the time (on its own clock) it let each request through: where a
+    request's start is measured without the scheduling delay before it reaches a server."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.starts: list[float] = []
+
+    def pace(self) -> None:
+        super().pace()
+        self.starts.append(self.last_start)
 
 
 def _body(entry: dict) -> Any:
