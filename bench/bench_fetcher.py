@@ -16,7 +16,7 @@ from support import fresh_database, use_real_corpus
 
 from killstream.observability import logger
 from killstream_workstation import corpus
-from killstream_workstation.local.lambda_runtime import LambdaContext, load_handler_module
+from killstream_workstation.local.lambda_runtime import LambdaContext, load_handler_module, sqs_record
 from killstream_workstation.simulators.esi import EsiServer
 
 logger.setLevel("WARNING")
@@ -33,19 +33,7 @@ def batches(docs: list[dict], size: int = 10) -> list[dict]:
                 "zkb": corpus.zkb_for(doc),
                 "source": "r2z2",
             }
-            records.append(
-                {
-                    "messageId": str(doc["killmail_id"]),
-                    "receiptHandle": "x",
-                    "body": json.dumps(body),
-                    "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": str(int(time.time() * 1000))},
-                    "messageAttributes": {},
-                    "md5OfBody": "",
-                    "eventSource": "aws:sqs",
-                    "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:bench",
-                    "awsRegion": "us-east-1",
-                }
-            )
+            records.append(sqs_record(json.dumps(body), str(doc["killmail_id"])))
         events.append({"Records": records})
     return events
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import resource
-import time
 
 
 def rss_mb() -> float:
@@ -22,7 +21,7 @@ def main() -> None:
     from support import fresh_database, use_real_corpus
 
     from killstream_workstation import corpus
-    from killstream_workstation.local.lambda_runtime import LambdaContext, load_handler_module
+    from killstream_workstation.local.lambda_runtime import LambdaContext, load_handler_module, sqs_record
 
     use_real_corpus()
     docs = corpus.sample()
@@ -39,19 +38,7 @@ def main() -> None:
                 "source": "r2z2",
             }
         )
-        records.append(
-            {
-                "messageId": str(doc["killmail_id"]),
-                "receiptHandle": "x",
-                "body": body,
-                "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": str(int(time.time() * 1000))},
-                "messageAttributes": {},
-                "md5OfBody": "",
-                "eventSource": "aws:sqs",
-                "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:bench",
-                "awsRegion": "us-east-1",
-            }
-        )
+        records.append(sqs_record(body, str(doc["killmail_id"])))
     batch_kb = sum(len(r["body"]) for r in records) / 1024
     with fresh_database("bench_memory") as url:
         os.environ.update(

@@ -21,7 +21,7 @@ from killstream.package import Package
 from killstream.storage.connection import connect
 from killstream.storage.writer import KillmailRecord, KillmailStore
 from killstream_workstation.corpus import split_hash, zkb_for
-from killstream_workstation.local.lambda_runtime import LambdaContext, load_handler_module
+from killstream_workstation.local.lambda_runtime import LambdaContext, load_handler_module, sqs_record
 from killstream_workstation.simulators.esi import EsiServer
 from tests.support.stored import assert_stored_as, assert_zkb, count_rows
 
@@ -44,17 +44,7 @@ def body(doc: dict, *, inline: bool, sequence_id: int | None = None, zkb: dict |
 
 
 def record(message_body: str, message_id: str | None = None) -> dict:
-    return {
-        "messageId": message_id or str(uuid.uuid4()),
-        "receiptHandle": "handle",
-        "body": message_body,
-        "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": str(int(time.time() * 1000))},
-        "messageAttributes": {},
-        "md5OfBody": "",
-        "eventSource": "aws:sqs",
-        "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:killstream-packages",
-        "awsRegion": "us-east-1",
-    }
+    return sqs_record(message_body, message_id or str(uuid.uuid4()))
 
 
 class Harness:

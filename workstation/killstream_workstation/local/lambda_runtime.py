@@ -60,6 +60,24 @@ class StoppableContext(LambdaContext):
         return 0 if self._stop.is_set() else super().get_remaining_time_in_millis()
 
 
+LOCAL_QUEUE_ARN = f"arn:aws:sqs:{REGION}:000000000000:killstream-local-killmails"
+
+
+def sqs_record(body: str, message_id: str, *, queue_arn: str = LOCAL_QUEUE_ARN) -> dict:
+    """One record of Lambda's SQS event: a message sent just now, received for the first time."""
+    return {
+        "messageId": message_id,
+        "receiptHandle": "handle",
+        "body": body,
+        "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": str(int(time.time() * 1000))},
+        "messageAttributes": {},
+        "md5OfBody": "",
+        "eventSource": "aws:sqs",
+        "eventSourceARN": queue_arn,
+        "awsRegion": REGION,
+    }
+
+
 def sqs_event(messages: list[dict], queue_arn: str) -> dict:
     """The event Lambda's SQS event source builds from received messages."""
     records = []
