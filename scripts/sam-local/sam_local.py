@@ -83,16 +83,20 @@ def _answers(docker_host: str) -> bool:
 
 
 def _run_script(name: str, *args: str, quiet: bool = False) -> str:
-    """Runs scripts/sam-local/<name>, its output shown as it comes (unless quiet); returns its last line."""
-    process = subprocess.Popen(["bash", str(HERE / name), *args], cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    last = ""
+    """Runs scripts/sam-local/<name>, its output shown as it comes (unless quiet); returns its last
+    line. A failure raises Unavailable with the script's last words."""
+    process = subprocess.Popen(["bash", str(HERE / name), *args], cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
     for line in process.stdout:
         if not quiet:
             print(line, end="", flush=True)
-        last = line.strip() or last
+        if line.strip():
+            lines.append(line.strip())
     if process.wait() != 0:
-        raise Unavailable(f"scripts/sam-local/{name} {' '.join(args)} failed (exit {process.returncode}); see above")
-    return last
+        said = " / ".join(lines[-2:]) or "no output"
+        raise Unavailable(f"scripts/sam-local/{name} {' '.join(args)}".strip() + f" failed (exit {process.returncode}): {said}")
+    return lines[-1] if lines else ""
 
 
 def prepare(architecture: str = ARCHITECTURE) -> tuple[str, bool]:
