@@ -225,8 +225,8 @@ def emulated() -> bool:
 def local_template() -> Path:
     """The built template, plus AWS_ENDPOINT_URL declared on each function (see the module doc).
     Under emulation each function also gets EMULATION_TIMEOUT_FACTOR times its Timeout: qemu runs
-    Python some 20 times slower than a Graviton core, and a cold fetcher then takes more than half
-    of its 30 s."""
+    Python 10-15 times slower than the machine does natively, and a cold fetcher then takes more
+    than half of its 30 s."""
     built = yaml.safe_load((BUILD_DIR / "template.yaml").read_text())
     timeout = built.get("Globals", {}).get("Function", {}).get("Timeout", 3)
     for name, resource in built["Resources"].items():
