@@ -1,7 +1,7 @@
 """`make sam-local`: the functions exactly as `sam build` makes them, run by `sam local invoke` in
 a Lambda-like container, on the events/ files, against local stand-ins for what they talk to.
 
-    .venv/bin/python scripts/sam-local/sam_local.py [--skip-build] [--database-url URL] [--prepare-only]
+    .venv/bin/python scripts/sam-local/sam_local.py [--skip-build] [--database-url URL] [--prepare-only|--serve]
 
 1. A container engine. DOCKER_HOST, or Docker's own socket, when one answers (SAM pulls AWS's
    base image as usual). Otherwise engine.sh (Debian's podman and its Docker API socket) and
@@ -102,6 +102,8 @@ def _run_script(name: str, *args: str, quiet: bool = False) -> str:
 def prepare(architecture: str = ARCHITECTURE) -> tuple[str, bool]:
     """(DOCKER_HOST, whether SAM may pull images). Idempotent: what exists is kept."""
     for candidate in (os.environ.get("DOCKER_HOST"), "unix:///var/run/docker.sock"):
+        # (a DOCKER_HOST naming this project's own podman socket goes through engine.sh below,
+        # which restarts the service when it has stopped and makes sure of the base image)
         if candidate and "sam-local" not in candidate and _answers(candidate):
             print(f"engine: a Docker API answers on {candidate}: using it, with AWS's own base image")
             return candidate, True
@@ -142,7 +144,7 @@ class Relay:
     def forward(self, target_port: int) -> int:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if hasattr(socket, "IP_FREEBIND") or sys.platform.startswith("linux"):
+        if sys.platform.startswith("linux"):
             listener.setsockopt(socket.IPPROTO_IP, getattr(socket, "IP_FREEBIND", IP_FREEBIND), 1)
         listener.bind((self.gateway, 0))
         listener.listen(64)
