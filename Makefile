@@ -6,13 +6,14 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: help venv run test unit lint bench bench-store chaos migrate invoke-poller invoke-fetcher redrive dlq postgres stop clean
+.PHONY: help venv run test unit lint bench bench-store chaos migrate invoke-poller invoke-fetcher sam-local redrive dlq postgres stop clean
 
 help:
 	@echo "make run     — the whole pipeline on this machine (ARGS=--replay for offline, ARGS=\"--replay DIR\" for a folder)"
 	@echo "make test    — the whole suite (unit, integration, e2e, infrastructure); make unit — the unit tests alone"
 	@echo "make lint    — ruff check, ruff format --check and mypy"
 	@echo "make bench   — benchmarks; make bench-store — the storage benchmark; make chaos — fault injection"
+	@echo "make sam-local — sam build + sam local invoke on events/ in a Lambda-like container (podman if no Docker)"
 
 $(STAMP): requirements-dev.txt layers/dependencies/requirements.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "killstream needs Python >= 3.11, found " + sys.version.split()[0]'
@@ -66,6 +67,12 @@ invoke-poller: $(STAMP)
 
 invoke-fetcher: $(STAMP) postgres
 	$(VENV)/bin/killstream invoke fetcher --event events/sqs-inline-esi.json --event events/sqs-metadata-only.json $(ARGS)
+
+# The built functions and layers in a Lambda-like container: `sam build`, then `sam local invoke` on
+# events/ against local stand-ins. Prepares a container engine (podman) and a Python 3.13 base image
+# once when Docker is absent (scripts/sam-local/). ARGS="--serve" keeps the stand-ins up instead.
+sam-local: $(STAMP) postgres
+	$(PY) scripts/sam-local/sam_local.py $(ARGS)
 
 # DLQ_URL and QUEUE_URL name the deployed queues (see the stack outputs).
 dlq: $(STAMP)
