@@ -72,6 +72,11 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def _published(uploaded_at: int | None) -> datetime | None:
+    """R2Z2's uploaded_at (Unix seconds) as the time it is stored as."""
+    return None if uploaded_at is None else datetime.fromtimestamp(uploaded_at, UTC)
+
+
 class Fetcher:
     """`process(messages, time_left)` → {message_id: MessageResult}. Keeps its ESI client,
     database connection and DLQ client for the next batch."""
@@ -213,6 +218,7 @@ class Fetcher:
                 source=item.package.source,
                 sequence_id=item.package.sequence_id,
                 received_at=item.message.sent_at or self._now(),
+                uploaded_at=_published(item.package.uploaded_at),
             )
             for item, killmail in zip(ready, killmails, strict=True)
         ]
