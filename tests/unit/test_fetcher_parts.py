@@ -63,7 +63,7 @@ def test_a_message_the_validator_trips_over_is_that_records_transient_failure(mo
         raise RuntimeError("validator bug")
 
     monkeypatch.setattr(messages, "parse_zkb", broken)
-    work = parse_message(Message("m-1", '{"killmail_id": 1, "hash": "' + "a" * 40 + '", "zkb": {}}'))
+    work = parse_message(Message("m-1", '{"killmail_id": 1, "hash": "' + "a" * 40 + '", "zkb": {}, "source": "r2z2"}'))
     assert isinstance(work, Unreadable) and isinstance(work.error, TransientError)
     assert (work.error.error_type, work.error.message) == ("unexpected_error", "RuntimeError: validator bug")
     assert work.killmail_id == 1

@@ -28,8 +28,24 @@ from killstream.storage.migrations import migrate
 T = TypeVar("T")
 SECRET_MAX_AGE_SECONDS = 300
 # OperationalError covers a server that is down, unreachable, restarting or refusing us;
-# InterfaceError a connection psycopg2 already knows is closed.
+# InterfaceError a connection psycopg2 already knows is closed. Not every OperationalError is a
+# lost connection, though (see connection_lost).
 CONNECTION_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
+# SQLSTATEs that end the session: connection exceptions (class 08) and the server going away.
+_SESSION_ENDED = ("57P01", "57P02", "57P03")
+
+
+def connection_lost(exc: BaseException, conn: psycopg2.extensions.connection | None) -> bool:
+    """Whether `exc` means the connection is gone, not that one statement failed on it. psycopg2
+    raises OperationalError for both: a server gone, and a statement cancelled (a statement
+    timeout, or the COPY it aborted because the client could not encode a row) on a connection
+    that is fine and must not be mistaken for an outage."""
+    if not isinstance(exc, CONNECTION_ERRORS):
+        return False
+    if isinstance(exc, psycopg2.InterfaceError) or conn is None or conn.closed:
+        return True
+    code = getattr(exc, "pgcode", None) or ""
+    return code.startswith("08") or code in _SESSION_ENDED
 
 
 def connect(dsn: str, **kwargs: Any) -> psycopg2.extensions.connection:
@@ -64,16 +80,21 @@ class Database:
         self._schema_ready = False
 
     def run(self, operation: Callable[[psycopg2.extensions.connection], T]) -> T:
+        """A statement that fails on a sound connection raises its own psycopg2 error."""
         kept = self._conn is not None and not self._conn.closed
         try:
             return operation(self.connection())
         except CONNECTION_ERRORS as exc:
+            if not connection_lost(exc, self._conn):
+                raise
             self.close()
             if not kept:
                 raise DatabaseUnavailable(f"PostgreSQL: {_first_line(exc)}") from exc
         try:
             return operation(self.connection())
         except CONNECTION_ERRORS as exc:
+            if not connection_lost(exc, self._conn):
+                raise
             self.close()
             raise DatabaseUnavailable(f"PostgreSQL: {_first_line(exc)}") from exc
 
