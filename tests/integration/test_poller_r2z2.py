@@ -23,10 +23,11 @@ from killstream.poller.cursor import CursorStore
 from killstream.poller.sink import SqsSink
 from killstream.poller.sources.base import source_client
 from killstream.poller.sources.r2z2 import UNREADABLE_ATTEMPTS, R2Z2Source
-from killstream.poller.tick import FINISH_RESERVE_SECONDS, Poller
+from killstream.poller.tick import Poller
 from killstream_workstation.corpus import renumber, sample, split_hash, zkb_for
 from killstream_workstation.local.lambda_runtime import LambdaContext, load_handler_module
 from killstream_workstation.simulators.faults import GARBAGE_BODY
+from killstream_workstation.simulators.hung import HungServer
 from killstream_workstation.simulators.r2z2 import R2Z2Server
 from tests.support.fakes import FakeClock, RecordingGate, RecordingSqs
 from tests.support.sqs import drain
@@ -116,9 +117,9 @@ def served(server: R2Z2Server, sequence: int) -> dict:
 # --- "Done when" --------------------------------------------------------------------------------
 
 
-class TimeUntilAsked(LambdaContext):
-    """A Lambda context with its whole timeout left until the server has been asked for `path`,
-    and no time at all from then on: a tick's end tied to what happened, not to how fast."""
+class StopWhenAsked(LambdaContext):
+    """A Lambda context (as the local runner's StoppableContext) whose stop is asked for once the
+    server has been asked for `path`: a tick's end tied to what happened, not to how fast."""
 
     def __init__(self, server: R2Z2Server, path: str):
         super().__init__("poller", 900)
@@ -126,10 +127,10 @@ class TimeUntilAsked(LambdaContext):
         self.path = path
         self.asked = False
 
-    def get_remaining_time_in_millis(self) -> int:
+    def stop_requested(self) -> bool:
         # The newest few requests are enough: this is asked before every request starts.
         self.asked = self.asked or any(request.path == self.path for request in self.server.requests[-3:])
-        return 0 if self.asked else super().get_remaining_time_in_millis()
+        return self.asked
 
 
 @pytest.mark.slow
@@ -137,7 +138,7 @@ def test_done_when_one_invocation_at_10_ms_pacing_enqueues_500_packages_in_order
     r2z2, queue_url, cursor_parameter, monkeypatch, capsys
 ):
     """Real time, through the real handler: 500 requests at 10 ms pacing take at least 5 s, however
-    fast the machine. The invocation's time runs out once the feed answered past its head (the
+    fast the machine. The invocation is asked to stop once the feed answered past its head (the
     404 for 501), however slow the machine: the one invocation drains all 500, in order."""
     published = publish(r2z2, renumber(DOCS, 500))
     set_cursor(cursor_parameter, "0")
@@ -152,10 +153,10 @@ def test_done_when_one_invocation_at_10_ms_pacing_enqueues_500_packages_in_order
     }.items():
         monkeypatch.setenv(name, value)
     handler = load_handler_module("poller").handler
-    summary = handler({}, TimeUntilAsked(r2z2, "/ephemeral/501.json"))
+    summary = handler({}, StopWhenAsked(r2z2, "/ephemeral/501.json"))
     assert (summary["received"], summary["enqueued"], summary["cursor"]) == (500, 500, 500)
     assert (summary["errors"], summary["invalid"], summary["enqueue_failures"]) == (0, 0, 0)
-    assert summary["stopped_because"] == REMAINING_TIME
+    assert summary["stopped_because"] == BUDGET
     assert summary["runtime_seconds"] >= 500 * 0.010 - 0.001  # sequence.json, then 500 files, 10 ms apart
     assert sequences(queue_url) == published == list(range(1, 501))
     assert saved_cursor(cursor_parameter) == "500"
@@ -262,9 +263,9 @@ def test_the_remaining_time_margin_is_respected(r2z2, queue_url, cursor_paramete
     context = LambdaContext("poller", 20, clock=rig.clock)
     began = rig.clock()
     summary = rig.tick(context.get_remaining_time_in_millis)
-    reserve = rig.client.longest_request + FINISH_RESERVE_SECONDS
+    reserve = rig.poller.finish_reserve
     assert summary["stopped_because"] == REMAINING_TIME
-    assert max(at for at, _ in rig.starts) < began + 20 - reserve
+    assert max(at for at, _ in rig.starts) < began + 20 - reserve - rig.source.new_work_seconds
     assert context.get_remaining_time_in_millis() / 1000 >= reserve
     assert saved_cursor(cursor_parameter) == str(summary["enqueued"])
 
@@ -560,6 +561,49 @@ def test_a_stalled_server_hits_the_read_timeout_and_is_retried(r2z2, queue_url, 
     summary = rig.tick()
     assert time.monotonic() - began < 15, "the read timeout, not the 30 s stall, ended the request"
     assert summary["errors"] == 1 and sequences(queue_url) == [1, 2, 3]
+
+
+def test_a_dripping_file_is_cut_by_the_requests_bound_and_asked_for_again(r2z2, queue_url, cursor_parameter):
+    """Defect 8: the read timeout bounds each socket read, so a file sent one byte every 0.3 s
+    held its request for as long as it dripped. Real clock: connect + read timeout (2 s here)
+    bound the whole request."""
+    publish(r2z2, DOCS[:3])
+    set_cursor(cursor_parameter, "0")
+    r2z2.faults.script(drip=0.3, when="/2.json")
+    rig = Rig(r2z2, queue_url, cursor_parameter, budget=8, read_timeout=1.0, clock=time.monotonic, sleep=time.sleep)
+    began = time.monotonic()
+    summary = rig.tick()
+    assert time.monotonic() - began < 8 + 2 + 5, "the bound, not the drip (minutes for this file), ended it"
+    first_try, second_try = [r for r in r2z2.requests if r.path == "/ephemeral/2.json"][-2:]
+    assert second_try.started - first_try.started < 2 + 1 + 2  # cut at 2 s, then a 0.5 s backoff
+    assert summary["errors"] == 1 and sequences(queue_url) == [1, 2, 3]
+
+
+def test_a_hung_sqs_ends_the_tick_before_the_lambda_timeout(r2z2, queue_url, cursor_parameter, monkeypatch):
+    """Defect 4: SqsSink made up to 4 attempts, each a boto3 call of up to 3 attempts x (3 s
+    connect + 5 s read): with SQS hung, a 1 s budget and 12 s of Lambda time, the tick still ran
+    at 15 s. Real clock, the handler's own clients: AWS_ENDPOINT_URL_SQS points SQS alone at a
+    server that accepts and never answers; SSM is moto's."""
+    publish(r2z2, DOCS[:3])
+    set_cursor(cursor_parameter, "0")
+    with HungServer() as hung:
+        for name, value in {
+            "KILLSTREAM_SOURCE": "r2z2",
+            "R2Z2_URL": r2z2.url,
+            "QUEUE_URL": queue_url,
+            "CURSOR_PARAMETER": cursor_parameter,
+            "USER_AGENT": UA,
+            "POLL_BUDGET_SECONDS": "1",
+            "AWS_ENDPOINT_URL_SQS": hung.url,
+        }.items():
+            monkeypatch.setenv(name, value)
+        context = LambdaContext("poller", 12)
+        summary = load_handler_module("poller").handler({}, context)
+        assert hung.accepted >= 1
+    monkeypatch.delenv("AWS_ENDPOINT_URL_SQS")
+    assert context.get_remaining_time_in_millis() > 0, "the tick outlived the Lambda"
+    assert summary["enqueued"] == 0 and summary["enqueue_failures"] == summary["received"] >= 1
+    assert saved_cursor(cursor_parameter) == "0" and sequences(queue_url) == []
 
 
 def test_a_dropped_connection_is_retried(r2z2, queue_url, cursor_parameter):

@@ -5,13 +5,18 @@ what happens to a package SQS never takes."""
 from __future__ import annotations
 
 import json
+import time
 
 import boto3
+import pytest
+from botocore.exceptions import BotoCoreError
 
+from killstream import aws_clients
 from killstream.package import Package
 from killstream.poller.sink import SqsSink
 from killstream.sqs_limits import MAX_BYTES, MAX_MESSAGE_BYTES, entry_bytes
 from killstream_workstation.corpus import generate, split_hash, zkb_for
+from killstream_workstation.simulators.hung import HungServer
 from tests.support.fakes import FakeClock, RecordingSqs
 from tests.support.sqs import drain
 
@@ -139,3 +144,16 @@ def test_a_package_is_due_within_flush_within_of_arriving(queue_url):
     assert sink.due_at == 1001.0 and sink.pending == 2
     sink.flush()
     assert sink.due_at is None and sink.pending == 0
+
+
+def test_one_aws_call_never_outlives_call_seconds(aws):
+    """Defect 4: botocore's own retries and timeouts must fit what the poller plans with. (Its
+    `max_attempts` counts retries, not attempts: with it, one call was two.)"""
+    with HungServer() as hung:
+        sqs = boto3.client("sqs", endpoint_url=hung.url, config=aws_clients.CONFIG)
+        began = time.monotonic()
+        with pytest.raises(BotoCoreError):
+            sqs.send_message_batch(QueueUrl=f"{hung.url}/1/q", Entries=[{"Id": "0", "MessageBody": "{}"}])
+        took = time.monotonic() - began
+        assert hung.accepted == 1
+    assert aws_clients.READ_TIMEOUT <= took < aws_clients.CALL_SECONDS + 1.0

@@ -21,6 +21,21 @@ def test_poller_defaults():
     config = PollerConfig.from_env(POLLER)
     assert (config.source, config.pacing_ms, config.budget_seconds, config.redisq_ttw) == ("r2z2", 500, 50, 1)
     assert config.r2z2_url == "https://r2z2.zkillboard.com/ephemeral"
+    assert config.catchup_pacing_ms == 100
+    assert PollerConfig.from_env({**POLLER, "POLL_CATCHUP_PACING_MS": "250"}).catchup_pacing_ms == 250
+
+
+def test_fetcher_defaults():
+    """Item 13: X-Compatibility-Date comes from ESI_COMPATIBILITY_DATE, 2026-08-18 by default."""
+    config = FetcherConfig.from_env(FETCHER)
+    assert (config.esi_url, config.esi_parallelism, config.esi_compatibility_date) == (
+        "https://esi.evetech.net",
+        4,
+        "2026-08-18",
+    )
+    assert FetcherConfig.from_env({**FETCHER, "ESI_COMPATIBILITY_DATE": "2026-10-01"}).esi_compatibility_date == (
+        "2026-10-01"
+    )
 
 
 @pytest.mark.parametrize(
@@ -30,6 +45,8 @@ def test_poller_defaults():
         ("POLL_PACING_MS", "fast"),
         ("POLL_PACING_MS", "-1"),
         ("POLL_BUDGET_SECONDS", "0"),
+        ("POLL_CATCHUP_PACING_MS", "soon"),
+        ("POLL_CATCHUP_PACING_MS", "60001"),
         ("REDISQ_TTW", "11"),
         ("R2Z2_URL", "ftp://x"),
         ("QUEUE_URL", ""),
@@ -65,6 +82,10 @@ def test_redisq_needs_a_queue_id_and_r2z2_a_cursor_parameter():
         ("DLQ_URL", ""),
         ("DB_SSLMODE", "sometimes"),
         ("DB_SECRET_ARN", "my-secret"),
+        ("ESI_COMPATIBILITY_DATE", "18/08/2026"),
+        ("ESI_COMPATIBILITY_DATE", "2026-8-18"),
+        ("ESI_COMPATIBILITY_DATE", "2026-02-30"),
+        ("ESI_COMPATIBILITY_DATE", "latest"),
     ],
 )
 def test_a_bad_fetcher_value_names_its_variable(variable, value):

@@ -49,15 +49,17 @@ class InvocationKilled(BaseException):
 
 
 class StoppableContext(LambdaContext):
-    """A Lambda context whose remaining time drops to zero on shutdown, so the poller ends its
-    tick the way it ends any tick: flush to SQS, save the cursor."""
+    """A Lambda context that also says when a stop was asked for (Ctrl+C, SIGTERM): stopping is
+    not dying. The poller then ends its budget (no new work) and finishes what it began — a
+    package RedisQ already popped is read and sent — then flushes and saves the cursor, all
+    within the remaining time, which stays what it is."""
 
-    def __init__(self, function_name: str, timeout_seconds: float, stop: threading.Event):
-        super().__init__(function_name, timeout_seconds)
+    def __init__(self, function_name: str, timeout_seconds: float, stop: threading.Event, **options):
+        super().__init__(function_name, timeout_seconds, **options)
         self._stop = stop
 
-    def get_remaining_time_in_millis(self) -> int:
-        return 0 if self._stop.is_set() else super().get_remaining_time_in_millis()
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
 
 
 LOCAL_QUEUE_ARN = f"arn:aws:sqs:{REGION}:000000000000:killstream-local-killmails"

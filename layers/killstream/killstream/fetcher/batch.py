@@ -121,7 +121,7 @@ class Fetcher:
     @classmethod
     def from_config(cls, config: FetcherConfig) -> Fetcher:
         return cls(
-            esi=EsiClient(config.esi_url, config.user_agent),
+            esi=EsiClient(config.esi_url, config.user_agent, compatibility_date=config.esi_compatibility_date),
             database=Database(config.database),
             dead_letters=DeadLetterQueue(config.dlq_url),
             parallelism=config.esi_parallelism,

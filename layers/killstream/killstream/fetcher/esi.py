@@ -19,10 +19,11 @@ from collections.abc import Callable
 import requests
 from requests.adapters import HTTPAdapter
 
+from killstream.config import DEFAULT_ESI_COMPATIBILITY_DATE
 from killstream.errors import KillmailValidationError, PermanentError, TransientError
+from killstream.http import bounded
 from killstream.killmail import Killmail, parse_killmail
 
-COMPATIBILITY_DATE = "2025-11-06"
 INVALID_KILLMAIL_STATUSES = frozenset({400, 404, 422})
 # A 2xx costs 2 tokens of the killmail group's bucket: the pace that bucket sustains.
 SUCCESS_COST = 2
@@ -57,7 +58,7 @@ class _Limits:
         self.next_slot = 0.0  # pacing while the bucket runs low
         self.interval = 0.0
 
-    def observe_bucket(self, response: requests.Response) -> None:
+    def observe_bucket(self, response: bounded.Answer) -> None:
         remaining = _number(response.headers.get("X-Ratelimit-Remaining"))
         bucket = parse_bucket(response.headers.get("X-Ratelimit-Limit"))
         if remaining is None or bucket is None:
@@ -72,7 +73,8 @@ class EsiClient:
 
     `fetch` returns a validated `Killmail` whose id is the one asked for, or raises
     `PermanentError` / `TransientError`. `deadline` is a time on `clock` by which the call
-    must have returned; waits and timeouts are cut to fit it. `take_counts()` returns and resets
+    must have returned; waits are cut to fit it, and each request as a whole (its body too, however
+    slowly it drips) ends by it, and by connect + read timeout after it starts. `take_counts()` returns and resets
     what was spent: `requests` sent, `errors` (non-2xx answers and transport failures) and
     `rate_limited` (420/429 answers, and calls refused locally because of one)."""
 
@@ -81,6 +83,7 @@ class EsiClient:
         base_url: str,
         user_agent: str,
         *,
+        compatibility_date: str = DEFAULT_ESI_COMPATIBILITY_DATE,
         session: requests.Session | None = None,
         connect_timeout: float = 3.05,
         read_timeout: float = 10.0,
@@ -95,7 +98,7 @@ class EsiClient:
         self.base_url = base_url.rstrip("/")
         self.session = session or requests.Session()
         self.session.headers.update(
-            {"User-Agent": user_agent, "X-Compatibility-Date": COMPATIBILITY_DATE, "Accept": "application/json"}
+            {"User-Agent": user_agent, "X-Compatibility-Date": compatibility_date, "Accept": "application/json"}
         )
         # Retries are ours (they must respect the deadline and the error limit), not urllib3's;
         # the pool is sized for the fetcher's threads so keep-alive connections are not dropped.
@@ -133,7 +136,13 @@ class EsiClient:
         while True:
             self._wait_for_turn(deadline)
             try:
-                response = self.session.get(url, timeout=(self.connect_timeout, self._read_timeout(deadline)))
+                response = bounded.get(
+                    self.session,
+                    url,
+                    deadline=min(deadline, self._clock() + self.connect_timeout + self.read_timeout),
+                    timeout=(self.connect_timeout, self.read_timeout),
+                    clock=self._clock,
+                )
             except requests.RequestException as exc:
                 self._count("requests")
                 self._count("errors")
@@ -142,7 +151,7 @@ class EsiClient:
                 continue
             self._count("requests")
             self._limits.observe_bucket(response)
-            if response.status_code == 200:
+            if response.status == 200:
                 try:
                     return self._killmail(response, killmail_id)
                 except ValueError as exc:
@@ -152,7 +161,7 @@ class EsiClient:
                     self._back_off(failures, deadline, f"malformed JSON from ESI: {exc}")
                     continue
             self._count("errors")
-            status = response.status_code
+            status = response.status
             if status in INVALID_KILLMAIL_STATUSES:
                 raise PermanentError("esi_invalid_killmail", f"ESI answered {status}: {_excerpt(response)}")
             if status == 420:
@@ -178,7 +187,7 @@ class EsiClient:
                 continue
             raise TransientError("esi_error", f"ESI answered {status}: {_excerpt(response)}")
 
-    def _killmail(self, response: requests.Response, killmail_id: int) -> Killmail:
+    def _killmail(self, response: bounded.Answer, killmail_id: int) -> Killmail:
         try:
             doc = json.loads(response.content)
         except RecursionError:
@@ -225,9 +234,6 @@ class EsiClient:
             raise TransientError("esi_unavailable", f"{reason} (no time left to retry)")
         self._sleep(delay)
 
-    def _read_timeout(self, deadline: float) -> float:
-        return max(0.1, min(self.read_timeout, deadline - self._clock()))
 
-
-def _excerpt(response: requests.Response) -> str:
+def _excerpt(response: bounded.Answer) -> str:
     return response.text[:200].strip() or response.reason or ""

@@ -1,6 +1,7 @@
 """The HTTP plumbing every poller request shares, written once: one requests Session with the
 User-Agent, timeouts, retries with backoff, redirects, and the reading of 429s and refusals.
-Every attempt passes the gate first."""
+Every attempt passes the gate first, and is over, its whole answer read, by the deadline the
+gate gives it and by its timeouts added up (killstream.http.bounded)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from urllib.parse import urljoin
 
 import requests
 
+from killstream.http import bounded
 from killstream.http.gate import Gate
 from killstream.observability import logger
 
@@ -65,37 +67,47 @@ class HttpClient:
 
     @property
     def longest_request(self) -> float:
-        """The longest one attempt can take before its timeouts end it."""
+        """The longest one attempt can take: its timeouts added up bound the whole of it."""
         return sum(self.timeout)
 
-    def get(self, url: str, params: Mapping[str, object] | None = None, *, follow_redirects: bool = True) -> Reply:
-        """Each attempt, a redirect's included, is a request of its own through the gate."""
-        reply = self._attempt_all(url, params)
+    def get(
+        self,
+        url: str,
+        params: Mapping[str, object] | None = None,
+        *,
+        follow_redirects: bool = True,
+        finishing: bool = False,
+    ) -> Reply:
+        """Each attempt, a redirect's included, is a request of its own through the gate.
+        `finishing`: work that must be done once begun (Gate.pace): past the budget too."""
+        reply = self._attempt_all(url, params, finishing)
         for _ in range(MAX_REDIRECTS if follow_redirects else 0):
             location = redirect_location(reply)
             if location is None:
                 break
-            reply = self._attempt_all(location, None)
+            reply = self._attempt_all(location, None, finishing)
         return reply
 
-    def _attempt_all(self, url: str, params: Mapping[str, object] | None) -> Reply:
+    def _attempt_all(self, url: str, params: Mapping[str, object] | None, finishing: bool) -> Reply:
         problem = ""
         for attempt in range(self.retries + 1):
-            self.gate.pace()
+            deadline = self.gate.pace(finishing=finishing)
             try:
-                response = self.session.get(
+                answer = bounded.get(
+                    self.session,
                     url,
-                    params=params,  # type: ignore[arg-type]  # requests takes any str()-able value; its stub is narrower
+                    params=params,
+                    deadline=min(deadline, self.gate.clock() + self.longest_request),
                     timeout=self.timeout,
-                    allow_redirects=False,
+                    clock=self.gate.clock,
                 )
             except requests.RequestException as error:
                 problem = f"{type(error).__name__}: {error}"
             else:
-                if response.status_code < 500:
+                if answer.status < 500:
                     self._failures_in_a_row = 0
-                    return Reply(response.status_code, response.text, response.headers, response.url)
-                problem = f"HTTP {response.status_code}"
+                    return Reply(answer.status, answer.text, answer.headers, answer.url)
+                problem = f"HTTP {answer.status}"
             self._failures_in_a_row += 1
             self.on_failed_attempt()
             backoff = ERROR_STREAK_BACKOFF if self._failures_in_a_row >= ERROR_STREAK else RETRY_BACKOFF * 2**attempt
