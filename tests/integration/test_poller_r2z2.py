@@ -84,13 +84,14 @@ class Rig:
         sleep=None,
         read_timeout: float = 5.0,
         sqs=None,
+        catchup: float | None = None,
     ):
         self.clock = clock or FakeClock()
         sleep = sleep or self.clock.sleep
         self.gate = RecordingGate(pacing, clock=self.clock, sleep=sleep)
         self.counts = TickCounts()
         self.client = source_client(self.gate, self.counts, UA, connect_timeout=1.0, read_timeout=read_timeout)
-        self.source = R2Z2Source(self.client, self.counts, server.url)
+        self.source = R2Z2Source(self.client, self.counts, server.url, catchup_pacing=catchup)
         sink = SqsSink(sqs or boto3.client("sqs"), queue_url, flush_within=1.0, clock=self.clock, sleep=sleep)
         self.store = CursorStore(boto3.client("ssm"), parameter, clock=self.clock)
         self.poller = Poller(self.source, sink, self.store, self.gate, self.counts, budget_seconds=budget)
@@ -164,23 +165,41 @@ def test_done_when_one_invocation_at_10_ms_pacing_enqueues_500_packages_in_order
     assert [doc["PackagesEnqueued"] for doc in emf] == [[500]]
 
 
-def test_done_when_default_pacing_and_a_50_s_budget_make_at_most_101_requests(r2z2, queue_url, cursor_parameter):
-    """Injected clock that advances only on sleep; the rest of the path is the handler's
+def test_done_when_default_pacing_catches_up_at_10_requests_a_second_within_the_50_s_budget(
+    r2z2, queue_url, cursor_parameter
+):
+    """Defect 12: 500 ms start to start capped R2Z2 at ~1.65 packages/s. Behind the head each
+    request starts POLL_CATCHUP_PACING_MS (100) after the last: a 50 s budget drains up to ~500.
+    Injected clock that advances only on sleep; the rest of the path is the handler's
     (Poller.from_config, the Lambda context's remaining time, boto3 through AWS_ENDPOINT_URL)."""
-    publish(r2z2, renumber(DOCS, 500))
+    publish(r2z2, renumber(DOCS, 700))
     set_cursor(cursor_parameter, "0")
     config = PollerConfig.from_env(
         {"R2Z2_URL": r2z2.url, "QUEUE_URL": queue_url, "CURSOR_PARAMETER": cursor_parameter, "USER_AGENT": UA}
     )
-    assert (config.pacing_ms, config.budget_seconds) == (500, 50)
+    assert (config.pacing_ms, config.catchup_pacing_ms, config.budget_seconds) == (500, 100, 50)
     clock = FakeClock()
     poller = Poller.from_config(config, clock=clock, sleep=clock.sleep)
     summary = poller.tick(LambdaContext("poller", 60, clock=clock).get_remaining_time_in_millis)
-    assert len(r2z2.requests) == summary["requests"] <= 101
-    assert summary["runtime_seconds"] <= 50
-    assert summary["enqueued"] == summary["received"] == summary["requests"] - 1  # one sequence.json
+    assert summary["stopped_because"] == "budget" and summary["runtime_seconds"] <= 50
+    # sequence.json, then 1.json 500 ms later, then one file every 100 ms
+    assert len(r2z2.requests) == summary["requests"] == 1 + 1 + int((50 - 0.5) / 0.1 - 1e-9) + 1
+    assert summary["enqueued"] == summary["received"] == summary["requests"] - 1
     assert sequences(queue_url) == list(range(1, summary["received"] + 1))
     assert saved_cursor(cursor_parameter) == str(summary["received"])
+
+
+def test_at_the_head_a_404_waits_6_s_and_sequence_json_is_not_read_every_time(r2z2, queue_url, cursor_parameter):
+    """Idle at the head: one request per 6 s, and sequence.json (which moves only every 51
+    publications) at the tick's start and then at most once a minute."""
+    publish(r2z2, DOCS[:2])
+    set_cursor(cursor_parameter, "2")
+    rig = Rig(r2z2, queue_url, cursor_parameter, pacing=0.5, budget=50, catchup=0.1)
+    summary = rig.tick()
+    asks = rig.times_of("/ephemeral/3.json")
+    assert len(asks) == 9 and all(b - a >= 6 for a, b in pairwise(asks))
+    assert len(rig.times_of("/ephemeral/sequence.json")) == 1
+    assert summary["requests"] == 10 and summary["empty_polls"] == 9
 
 
 # --- the packages -------------------------------------------------------------------------------
@@ -209,6 +228,98 @@ def test_packages_arrive_in_sequence_order_with_the_right_bodies(r2z2, queue_url
     assert "esi" in expected[0] and "esi" not in expected[5]
     assert expected[6]["killmail_id"] == docs[1]["killmail_id"] and expected[6]["zkb"]["totalValue"] == 1.5e9
     assert summary["cursor"] == 7 and saved_cursor(cursor_parameter) == "7"
+
+
+def test_catching_up_paces_at_the_catch_up_pacing_and_the_head_still_waits_6_s(r2z2, queue_url, cursor_parameter):
+    """Defect 12: a 200 shows the feed may be ahead: the next request starts 100 ms after it.
+    A 404 (the head) still holds the next ask 6 s; RedisQ keeps POLL_PACING_MS
+    (test_poller_redisq)."""
+    publish(r2z2, DOCS[:20])
+    set_cursor(cursor_parameter, "0")
+    rig = Rig(r2z2, queue_url, cursor_parameter, pacing=0.5, budget=10, catchup=0.1)
+    summary = rig.tick()
+    files = [at for at, path in rig.starts if path != "/ephemeral/sequence.json"]
+    assert [round(b - a, 6) for a, b in pairwise(files[:21])] == [0.1] * 20  # 1 … 20, then 21's 404
+    head_asks = rig.times_of("/ephemeral/21.json")
+    assert all(b - a >= 6 for a, b in pairwise(head_asks)) and len(head_asks) >= 2
+    assert sequences(queue_url) == list(range(1, 21)) and summary["received"] == 20
+
+
+def test_a_null_placeholder_is_skipped_at_once_counted_and_the_cursor_moves_on(
+    r2z2, queue_url, cursor_parameter, caplog
+):
+    """Item 10: a 200 with no killmail_id, no hash and an href of /killmails/// is no killmail
+    and no error: it was read three times as unreadable, and counted invalid."""
+    publish(r2z2, DOCS[:1])
+    placeholder = r2z2.publish_placeholder()
+    publish(r2z2, DOCS[1:2])
+    set_cursor(cursor_parameter, "0")
+    rig = Rig(r2z2, queue_url, cursor_parameter, budget=10)
+    summary = rig.tick()
+    assert sequences(queue_url) == [1, 3] and summary["cursor"] == 3
+    assert (summary["placeholders"], summary["invalid"], summary["errors"]) == (1, 0, 0)
+    assert len(rig.times_of(f"/ephemeral/{placeholder}.json")) == 1
+    assert metrics.metric_set["PlaceholderPackages"]["Value"] == [1]
+    assert not [r for r in caplog.records if r.levelname in ("WARNING", "ERROR")]
+
+
+def test_esi_null_is_a_metadata_only_package(r2z2, queue_url, cursor_parameter):
+    """Item 10: `"esi": null` is a killmail without its body: sent on for the fetcher to get from
+    ESI, not taken for an invalid package."""
+    publish(r2z2, DOCS[:1], include_esi=False, esi_null=True)
+    set_cursor(cursor_parameter, "0")
+    summary = Rig(r2z2, queue_url, cursor_parameter, budget=5).tick()
+    ((body, _),) = drain(queue_url)
+    assert "esi" not in body and body["killmail_id"] == DOCS[0]["killmail_id"]
+    assert (summary["enqueued"], summary["invalid"]) == (1, 0)
+
+
+def test_a_pointer_to_a_file_rewritten_in_place_fetches_it_again_and_enqueues_it(r2z2, queue_url, cursor_parameter):
+    """Item 9: zKillboard rewrites {S}.json in place and points at it from the next new file.
+    The cursor has passed S: without fetching it again the stored values stay stale."""
+    publish(r2z2, DOCS[:3])
+    set_cursor(cursor_parameter, "0")
+    Rig(r2z2, queue_url, cursor_parameter, budget=5).tick()
+    assert sequences(queue_url) == [1, 2, 3] and saved_cursor(cursor_parameter) == "3"
+    ganked = zkb_for(DOCS[1]) | {"totalValue": 9.9e9, "labels": ["ganked"]}
+    r2z2.update_in_place(2, ganked)
+    publish(r2z2, DOCS[3:4])  # 4.json carries "sequence_updated": 2
+    rig = Rig(r2z2, queue_url, cursor_parameter, budget=5)
+    summary = rig.tick()
+    bodies = [body for body, _ in drain(queue_url)]
+    assert [body["sequence_id"] for body in bodies] == [4, 2]
+    assert bodies[1]["zkb"] == ganked and bodies[1]["uploaded_at"] == served(r2z2, 2)["uploaded_at"]
+    assert bodies[1]["uploaded_at"] > bodies[0]["uploaded_at"] - 10 and "sequence_updated" not in bodies[1]
+    assert (summary["received"], summary["enqueued"], summary["updates_followed"]) == (2, 2, 1)
+    assert summary["cursor"] == 4
+    assert metrics.metric_set["UpdatePointersFollowed"]["Value"] == [0, 1]  # the two ticks
+
+
+def test_a_pointer_to_an_expired_file_is_counted_and_logged_not_an_error(r2z2, queue_url, cursor_parameter, caplog):
+    publish(r2z2, DOCS[:2])
+    r2z2.update_in_place(1, zkb_for(DOCS[0]) | {"totalValue": 1.0})
+    r2z2.expire(1)
+    publish(r2z2, DOCS[2:3])  # 3.json points at 1, which is gone
+    set_cursor(cursor_parameter, "2")
+    summary = Rig(r2z2, queue_url, cursor_parameter, budget=5).tick()
+    assert sequences(queue_url) == [3] and summary["cursor"] == 3
+    assert (summary["updates_expired"], summary["updates_followed"], summary["errors"]) == (1, 0, 0)
+    (line,) = [r for r in caplog.records if "expired" in r.getMessage()]
+    assert line.levelname == "INFO" and line.sequence_updated == 1 and line.sequence_id == 3
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+def test_a_pointer_whose_file_cannot_be_read_now_holds_the_cursor_and_is_followed_later(
+    r2z2, queue_url, cursor_parameter
+):
+    publish(r2z2, DOCS[:2])
+    r2z2.update_in_place(1, zkb_for(DOCS[0]) | {"totalValue": 2.0})
+    publish(r2z2, DOCS[2:3])
+    set_cursor(cursor_parameter, "2")
+    r2z2.faults.script(status=503, when=lambda path: path == "/ephemeral/1.json", times=4)
+    summary = Rig(r2z2, queue_url, cursor_parameter, pacing=0.1, budget=30).tick()
+    assert [body["sequence_id"] for body, _ in drain(queue_url)] == [3, 1]  # 3 asked for again with 1
+    assert summary["updates_followed"] == 1 and summary["cursor"] == 3
 
 
 def test_an_oversized_package_goes_without_esi(r2z2, queue_url, cursor_parameter):
@@ -367,11 +478,11 @@ def test_a_skipped_sequence_is_counted_and_its_number_logged(r2z2, queue_url, cu
     assert summary["sequence_gaps"] == 1 and summary["cursor"] == 7
     (gap,) = [r for r in caplog.records if r.getMessage().startswith("sequence gap")]
     assert gap.missing == [4]
-    # Skipping is for ever: two 404s a full wait apart, each followed (after the wait) by
-    # sequence.json past it.
+    # Skipping is for ever: two 404s a full wait apart, the feed known to be past it (sequence.json
+    # said 7 when the tick began), and only then the search for the next file, a wait later.
     first_404, second_404 = rig.times_of("/ephemeral/4.json")
-    heads = [at for at in rig.times_of("/ephemeral/sequence.json") if at > first_404]
-    assert heads[0] - first_404 >= 6 and second_404 - first_404 >= 6 and heads[1] - second_404 >= 6
+    (head,) = rig.times_of("/ephemeral/sequence.json")
+    assert head <= first_404 and second_404 - first_404 >= 6 and rig.times_of("/ephemeral/5.json")[0] - second_404 >= 6
     # the first 404 of 4 was an empty poll, the confirming one was not; then 8 is not published yet
     assert summary["empty_polls"] == 1 + len(rig.times_of("/ephemeral/8.json"))
 
@@ -404,12 +515,46 @@ def test_a_404_waits_6_seconds_even_when_sequence_json_then_fails(r2z2, queue_ur
             path.endswith("/sequence.json") and any(request.path == "/ephemeral/3.json" for request in r2z2.requests)
         ),
     )
-    rig = Rig(r2z2, queue_url, cursor_parameter, pacing=0.5, budget=30)
+    rig = Rig(r2z2, queue_url, cursor_parameter, pacing=0.5, budget=150)
     summary = rig.tick()
     asks = rig.times_of("/ephemeral/3.json")
-    assert len(asks) >= 3
+    assert len(asks) >= 20
     assert all(b - a >= 6 for a, b in pairwise(asks))
-    assert summary["errors"] >= len(asks) - 1 and summary["sequence_gaps"] == 0
+    # at the head sequence.json is asked again once a minute: each of those reads failed
+    assert summary["errors"] == len(rig.times_of("/ephemeral/sequence.json")) - 1 >= 2
+    assert summary["sequence_gaps"] == 0
+
+
+def test_a_file_the_gap_search_meets_with_one_stale_404_is_not_skipped(r2z2, queue_url, cursor_parameter, caplog):
+    """Defect 5: the cursor's own file needs two 404s 6 s apart, but files probed by the gap
+    search were taken as absent on one. Sequence 2 a real gap, 3 present but answering one stale
+    404: 3 was lost ("missing": [2, 3])."""
+    publish(r2z2, DOCS[:1])
+    r2z2.skip(1)
+    publish(r2z2, DOCS[1:4])  # 3, 4, 5
+    r2z2.stale_404(3)
+    set_cursor(cursor_parameter, "0")
+    rig = Rig(r2z2, queue_url, cursor_parameter, budget=60)
+    summary = rig.tick()
+    assert sequences(queue_url) == [1, 3, 4, 5]
+    gaps = [r.missing for r in caplog.records if r.getMessage().startswith("sequence gap")]
+    assert gaps == [[2]] and summary["sequence_gaps"] == 1
+    stale, found = rig.times_of("/ephemeral/3.json")[:2]
+    assert found - stale >= 6  # asked again, a wait later, before anything was skipped
+
+
+def test_a_stale_404_at_the_edge_of_an_expired_range_does_not_move_the_edge(r2z2, queue_url, cursor_parameter, caplog):
+    """Defect 5 in a long gap: the gallop/bisect probes the edge of an expired range; one stale
+    404 on the first file still served must not make it (and those before the next probe) lost."""
+    publish(r2z2, renumber(DOCS, 200))
+    r2z2.expire(150)
+    r2z2.stale_404(151)
+    set_cursor(cursor_parameter, "10")
+    summary = Rig(r2z2, queue_url, cursor_parameter, budget=60).tick()
+    assert sequences(queue_url) == list(range(151, 201))
+    assert summary["sequence_gaps"] == 140
+    (gap,) = [r for r in caplog.records if r.getMessage().startswith("sequence gap")]
+    assert (gap.first_missing, gap.last_missing) == (11, 150)
 
 
 def test_files_between_two_nearby_gaps_are_not_skipped(r2z2, queue_url, cursor_parameter, caplog):

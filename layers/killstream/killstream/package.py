@@ -131,6 +131,19 @@ def _build(
     return package
 
 
+PLACEHOLDER_HREF_END = "/killmails///"
+
+
+def is_placeholder(doc: Any) -> bool:
+    """An R2Z2 null placeholder (docs/protocols.md, "R2Z2"): a 200 with no killmail_id, no hash,
+    and a zkb.href ending in /killmails///. Neither a killmail nor an error."""
+    if not isinstance(doc, dict) or doc.get("killmail_id") is not None or doc.get("hash") is not None:
+        return False
+    zkb = doc.get("zkb")
+    href = zkb.get("href") if isinstance(zkb, dict) else None
+    return isinstance(href, str) and href.endswith(PLACEHOLDER_HREF_END)
+
+
 def from_r2z2(body: str | bytes | dict) -> Package:
     """An R2Z2 `/{sequence}.json` document."""
     doc = _decode(body)
