@@ -189,8 +189,23 @@ def test_fetcher_may_only_consume_dead_letter_and_read_the_secret():
             | pairs(["secretsmanager:GetSecretValue"], secret)
         ),
         # Only when the fetcher joins a VPC: Lambda's ENI management, which EC2 cannot scope further.
-        "InVpc": vpc | pairs(["ec2:DescribeNetworkInterfaces"], "*"),
+        "InVpc": vpc | pairs(["ec2:DescribeNetworkInterfaces", "ec2:DescribeSubnets"], "*"),
     }
+    # Item 14: the action list of AWS's managed AWSLambdaVPCAccessExecutionRole (v3, edited
+    # 2024-01-05), scoped; logs:CreateLogGroup is not needed: the template creates the log group.
+    managed = {
+        "logs:CreateLogGroup",
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
+        "ec2:CreateNetworkInterface",
+        "ec2:DescribeNetworkInterfaces",
+        "ec2:DescribeSubnets",
+        "ec2:DeleteNetworkInterface",
+        "ec2:AssignPrivateIpAddresses",
+        "ec2:UnassignPrivateIpAddresses",
+    }
+    granted = {action for condition in grants("FetcherRole").values() for action, _ in condition}
+    assert managed - granted == {"logs:CreateLogGroup"}
 
 
 def test_no_wildcards_and_no_other_policies():
@@ -434,10 +449,11 @@ def test_the_built_layer_holds_exactly_the_modules_the_functions_import(sam_buil
 
 def test_the_local_pipeline_mirrors_the_template():
     """`make run` promises the same queue behaviour as the deployed stack."""
+    from killstream import config
     from killstream_workstation.local import aws, pipeline
 
     queue = props("KillmailQueue")
-    assert pipeline.FETCHER_TIMEOUT_SECONDS == props("FetcherFunction")["Timeout"]
+    assert config.FETCHER_TIMEOUT_SECONDS == props("FetcherFunction")["Timeout"]  # the database limits derive from it
     assert pipeline.POLLER_TIMEOUT_SECONDS == props("PollerFunction")["Timeout"]
     assert pipeline.PipelineSettings(database_url="", user_agent="").visibility_timeout == queue["VisibilityTimeout"]
     assert aws.MAX_RECEIVE_COUNT == queue["RedrivePolicy"]["maxReceiveCount"]

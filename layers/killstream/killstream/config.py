@@ -19,6 +19,18 @@ DEFAULT_ESI_COMPATIBILITY_DATE = "2026-08-18"
 """The newest date ESI listed in October 2026 (docs/protocols.md, "ESI")."""
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
+FETCHER_TIMEOUT_SECONDS = 30
+"""template.yaml's FetcherFunction Timeout (a test holds the two equal): the fetcher's database
+limits derive from it, here and nowhere else."""
+DB_STATEMENT_TIMEOUT_MS = FETCHER_TIMEOUT_SECONDS * 1000 // 3
+"""statement_timeout of the fetcher's connection: one statement (a lock wait, a connection whose
+server went away) can take a third of the invocation, never the whole of it."""
+DB_TCP_USER_TIMEOUT_MS = DB_STATEMENT_TIMEOUT_MS
+"""How long sent data may stay unacknowledged before the connection is dropped (a half-open
+connection after an RDS failover): the server-side statement_timeout cannot end that wait."""
+DB_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3}
+"""TCP keepalives: an idle connection to a server that is gone is found out in about 11 s."""
+
 
 def _text(env: Mapping[str, str], name: str, default: str | None = None, *, required: bool = False) -> str | None:
     value = env.get(name, "").strip()

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from types import ModuleType
 
+from killstream.config import FETCHER_TIMEOUT_SECONDS
 from killstream.observability import logger, metrics
 from killstream_workstation.local.aws import REGION, LocalAws
 from killstream_workstation.local.console import RunStats, StatsCounter
@@ -37,8 +38,7 @@ SCHEDULED_EVENT = {
     "resources": [],
     "detail": {},
 }
-POLLER_TIMEOUT_SECONDS = 60  # template.yaml: PollerFunction Timeout
-FETCHER_TIMEOUT_SECONDS = 30  # template.yaml: FetcherFunction Timeout
+POLLER_TIMEOUT_SECONDS = 60  # template.yaml: PollerFunction Timeout (FetcherFunction's: in killstream.config)
 
 
 @dataclass

@@ -20,7 +20,7 @@ import psycopg2.extensions
 from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError, TransformParameterError
 
-from killstream.config import DatabaseConfig
+from killstream.config import DB_KEEPALIVES, DB_STATEMENT_TIMEOUT_MS, DB_TCP_USER_TIMEOUT_MS, DatabaseConfig
 from killstream.errors import ConfigError, DatabaseUnavailable
 from killstream.observability import logger
 from killstream.storage.migrations import migrate
@@ -49,8 +49,13 @@ def connection_lost(exc: BaseException, conn: psycopg2.extensions.connection | N
 
 
 def connect(dsn: str, **kwargs: Any) -> psycopg2.extensions.connection:
+    """Every connection: a connect timeout, TCP keepalives and a limit on unacknowledged data, so
+    a connection whose server is gone fails within seconds rather than at the kernel's ~15 min."""
     kwargs.setdefault("connect_timeout", 5)
     kwargs.setdefault("application_name", "killstream")
+    for name, value in DB_KEEPALIVES.items():
+        kwargs.setdefault(name, value)
+    kwargs.setdefault("tcp_user_timeout", DB_TCP_USER_TIMEOUT_MS)
     return psycopg2.connect(dsn, **kwargs)
 
 
@@ -62,7 +67,8 @@ def _is_authentication_failure(exc: psycopg2.OperationalError) -> bool:
 class Database:
     """`run(operation)` calls `operation(connection)` on the kept connection. A kept connection
     found broken is replaced and the operation tried once more on the new one (the operation
-    must be one transaction, so a failed attempt left nothing behind)."""
+    must be one transaction, so a failed attempt left nothing behind). Its statements are cut at
+    `statement_timeout_ms` (derived from the fetcher's timeout in killstream.config)."""
 
     def __init__(
         self,
@@ -71,8 +77,10 @@ class Database:
         get_secret: Callable[..., Any] = parameters.get_secret,
         connect: Callable[..., psycopg2.extensions.connection] = connect,
         secret_max_age: int = SECRET_MAX_AGE_SECONDS,
+        statement_timeout_ms: int = DB_STATEMENT_TIMEOUT_MS,
     ):
         self.config = config
+        self.statement_timeout_ms = statement_timeout_ms
         self._get_secret = get_secret
         self._connect = connect
         self._secret_max_age = secret_max_age
@@ -122,8 +130,9 @@ class Database:
             finally:
                 self._conn = None
 
-    def _tls(self) -> dict[str, str]:
-        tls = {}
+    def _options(self) -> dict[str, str]:
+        """TLS, and the session's statement timeout (libpq's `options`), for every connect."""
+        tls = {"options": f"-c statement_timeout={self.statement_timeout_ms}"}
         if self.config.sslmode:
             tls["sslmode"] = self.config.sslmode
         if self.config.sslrootcert:
@@ -133,13 +142,13 @@ class Database:
     def _open(self) -> psycopg2.extensions.connection:
         dsn = self.config.database_url or ""
         if not self.config.secret_arn:
-            return self._connect(dsn, **self._tls())
+            return self._connect(dsn, **self._options())
         try:
-            return self._connect(dsn, **self._secret_credentials(force_fetch=False), **self._tls())
+            return self._connect(dsn, **self._secret_credentials(force_fetch=False), **self._options())
         except psycopg2.OperationalError as exc:
             if not _is_authentication_failure(exc):
                 raise
-        return self._connect(dsn, **self._secret_credentials(force_fetch=True), **self._tls())
+        return self._connect(dsn, **self._secret_credentials(force_fetch=True), **self._options())
 
     def _secret_credentials(self, *, force_fetch: bool) -> dict[str, Any]:
         try:
