@@ -61,16 +61,28 @@ def test_packages_arrive_with_their_bodies_and_attributes_in_batches_of_at_most_
     ]
 
 
-def test_a_batch_never_exceeds_256_kib(queue_url):
+def test_a_batch_never_exceeds_1_mib(queue_url):
     sqs = RecordingSqs(forward=boto3.client("sqs"))
     sink, _ = make_sink(queue_url, sqs)
-    packages = [package(doc, n, esi_padding=70_000) for n, doc in enumerate(DOCS[:9], start=1)]
+    packages = [package(doc, n, esi_padding=300_000) for n, doc in enumerate(DOCS[:9], start=1)]
     for p in packages:
         sink.add(p)
     sink.flush()
     assert all(sum(entry_bytes(e) for e in call) <= MAX_BYTES for call in sqs.calls)
     assert [len(call) for call in sqs.calls] == [3, 3, 3]
     assert [body["killmail_id"] for body, _ in drain(queue_url)] == [p.killmail_id for p in packages]
+
+
+def test_a_package_up_to_1_mib_goes_whole(queue_url):
+    """Item 11: AWS raised SQS's limit from 256 KiB to 1 MiB: a 600 KiB package (a structure kill
+    with thousands of attackers) keeps its esi; it went without, for ESI to be asked, before."""
+    sink, _ = make_sink(queue_url)
+    big = package(DOCS[0], 1, esi_padding=600 * 1024)
+    report = sink.add(big)
+    report.add(sink.flush())
+    assert (report.accepted, report.esi_dropped) == ([big], 0)
+    ((body, _),) = drain(queue_url)
+    assert body["esi"] == big.esi
 
 
 def test_an_oversized_package_goes_without_esi_and_is_counted(queue_url, caplog):
