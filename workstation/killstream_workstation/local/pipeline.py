@@ -51,6 +51,7 @@ class PipelineSettings:
     inline_ratio: float = 0.5  # share of replayed packages carrying the ESI killmail
     esi_latency: float = 0.0
     pacing_ms: int | None = None
+    catchup_pacing_ms: int | None = None
     budget_seconds: int = 50
     tick_interval: float = 60.0  # EventBridge fires once a minute
     visibility_timeout: int = 6 * FETCHER_TIMEOUT_SECONDS
@@ -106,6 +107,8 @@ class LocalPipeline:
         }
         if s.pacing_ms is not None:
             env["POLL_PACING_MS"] = str(s.pacing_ms)
+        if s.catchup_pacing_ms is not None:
+            env["POLL_CATCHUP_PACING_MS"] = str(s.catchup_pacing_ms)
         if self.replay:
             env["R2Z2_URL"] = self.replay.r2z2.url
             env["ESI_URL"] = self.replay.esi.url

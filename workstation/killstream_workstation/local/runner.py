@@ -49,6 +49,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--source", choices=["r2z2", "redisq"], help="default: $KILLSTREAM_SOURCE, else r2z2")
     parser.add_argument("--pacing-ms", type=int, help="default: $POLL_PACING_MS, else 500")
+    parser.add_argument(
+        "--catchup-pacing-ms", type=int, help="R2Z2 behind the head: default $POLL_CATCHUP_PACING_MS, else 100"
+    )
     parser.add_argument("--budget", type=int, help="seconds per poller tick (default: $POLL_BUDGET_SECONDS, else 50)")
     parser.add_argument("--duration", type=float, help="stop by itself after this many seconds")
     parser.add_argument("--user-agent", help="default: $USER_AGENT; the live feed requires app/version (contact)")
@@ -109,6 +112,9 @@ def run(args: argparse.Namespace) -> int:
             0,
             60_000,
         )
+        catchup = args.catchup_pacing_ms if args.catchup_pacing_ms is not None else env.get("POLL_CATCHUP_PACING_MS")
+        catchup_env = {"POLL_CATCHUP_PACING_MS": "" if catchup is None else str(catchup)}
+        catchup_pacing = int_setting(catchup_env, "POLL_CATCHUP_PACING_MS", 100, 0, 60_000)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
@@ -135,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
         replay_rate=args.rate,
         inline_ratio=args.inline_ratio,
         pacing_ms=pacing,
+        catchup_pacing_ms=catchup_pacing,
         budget_seconds=budget,
         tick_interval=budget + 10 if replay is None else budget,
     )
@@ -158,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"🌊 killstream {__version__} — local pipeline started")
     print(f"📡 Source: {source} — {feed}")
     print(f"📬 Queue: {pipeline.aws.queue_url} (DLQ {pipeline.aws.dlq_url}) on {pipeline.aws.endpoint_url}")
-    print(f"⏱️  Poll pacing: {pacing} ms, tick budget {budget} s")
+    print(f"⏱️  Poll pacing: {pacing} ms ({catchup_pacing} ms catching up on R2Z2), tick budget {budget} s")
     print(f"🗄️  Database: {url.rsplit('@', 1)[-1]}")
     print(RULE)
     print("🎯 Listening for killmails...  (Ctrl+C to stop)\n")
