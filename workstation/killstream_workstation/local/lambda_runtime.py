@@ -5,10 +5,10 @@ event source builds, and the death of an instance mid-invocation."""
 from __future__ import annotations
 
 import importlib.util
-import threading
 import time
 import uuid
 from types import ModuleType
+from typing import Protocol
 
 from killstream_workstation.corpus import repo_root
 from killstream_workstation.local.aws import REGION
@@ -48,13 +48,17 @@ class InvocationKilled(BaseException):
     that point ran, and the next invocation gets a fresh instance. Fault-injection raises it."""
 
 
+class Stop(Protocol):
+    def is_set(self) -> bool: ...
+
+
 class StoppableContext(LambdaContext):
     """A Lambda context that also says when a stop was asked for (Ctrl+C, SIGTERM): stopping is
     not dying. The poller then ends its budget (no new work) and finishes what it began — a
     package RedisQ already popped is read and sent — then flushes and saves the cursor, all
     within the remaining time, which stays what it is."""
 
-    def __init__(self, function_name: str, timeout_seconds: float, stop: threading.Event, **options):
+    def __init__(self, function_name: str, timeout_seconds: float, stop: Stop, **options):
         super().__init__(function_name, timeout_seconds, **options)
         self._stop = stop
 

@@ -57,6 +57,7 @@ class PipelineSettings:
     visibility_timeout: int = 6 * FETCHER_TIMEOUT_SECONDS
     fetcher_workers: int = 1
     duplicate_delivery_rate: float = 0.0  # fault injection: a finished record is not deleted
+    stop_request_rate: float = 0.0  # fault injection: a tick is asked to stop (as by SIGTERM) mid-way
     seed: int = 1
     extra_env: dict = field(default_factory=dict)
 
@@ -74,6 +75,10 @@ class LocalPipeline:
         self._rng = random.Random(settings.seed)
         self._rng_lock = threading.Lock()
         self.duplicate_deliveries = 0
+        self.poller_ticks = 0
+        self.stop_requests = 0
+        self.poller_overruns = 0
+        """Poller invocations still running when their Lambda's time was up (Lambda would kill them)."""
         self._aws: LocalAws | None = None
         self.replay: Replay | None = None
         """The offline feed, when the settings ask for a replay (set by setup())."""
@@ -156,9 +161,13 @@ class LocalPipeline:
     def _poll_forever(self) -> None:
         while not self.stop_event.is_set():
             started = time.monotonic()
-            context = StoppableContext("killstream-poller", POLLER_TIMEOUT_SECONDS, self.stop_event)
+            context = StoppableContext("killstream-poller", POLLER_TIMEOUT_SECONDS, self._tick_stop())
             try:
                 self.poller.handler(SCHEDULED_EVENT, context)
+                self.poller_ticks += 1
+                if context.get_remaining_time_in_millis() <= 0:
+                    self.poller_overruns += 1
+                    logger.error("poller invocation outlived its timeout", extra={"timeout": POLLER_TIMEOUT_SECONDS})
             except InvocationKilled:
                 logger.warning("poller instance killed mid-invocation; the next tick starts a fresh one")
                 self.poller = load_handler_module("poller")
@@ -167,6 +176,17 @@ class LocalPipeline:
             metrics.clear_metrics()
             # the next scheduled invocation
             self.stop_event.wait(max(0.0, self.settings.tick_interval - (time.monotonic() - started)))
+
+    def _tick_stop(self) -> _Either:
+        """What asks this tick to stop: shutdown, or (fault injection) a stop at a random moment."""
+        own = threading.Event()
+        with self._rng_lock:
+            if self._rng.random() < self.settings.stop_request_rate:
+                self.stop_requests += 1
+                timer = threading.Timer(self._rng.uniform(0, self.settings.budget_seconds), own.set)
+                timer.daemon = True
+                timer.start()
+        return _Either(self.stop_event, own)
 
     def _fetch_forever(self, fetcher) -> None:
         sqs = self.aws.client("sqs")
@@ -243,3 +263,13 @@ class LocalPipeline:
             self.aws.stop()
         if self._counter:
             logging.getLogger(logger.name).removeFilter(self._counter)
+
+
+class _Either:
+    """Set when either event is."""
+
+    def __init__(self, first: threading.Event, second: threading.Event):
+        self.events = (first, second)
+
+    def is_set(self) -> bool:
+        return any(event.is_set() for event in self.events)
