@@ -1,7 +1,7 @@
 """make bench: every benchmark, each in a fresh interpreter, then their figure lines together.
 
 make bench                       # all
-make bench ARGS="fetcher memory" # some: store, pipeline, fetcher, coldstart, memory"""
+make bench ARGS="fetcher memory" # some: store, pipeline, drain, fetcher, coldstart, memory"""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ HERE = Path(__file__).resolve().parent
 BENCHES = {
     "store": "bench_store.py",
     "pipeline": "bench_pipeline.py",
+    "drain": "bench_drain.py",
     "fetcher": "bench_fetcher.py",
     "coldstart": "bench_coldstart.py",
     "memory": "bench_memory.py",
