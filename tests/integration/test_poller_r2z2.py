@@ -107,6 +107,19 @@ class Rig:
         return [at for at, requested in self.starts if requested == path]
 
 
+def handler_environment(monkeypatch, server: R2Z2Server, queue_url: str, parameter: str, **more: str) -> None:
+    """The poller handler's variables for this server, queue and cursor, and `more`."""
+    for name, value in {
+        "KILLSTREAM_SOURCE": "r2z2",
+        "R2Z2_URL": server.url,
+        "QUEUE_URL": queue_url,
+        "CURSOR_PARAMETER": parameter,
+        "USER_AGENT": UA,
+        **more,
+    }.items():
+        monkeypatch.setenv(name, value)
+
+
 def sequences(queue_url: str) -> list[int]:
     return [body["sequence_id"] for body, _ in drain(queue_url)]
 
@@ -143,16 +156,7 @@ def test_done_when_one_invocation_at_10_ms_pacing_enqueues_500_packages_in_order
     404 for 501), however slow the machine: the one invocation drains all 500, in order."""
     published = publish(r2z2, renumber(DOCS, 500))
     set_cursor(cursor_parameter, "0")
-    for name, value in {
-        "KILLSTREAM_SOURCE": "r2z2",
-        "R2Z2_URL": r2z2.url,
-        "QUEUE_URL": queue_url,
-        "CURSOR_PARAMETER": cursor_parameter,
-        "USER_AGENT": UA,
-        "POLL_PACING_MS": "10",
-        "POLL_BUDGET_SECONDS": "900",
-    }.items():
-        monkeypatch.setenv(name, value)
+    handler_environment(monkeypatch, r2z2, queue_url, cursor_parameter, POLL_PACING_MS="10", POLL_BUDGET_SECONDS="900")
     handler = load_handler_module("poller").handler
     summary = handler({}, StopWhenAsked(r2z2, "/ephemeral/501.json"))
     assert (summary["received"], summary["enqueued"], summary["cursor"]) == (500, 500, 500)
@@ -732,16 +736,9 @@ def test_a_hung_sqs_ends_the_tick_before_the_lambda_timeout(r2z2, queue_url, cur
     publish(r2z2, DOCS[:3])
     set_cursor(cursor_parameter, "0")
     with HungServer() as hung:
-        for name, value in {
-            "KILLSTREAM_SOURCE": "r2z2",
-            "R2Z2_URL": r2z2.url,
-            "QUEUE_URL": queue_url,
-            "CURSOR_PARAMETER": cursor_parameter,
-            "USER_AGENT": UA,
-            "POLL_BUDGET_SECONDS": "1",
-            "AWS_ENDPOINT_URL_SQS": hung.url,
-        }.items():
-            monkeypatch.setenv(name, value)
+        handler_environment(
+            monkeypatch, r2z2, queue_url, cursor_parameter, POLL_BUDGET_SECONDS="1", AWS_ENDPOINT_URL_SQS=hung.url
+        )
         context = LambdaContext("poller", 12)
         summary = load_handler_module("poller").handler({}, context)
         assert hung.accepted >= 1

@@ -91,9 +91,17 @@ def run_redisq_chaos(
     last_copies = _LastCopies()
     logging.getLogger(logger.name).addHandler(last_copies)
 
+    ids = sorted(doc["killmail_id"] for doc in docs)
+
     def drained() -> bool:
+        # Everything popped is stored, or logged as a last copy; a package popped but still on
+        # its way (read, not yet sent) is neither, so the queue being empty is not enough.
         backlog = redisq.queues.get(QUEUE_ID)
-        return backlog is not None and not backlog and pipeline.aws.queue_depth(pipeline.aws.queue_url) == 0
+        if backlog is None or backlog or pipeline.aws.queue_depth(pipeline.aws.queue_url):
+            return False
+        return _stored_count(database_url, ids) + len(last_copies.packages) + len(last_copies.object_urls) >= (
+            redisq.popped
+        )
 
     try:
         pipeline.start()
@@ -103,7 +111,9 @@ def run_redisq_chaos(
             aws_faults.active = False
         redisq.faults.clear()
         report.recovered_from_log = _recover(pipeline, last_copies)
-        pipeline.wait_until(lambda: drained() and drained(), timeout=timeout, poll=0.5)
+        if not pipeline.wait_until(lambda: _stored_count(database_url, ids) >= len(ids), timeout=timeout, poll=0.5):
+            progress("chaos redisq: not everything was stored in time")
+        report.dlq = pipeline.refresh_dlq_count()
     finally:
         logging.getLogger(logger.name).removeHandler(last_copies)
         pipeline.stop()
@@ -115,7 +125,6 @@ def run_redisq_chaos(
     report.poller_overruns = pipeline.poller_overruns
     report.injected["stop_requested"] = pipeline.stop_requests
     report.injected.update(f"redisq_{f.status or f.kind}" for f in redisq.faults.injected)
-    ids = {doc["killmail_id"] for doc in docs}
     conn = connect(database_url)
     try:
         with conn, conn.cursor() as cur:
@@ -126,10 +135,21 @@ def run_redisq_chaos(
     finally:
         conn.close()
     report.stored = len(stored)
-    report.lost = len(ids - set(stored))
+    report.lost = len(set(ids) - set(stored))
     report.duplicates = (attackers - sum(stored.values())) + max(0, pipeline.stats.outcomes["saved"] - len(stored))
     report.seconds = time.monotonic() - started
     return report
+
+
+def _stored_count(database_url: str, ids: list[int]) -> int:
+    conn = connect(database_url)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM killmails WHERE killmail_id = ANY(%s)", (ids,))
+            (count,) = cur.fetchone() or (0,)
+    finally:
+        conn.close()
+    return count
 
 
 def _recover(pipeline: LocalPipeline, copies: _LastCopies) -> int:

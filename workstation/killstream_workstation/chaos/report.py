@@ -90,6 +90,7 @@ class RedisQChaosReport:
     duplicates: int = 0
     lost: int = 0
     recovered_from_log: int = 0
+    dlq: int = 0
     ticks: int = 0
     poller_overruns: int = 0
     injected: Counter = field(default_factory=Counter)
@@ -97,12 +98,15 @@ class RedisQChaosReport:
 
     @property
     def ok(self) -> bool:
-        return self.lost == 0 and self.duplicates == 0 and self.poller_overruns == 0 and self.popped > 0
+        return (
+            self.lost == 0 and self.duplicates == 0 and self.dlq == 0 and self.poller_overruns == 0 and self.popped > 0
+        )
 
     def line(self) -> str:
         faults = ", ".join(f"{k}={v}" for k, v in sorted(self.injected.items())) or "none"
         return (
             f"chaos redisq: published={self.published} popped={self.popped} stored={self.stored} "
-            f"duplicates={self.duplicates} lost={self.lost} recovered_from_log={self.recovered_from_log} "
+            f"duplicates={self.duplicates} lost={self.lost} dlq={self.dlq} "
+            f"recovered_from_log={self.recovered_from_log} "
             f"ticks={self.ticks} poller_overruns={self.poller_overruns} ({faults}; {self.seconds:.0f}s)"
         )

@@ -152,6 +152,7 @@ class R2Z2Source(Source):
             self._invalid(error, **where)
             return None
         self.counts.add(Metric.UPDATE_POINTERS_FOLLOWED)
+        self._catch_up()  # the file after the one that pointed here is still probably there
         logger.info(
             "update pointer followed: the rewritten file fetched again",
             extra={**where, "killmail_id": package.killmail_id},
