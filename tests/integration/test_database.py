@@ -128,8 +128,8 @@ def test_connections_keep_alive_and_the_fetchers_cut_a_statement_before_its_time
 
 
 def test_a_hung_statement_is_cut_and_the_connection_kept(database_url):
-    """A statement waiting on a lock (as one on a connection whose server is gone would wait) is
-    cancelled at the statement timeout: an error of that batch, not an outage."""
+    """Item 14: a statement waiting on a lock (as one on a connection whose server is gone would
+    wait) is cancelled at the statement timeout: an error of that batch, not an outage."""
     database = Database(url_config(database_url), statement_timeout_ms=300)
     pid = database.run(backend_pid)
     with closing(connect(database_url)) as holder:

@@ -189,6 +189,7 @@ def test_a_dripping_answer_ends_at_the_deadline(esi):
 
 
 def test_the_compatibility_date_is_the_configured_one(esi, fake_time):
+    """Item 13: X-Compatibility-Date is ESI_COMPATIBILITY_DATE's (it was a constant, 2025-11-06)."""
     client = make_client(esi, fake_time, compatibility_date="2026-10-01")
     fetch(client, fake_time, DOCS[0])
     assert esi.compatibility_dates == {"2026-10-01": 1}

@@ -300,6 +300,7 @@ def test_a_pointer_to_a_file_rewritten_in_place_fetches_it_again_and_enqueues_it
 
 
 def test_a_pointer_to_an_expired_file_is_counted_and_logged_not_an_error(r2z2, queue_url, cursor_parameter, caplog):
+    """Item 9: files live ~24 h; a pointer to one gone is UpdatePointersExpired and an INFO line."""
     publish(r2z2, DOCS[:2])
     r2z2.update_in_place(1, zkb_for(DOCS[0]) | {"totalValue": 1.0})
     r2z2.expire(1)
@@ -316,6 +317,8 @@ def test_a_pointer_to_an_expired_file_is_counted_and_logged_not_an_error(r2z2, q
 def test_a_pointer_whose_file_cannot_be_read_now_holds_the_cursor_and_is_followed_later(
     r2z2, queue_url, cursor_parameter
 ):
+    """Item 9: the file carrying a pointer is settled only with the rewritten file it points at:
+    when that cannot be read now, both are asked for again, never the pointer dropped."""
     publish(r2z2, DOCS[:2])
     r2z2.update_in_place(1, zkb_for(DOCS[0]) | {"totalValue": 2.0})
     publish(r2z2, DOCS[2:3])
@@ -327,10 +330,11 @@ def test_a_pointer_whose_file_cannot_be_read_now_holds_the_cursor_and_is_followe
 
 
 def test_an_oversized_package_goes_without_esi(r2z2, queue_url, cursor_parameter):
+    """Over SQS's 1 MiB (item 11: no longer 256 KiB) a package goes without its esi."""
     doc = dict(DOCS[0])
     doc["victim"] = {
         **doc["victim"],
-        "items": [{"flag": 5, "item_type_id": 34, "singleton": 0, "quantity_dropped": n} for n in range(6000)],
+        "items": [{"flag": 5, "item_type_id": 34, "singleton": 0, "quantity_dropped": n} for n in range(20_000)],
     }
     publish(r2z2, [doc, DOCS[1]])
     set_cursor(cursor_parameter, "0")

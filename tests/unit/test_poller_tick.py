@@ -206,6 +206,7 @@ def test_a_hung_sqs_ends_the_tick_before_the_lambda_does():
 
 
 def test_the_cursor_is_written_and_read_only_when_the_call_fits_in_the_time_left(caplog):
+    """Defect 4, the cursor's side: its SSM calls, retries included, start only when one fits."""
     clock = FakeClock()
     ssm = FakeSsm(clock, "5")
     store = CursorStore(ssm, "/killstream/cursor", clock=clock, sleep=clock.sleep, call_seconds=4.0)
