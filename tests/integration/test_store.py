@@ -1,17 +1,19 @@
 """The batch writer against a real PostgreSQL."""
 
 import copy
+import logging
 import threading
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import psycopg2
 import pytest
+from psycopg2.extras import LoggingConnection
 
 from killstream.killmail import parse_killmail, parse_zkb
 from killstream.storage.connection import connect
 from killstream.storage.migrations import migrate, migration_files
-from killstream.storage.writer import KillmailRecord, KillmailStore, Outcome
+from killstream.storage.writer import KillmailRecord, KillmailStore, Outcome, StoredKey
 from killstream_workstation import corpus
 from killstream_workstation.cli.main import main
 from tests.support.stored import assert_stored_as, assert_zkb, count_rows
@@ -220,6 +222,60 @@ def test_stored_documents_finds_what_is_there_in_one_query(conn, sample_killmail
     assert store.stored_documents([]) == {}
 
 
+def test_stored_keys_reads_the_publication_key_of_what_is_there(conn, sample_killmails):
+    store = KillmailStore(conn)
+    store.write([record(sample_killmails[0], sequence_id=7, uploaded_at=30), record(sample_killmails[1])])
+    ids = [d["killmail_id"] for d in sample_killmails[:3]]
+    assert store.stored_keys(ids) == {
+        ids[0]: StoredKey(PUBLISHED + timedelta(seconds=30), 7),
+        ids[1]: StoredKey(None, None),
+    }
+    assert store.stored_keys([]) == {}
+
+
+class _Statements(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.sql: list[str] = []
+
+    def emit(self, record):
+        self.sql.append(str(record.msg))
+
+
+def test_the_staging_table_is_created_once_per_connection(database_url, sample_killmails):
+    """Its CREATE runs on a connection's first batch only; a first batch that rolled back took
+    the table with it, so the next one creates it again; a new connection creates its own."""
+    statements = _Statements()
+    log = logging.getLogger("test_store.statements")
+    log.addHandler(statements)
+    log.setLevel(logging.DEBUG)
+
+    def logged():
+        conn = connect(database_url, connection_factory=LoggingConnection)
+        conn.initialize(log)
+        return conn
+
+    def creates():
+        return sum("CREATE TEMP TABLE" in sql for sql in statements.sql)
+
+    conn = logged()
+    bad = record(sample_killmails[0])
+    # text PostgreSQL refuses (a NUL): the COPY fails and the transaction rolls back
+    bad = KillmailRecord(bad.killmail, "a\x00b", bad.zkb, bad.source)
+    with pytest.raises(psycopg2.DataError):
+        KillmailStore(conn).write([bad])
+    assert creates() == 1
+    for n in range(1, 4):
+        KillmailStore(conn).write([record(sample_killmails[n])])
+    assert creates() == 2
+    conn.close()
+    other = logged()
+    KillmailStore(other).write([record(sample_killmails[4]), record(sample_killmails[1])])
+    KillmailStore(other).write([record(sample_killmails[5])])
+    other.close()
+    assert creates() == 3
+
+
 def test_text_that_needs_escaping_survives_copy(conn, sample_killmails):
     doc = copy.deepcopy(sample_killmails[5])
     doc["note"] = 'tab\there\nnewline \\backslash "quote" ünïcode'
@@ -266,3 +322,34 @@ def test_a_newer_zkb_racing_the_first_insert_still_wins(database_url, sample_kil
     finally:
         a.close()
         b.close()
+
+
+KEYS = [(None, None), (None, 5), (10, None), (10, 5), (10, 6), (20, 4), (20, 5)]
+
+
+def test_a_key_that_settles_is_one_the_merge_leaves_alone(conn, sample_killmails):
+    """StoredKey.settles is the MERGE's "not newer" answered from the keys alone: for every pair
+    of stored and incoming keys (uploaded_at seconds, sequence_id) it settles, a write of
+    different zkb values changes nothing; and some pairs it does not settle do change the row."""
+    store = KillmailStore(conn)
+    settled = changed = 0
+    for n, (stored, incoming) in enumerate((s, i) for s in KEYS for i in KEYS):
+        doc = copy.deepcopy(sample_killmails[n % len(sample_killmails)])
+        doc["killmail_id"] = 900_000_000 + n
+        store.write(
+            [record(doc, dict(corpus.zkb_for(doc), totalValue=1.0), uploaded_at=stored[0], sequence_id=stored[1])]
+        )
+        key = store.stored_keys([doc["killmail_id"]])[doc["killmail_id"]]
+        upload = None if incoming[0] is None else PUBLISHED + timedelta(seconds=incoming[0])
+        newer = dict(corpus.zkb_for(doc), totalValue=2.0)
+        [outcome] = store.write([record(doc, newer, uploaded_at=incoming[0], sequence_id=incoming[1])])
+        if key.settles(upload, incoming[1]):
+            settled += 1
+            assert outcome is Outcome.DUPLICATE, (stored, incoming)
+            assert stored_key(conn, doc["killmail_id"]) == (stored[0], stored[1])
+            with conn.cursor() as cur:
+                cur.execute("SELECT zkb_total_value FROM killmails WHERE killmail_id = %s", (doc["killmail_id"],))
+                assert cur.fetchone()[0] == Decimal("1.0"), (stored, incoming)
+        elif outcome is Outcome.ZKB_UPDATED:
+            changed += 1
+    assert settled >= 10 and changed >= 10

@@ -94,6 +94,42 @@ def _mutated(path, value, delete=False):
         (("attackers", 0, "security_status"), False, False, "attackers[0].security_status"),
         (("attackers", 0, "character_id"), 2**64, False, "attackers[0].character_id"),
         (("victim", "items"), [{"flag": 5, "singleton": 0}], False, "victim.items[0].item_type_id"),
+        # every field the inline test of a plain attacker or item reads, refused as the checked path refuses it
+        (("attackers", 0, "security_status"), float("nan"), False, "attackers[0].security_status"),
+        (("attackers", 0, "security_status"), "-1.5", False, "attackers[0].security_status"),
+        (("attackers", 0, "damage_done"), 2**63, False, "attackers[0].damage_done"),
+        (("attackers", 0, "damage_done"), None, False, "attackers[0].damage_done"),
+        (("attackers", 0, "weapon_type_id"), -1, False, "attackers[0].weapon_type_id"),
+        (("attackers", 0, "ship_type_id"), False, False, "attackers[0].ship_type_id"),
+        (("attackers", 0), ["not", "an object"], False, "attackers[0]"),
+        (("victim", "items"), [{"item_type_id": 34, "flag": 2**31, "singleton": 0}], False, "victim.items[0].flag"),
+        (("victim", "items"), [{"item_type_id": 34, "flag": 5, "singleton": True}], False, "victim.items[0].singleton"),
+        (
+            ("victim", "items"),
+            [{"item_type_id": 34, "flag": 5, "singleton": 0, "quantity_dropped": -2}],
+            False,
+            "victim.items[0].quantity_dropped",
+        ),
+        (
+            ("victim", "items"),
+            [{"item_type_id": 34, "flag": 5, "singleton": 0, "quantity_destroyed": 1.0}],
+            False,
+            "victim.items[0].quantity_destroyed",
+        ),
+        (
+            ("victim", "items"),
+            [
+                {"item_type_id": 1, "flag": 5, "singleton": 0},
+                {
+                    "item_type_id": 2,
+                    "flag": 5,
+                    "singleton": 0,
+                    "items": [{"item_type_id": 3, "flag": -1, "singleton": 0}],
+                },
+            ],
+            False,
+            "victim.items[1].items[0].flag",
+        ),
     ],
 )
 def test_bad_input_names_the_field(path, value, delete, field):
@@ -173,3 +209,30 @@ def test_integers_beyond_a_double_are_a_validation_error_not_a_crash():
 def test_deeply_nested_bodies_are_invalid_packages():
     with pytest.raises(InvalidPackage):
         Package.from_body("[" * 100_000 + "]" * 100_000)
+
+
+def test_values_outside_the_plain_shape_are_still_accepted_as_before():
+    """An integer security status, an attacker without any id, an item with an explicit null
+    quantity: valid, though not the shape ESI usually sends."""
+    doc = _mutated(("attackers",), [{"damage_done": 0, "final_blow": False, "security_status": 5}])
+    doc["victim"]["items"] = [
+        {"item_type_id": 34, "flag": 5, "singleton": 0, "quantity_destroyed": None, "quantity_dropped": 3},
+        {"item_type_id": 35, "flag": 5, "singleton": 0, "items": [{"item_type_id": 36, "flag": 0, "singleton": 1}]},
+    ]
+    km = parse_killmail(doc)
+    [attacker] = km.attackers
+    assert attacker.security_status == 5.0 and type(attacker.security_status) is float
+    assert attacker.character_id is None and attacker.weapon_type_id is None
+    assert [(i.index, i.parent_index, i.item_type_id, i.quantity_dropped) for i in km.items] == [
+        (0, None, 34, 3),
+        (1, None, 35, None),
+        (2, 1, 36, None),
+    ]
+
+
+def test_a_nul_escape_behind_escaped_backslashes_is_found():
+    """The substring test first, then the escape count: a NUL after an even run of backslashes
+    is a NUL; after an odd run it is literal text."""
+    with pytest.raises(KillmailValidationError, match="U\\+0000"):
+        parse_killmail(_mutated(("note",), "\\\x00"))
+    assert parse_killmail(_mutated(("note",), "\\\\u0000")).document["note"] == "\\\\u0000"

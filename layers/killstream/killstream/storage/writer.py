@@ -1,10 +1,16 @@
 """The batch writer: killmails with their attackers and items into PostgreSQL, exactly once.
 
-A batch is one transaction of six round trips whatever its size: the killmail rows are
-COPied into a session-local staging table; one statement inserts the new ones and applies
-newer zKillboard values to those already stored; then the attackers and items of exactly the
-killmails this transaction inserted are COPied straight into their tables. A concurrent writer
-of the same killmail waits on its primary key and then finds it stored, so rows never double.
+A batch is one transaction of at most six round trips whatever its size: BEGIN; the killmail
+rows COPied into a session-local staging table; one statement that inserts the new ones and
+applies newer zKillboard values to those already stored; the attackers, then the items, of
+exactly the killmails this transaction inserted, COPied straight into their tables (each COPY
+only when it has rows: a batch that inserted nothing makes four); COMMIT. The staging table is
+created once per connection (a seventh round trip on its first batch), not per batch. A
+concurrent writer of the same killmail waits on its primary key and then finds it stored, so
+rows never double.
+
+`stored_keys` is the read that lets the fetcher settle re-deliveries before parsing them: one
+query for the publication key of those of a batch's killmails that are stored.
 
 Which zKillboard values are newer (docs/protocols.md, "R2Z2": latest wins by `uploaded_at`,
 then `sequence_id`): a publication is ordered by its key (uploaded_at, sequence_id). When the
@@ -19,6 +25,7 @@ key stays."""
 from __future__ import annotations
 
 import io
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -121,6 +128,10 @@ _STAGING = (
     "CREATE TEMP TABLE IF NOT EXISTS stage_killmails "
     "(LIKE killmails INCLUDING DEFAULTS INCLUDING COMPRESSION) ON COMMIT DELETE ROWS"
 )
+# The connections whose session has the staging table. A connection joins only once a write
+# that created it has committed: a temp table created in a transaction that rolled back is gone.
+# A new connection (Database's reconnect) is a new object, so it creates its own.
+_staged: weakref.WeakSet[connection] = weakref.WeakSet()
 
 _killmail_list = ", ".join(KILLMAIL_COLUMNS)
 _zkb_set = ",\n    ".join(f"{c} = EXCLUDED.{c}" for c in _ZKB_COLUMNS)
@@ -269,6 +280,26 @@ def publication_key(record: KillmailRecord) -> tuple[datetime, int]:
 _NO_UPLOAD = datetime.min.replace(tzinfo=UTC)
 
 
+@dataclass(frozen=True)
+class StoredKey:
+    """The publication key (uploaded_at, sequence_id) of a stored killmail."""
+
+    uploaded_at: datetime | None
+    sequence_id: int | None
+
+    def settles(self, uploaded_at: datetime | None, sequence_id: int | None) -> bool:
+        """Whether a publication with this key would change nothing of the stored row whatever
+        its zkb values: the MERGE's rule (the module docstring) answers "not newer" from the
+        keys alone. False when the values would decide (only the MERGE compares them) or the
+        incoming key is newer."""
+        if uploaded_at is not None and self.uploaded_at is not None:
+            incoming = (uploaded_at, -1 if sequence_id is None else sequence_id)
+            return incoming <= (self.uploaded_at, -1 if self.sequence_id is None else self.sequence_id)
+        if sequence_id is not None and self.sequence_id is not None:
+            return sequence_id < self.sequence_id or (sequence_id == self.sequence_id and uploaded_at is None)
+        return False
+
+
 def _latest_per_killmail(records: Sequence[KillmailRecord]) -> list[KillmailRecord]:
     """One record per killmail id: the newest publication (of equals, the last given)."""
     chosen: dict[int, KillmailRecord] = {}
@@ -296,11 +327,28 @@ class KillmailStore:
                 cur.execute("SELECT killmail_id, esi FROM killmails WHERE killmail_id = ANY(%s::bigint[])", (ids,))
                 return dict(cur.fetchall())
 
+    def stored_keys(self, killmail_ids: Iterable[int]) -> dict[int, StoredKey]:
+        """The publication key of those of these killmails that are stored: one query, reading
+        no document."""
+        ids = sorted(set(killmail_ids))
+        if not ids:
+            return {}
+        with self.conn:
+            with self.conn.cursor() as cur:
+                cur.execute(
+                    "SELECT killmail_id, uploaded_at, sequence_id FROM killmails WHERE killmail_id = ANY(%s::bigint[])",
+                    (ids,),
+                )
+                return {
+                    killmail_id: StoredKey(uploaded_at, sequence_id) for killmail_id, uploaded_at, sequence_id in cur
+                }
+
     def merge(self, cur: cursor, records: Sequence[KillmailRecord]) -> dict[int, Outcome]:
         """The killmail rows, staged and merged into `killmails` in the caller's transaction: the
         killmails this inserted, those whose values it updated, and those whose ordering key
         alone it moved (DUPLICATE); one record per killmail id."""
-        cur.execute(_STAGING)
+        if self.conn not in _staged:
+            cur.execute(_STAGING)
         cur.copy_expert(f"COPY stage_killmails ({_killmail_list}) FROM STDIN", _copy_rows(map(killmail_row, records)))
         cur.execute(_MERGE)
         return {killmail_id: Outcome(kind) for killmail_id, kind in cur.fetchall()}
@@ -315,14 +363,15 @@ class KillmailStore:
             with self.conn.cursor() as cur:
                 changed = self.merge(cur, unique)
                 new = [r.killmail for r in unique if changed.get(r.killmail_id) is Outcome.INSERTED]
-                cur.copy_expert(
-                    f"COPY attackers ({', '.join(ATTACKER_COLUMNS)}) FROM STDIN",
-                    io.StringIO("".join(line for km in new for line in _attacker_lines(km))),
-                )
-                cur.copy_expert(
-                    f"COPY items ({', '.join(ITEM_COLUMNS)}) FROM STDIN",
-                    io.StringIO("".join(line for km in new for line in _item_lines(km))),
-                )
+                attackers = "".join(line for km in new for line in _attacker_lines(km))
+                if attackers:
+                    cur.copy_expert(
+                        f"COPY attackers ({', '.join(ATTACKER_COLUMNS)}) FROM STDIN", io.StringIO(attackers)
+                    )
+                items = "".join(line for km in new for line in _item_lines(km))
+                if items:
+                    cur.copy_expert(f"COPY items ({', '.join(ITEM_COLUMNS)}) FROM STDIN", io.StringIO(items))
+        _staged.add(self.conn)
         outcomes, seen = [], set()
         for r in records:  # the first copy of a killmail carries its outcome
             outcomes.append(
