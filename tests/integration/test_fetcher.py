@@ -5,6 +5,7 @@ requests that reached ESI, log lines and metrics."""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import time
@@ -17,7 +18,9 @@ import pytest
 
 from killstream.config import DatabaseConfig
 from killstream.errors import PermanentError
+from killstream.fetcher import messages
 from killstream.fetcher.batch import write_records
+from killstream.fetcher.report import killmail_lines
 from killstream.killmail import parse_killmail, parse_zkb
 from killstream.observability import metrics
 from killstream.package import Package
@@ -34,7 +37,9 @@ needs_embedded_server = pytest.mark.skipif(
 )
 
 
-def body(doc: dict, *, inline: bool, sequence_id: int | None = None, zkb: dict | None = None) -> str:
+def body(
+    doc: dict, *, inline: bool, sequence_id: int | None = None, zkb: dict | None = None, uploaded_at: int | None = None
+) -> str:
     esi, killmail_hash = split_hash(doc)
     return Package(
         killmail_id=doc["killmail_id"],
@@ -43,6 +48,7 @@ def body(doc: dict, *, inline: bool, sequence_id: int | None = None, zkb: dict |
         source="r2z2",
         esi=esi if inline else None,
         sequence_id=sequence_id,
+        uploaded_at=uploaded_at,
     ).to_body()
 
 
@@ -108,8 +114,13 @@ LOG_KEYS = ("killmail_id", "outcome", "total_value", "reason", "error_type")
 
 
 def output(capfd, caplog) -> tuple[list[dict], Counter]:
-    """(per-killmail log lines, metric totals from the EMF the handler printed) since the last call."""
-    lines = [{key: getattr(r, key, None) for key in LOG_KEYS} for r in caplog.records if hasattr(r, "outcome")]
+    """(per-killmail log lines: a failure's own, the others expanded from the batch record; metric
+    totals from the EMF the handler printed) since the last call."""
+    lines = []
+    for r in caplog.records:
+        if hasattr(r, "outcome"):
+            lines.append({key: getattr(r, key, None) for key in LOG_KEYS})
+        lines += [{key: line.get(key) for key in LOG_KEYS} for line in killmail_lines(r.__dict__)]
     caplog.clear()
     totals: Counter[str] = Counter()
     for line in capfd.readouterr().out.splitlines():
@@ -533,6 +544,66 @@ def test_already_stored_killmails_cause_no_esi_request_and_still_take_new_zkb_va
     lines, totals = output(capfd, caplog)
     assert sorted(line["outcome"] for line in lines) == ["skipped"] * 4 + ["updated"]
     assert (totals["ZkbUpdated"], totals["KillmailsDuplicate"], totals["EsiFetches"]) == (1, 4, 0)
+
+
+def test_a_redelivery_with_no_newer_publication_is_settled_before_any_document_is_parsed(
+    make_harness, sample_killmails, capfd, caplog, monkeypatch
+):
+    """One query on the batch's ids tells what is stored with which publication key: a message
+    whose publication is no newer is a duplicate without its zkb or ESI document being parsed,
+    inline or metadata-only, and neither ESI nor the stored document is asked for; a newer
+    publication of a stored killmail (an in-place update: same sequence, later upload) in the
+    same batch is validated and applied."""
+    docs = sample_killmails[:4]
+    h = make_harness(docs)
+    first = [body(doc, inline=n != 3, sequence_id=500 + n, uploaded_at=1_767_225_600 + n) for n, doc in enumerate(docs)]
+    assert failures(h.invoke([record(b) for b in first])) == []
+    assert h.esi.total_hits == 1
+    output(capfd, caplog)
+    parsed = Counter()
+
+    def counting(name, real):
+        def parse(doc):
+            parsed[name] += 1
+            return real(doc)
+
+        monkeypatch.setattr(messages, name, parse)
+
+    counting("parse_killmail", messages.parse_killmail)
+    counting("parse_zkb", messages.parse_zkb)
+    revalued = zkb_for(docs[1]) | {"totalValue": 42.0}
+    update = body(docs[1], inline=True, sequence_id=501, zkb=revalued, uploaded_at=1_767_225_600 + 60)
+    older = body(docs[2], inline=True, sequence_id=400, zkb=revalued)  # an older sequence, no upload time
+    redelivered = [record(b) for b in first] + [record(update), record(older)]
+
+    assert failures(h.invoke(redelivered)) == []
+
+    assert parsed == Counter({"parse_killmail": 1, "parse_zkb": 1})  # the in-place update alone
+    assert h.esi.total_hits == 1
+    lines, totals = output(capfd, caplog)
+    assert Counter(line["outcome"] for line in lines) == Counter({"skipped": 5, "updated": 1})
+    assert (totals["KillmailsDuplicate"], totals["ZkbUpdated"], totals["KillmailsStored"]) == (5, 1, 0)
+    with h.connect() as conn:
+        assert count_rows(conn, "killmails") == 4
+        assert_zkb(conn, docs[1]["killmail_id"], revalued)
+        assert_stored_as(conn, docs[2], zkb_for(docs[2]))
+
+
+def test_when_the_stored_ids_cannot_be_read_bad_messages_still_go_to_the_dlq_and_the_rest_is_retried(
+    make_harness, sample_killmails, monkeypatch
+):
+    docs = sample_killmails[:3]
+    h = make_harness(docs, DATABASE_URL="postgresql://killstream@127.0.0.1:9/none?connect_timeout=1")
+    bad = copy.deepcopy(docs[2])
+    bad["attackers"][0]["damage_done"] = -1
+    records = [record(body(doc, inline=True, sequence_id=7, uploaded_at=8)) for doc in docs[:2]]
+    records.append(record(body(bad, inline=True), "bad"))
+
+    response = h.invoke(records)
+
+    assert failures(response) == sorted(r["messageId"] for r in records[:2])
+    [letter] = h.dead_letters()
+    assert letter["error_type"] == "validation_error"
 
 
 # --- ESI's limits across the batch -------------------------------------------------------------

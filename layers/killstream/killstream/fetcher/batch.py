@@ -1,10 +1,14 @@
 """The fetcher's core: one SQS batch of packages in, their killmails stored, one result per message.
 
-A batch costs few round trips whatever its size: every message is parsed and validated first
-(a bad one fails alone); one query finds which of the killmails that came without their ESI
-document are stored already — those never reach ESI; the rest are fetched from ESI a few at a
-time; then every killmail is written in one transaction. Permanent failures are dead-lettered
-with their reason; transient ones are handed back for SQS to redeliver."""
+A batch costs few round trips whatever its size. Every body is read first (the contract only;
+a bad one fails alone); one query (`KillmailStore.stored_keys`) then tells which killmails are
+stored and the publication key they were stored with, so a re-delivery whose publication is no
+newer is settled as a duplicate there, its documents never parsed nor validated. The rest are
+validated; one more query finds which of the killmails that came without their ESI document
+are stored already (their newer zkb needs the stored document) — those never reach ESI; the
+rest are fetched from ESI a few at a time; then every killmail is written in one transaction.
+Permanent failures are dead-lettered with their reason; transient ones are handed back for
+SQS to redeliver."""
 
 from __future__ import annotations
 
@@ -24,23 +28,26 @@ from killstream.fetcher.esi import EsiClient
 from killstream.fetcher.messages import (
     DISPOSITION_OF,
     Disposition,
+    Duplicate,
     Failed,
     Found,
     Item,
     Message,
     MessageResult,
+    Read,
     Stored,
     Unreadable,
     Wanted,
     Work,
-    parse_message,
+    read_message,
     unexpected_error,
+    validate_message,
 )
 from killstream.fetcher.report import report_batch
 from killstream.killmail import Killmail, parse_killmail
 from killstream.observability import logger
 from killstream.storage.connection import Database
-from killstream.storage.writer import KillmailRecord, KillmailStore, Outcome
+from killstream.storage.writer import KillmailRecord, KillmailStore, Outcome, StoredKey
 
 # Left for the database write and the DLQ when the ESI fetches run against the clock.
 WRITE_RESERVE_SECONDS = 5.0
@@ -130,26 +137,44 @@ class Fetcher:
     def process(self, messages: Sequence[Message], time_left: float) -> dict[str, MessageResult]:
         """`time_left`: seconds until the invocation must have answered."""
         deadline = self._clock() + max(0.0, time_left - self.write_reserve)
-        batch = [parse_message(message) for message in messages]
-        items = [work for work in batch if isinstance(work, Item)]
+        reads = [read_message(message) for message in messages]
         write_ms = None
+        lookup_failed = None
         try:
-            self._find_killmails(items, deadline)
-            write_ms = self._write([item for item in items if isinstance(item.stage, Found)])
-        except DatabaseUnavailable as exc:
-            self._give_back(items, TransientError("database_unavailable", str(exc)))
-        except psycopg2.Error as exc:
-            logger.exception("database error")
-            self._give_back(items, TransientError("database_error", f"{type(exc).__name__}: {exc}".strip()))
+            stored = self._stored_keys([read for read in reads if isinstance(read, Read)])
         except Exception as exc:
-            # e.g. a database secret whose contents are no use (ConfigError). Raising would fail
-            # the invocation: every message retried, the permanent failures too, and the reason
-            # in no message's log line.
-            logger.exception("unexpected error in the batch")
-            self._give_back(items, unexpected_error(exc))
+            # Nothing can be settled as a duplicate: every readable message is validated all the
+            # same (a permanent fault is dead-lettered whatever the database does), then handed back.
+            stored, lookup_failed = {}, _batch_error(exc)
+        batch = [self._duplicate_or_validated(read, stored) for read in reads]
+        items = [work for work in batch if isinstance(work, Item)]
+        if lookup_failed is not None:
+            self._give_back(items, lookup_failed)
+        else:
+            try:
+                self._find_killmails(items, deadline)
+                write_ms = self._write([item for item in items if isinstance(item.stage, Found)])
+            except Exception as exc:
+                self._give_back(items, _batch_error(exc))
         results = self._settle(batch)
         report_batch(batch, results, self.esi.take_counts(), write_ms, self._now())
         return results
+
+    def _stored_keys(self, reads: list[Read]) -> dict[int, StoredKey]:
+        """One query: the publication key of each of these killmails that is stored."""
+        if not reads:
+            return {}
+        ids = {read.killmail_id for read in reads}
+        return self.database.run(lambda conn: KillmailStore(conn).stored_keys(ids))
+
+    @staticmethod
+    def _duplicate_or_validated(read: Read | Unreadable, stored: dict[int, StoredKey]) -> Work:
+        if isinstance(read, Unreadable):
+            return read
+        key = stored.get(read.killmail_id)
+        if key is not None and key.settles(_published(read.package.uploaded_at), read.package.sequence_id):
+            return Duplicate(read.message, read.package)
+        return validate_message(read)
 
     @staticmethod
     def _give_back(items: list[Item], error: TransientError) -> None:
@@ -261,6 +286,9 @@ class Fetcher:
             if isinstance(work, Item) and isinstance(work.stage, Stored):
                 results[message_id] = MessageResult(DISPOSITION_OF[work.stage.outcome], work.killmail_id)
                 continue
+            if isinstance(work, Duplicate):
+                results[message_id] = MessageResult(DISPOSITION_OF[Outcome.DUPLICATE], work.killmail_id)
+                continue
             error = _error_of(work)
             if isinstance(error, PermanentError) and message_id not in refused:
                 results[message_id] = MessageResult(Disposition.DEAD_LETTERED, work.killmail_id, error)
@@ -273,10 +301,26 @@ class Fetcher:
         return results
 
 
+def _batch_error(exc: Exception) -> TransientError:
+    """What the messages of a batch that failed as a whole are handed back with."""
+    if isinstance(exc, DatabaseUnavailable):
+        return TransientError("database_unavailable", str(exc))
+    if isinstance(exc, psycopg2.Error):
+        logger.exception("database error")
+        return TransientError("database_error", f"{type(exc).__name__}: {exc}".strip())
+    # e.g. a database secret whose contents are no use (ConfigError). Raising would fail the
+    # invocation: every message retried, the permanent failures too, and the reason in no
+    # message's log line.
+    logger.exception("unexpected error in the batch")
+    return unexpected_error(exc)
+
+
 def _error_of(work: Work) -> FetchError:
     """Why a message that is not stored was not (a stage left unfinished is a bug, retried)."""
     if isinstance(work, Unreadable):
         return work.error
+    if isinstance(work, Duplicate):
+        return TransientError("unexpected_error", "the batch ended with the message settled as a duplicate")
     if isinstance(work.stage, Failed):
         return work.stage.error
     return TransientError("unexpected_error", f"the batch ended with the message {type(work.stage).__name__.lower()}")

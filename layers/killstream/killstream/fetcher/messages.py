@@ -1,6 +1,8 @@
-"""The fetcher's messages: one SQS message in, read and validated, then carried through the
-batch as a work item whose stage says what is known of it. Each stage holds exactly what that
-stage knows, so no step has to guess from which fields are still None."""
+"""The fetcher's messages: one SQS message in, read (the body contract: `read_message`), then
+either settled as a re-delivery of what is stored (`Duplicate`, its documents never parsed) or
+validated (`validate_message`) and carried through the batch as a work item whose stage says
+what is known of it. Each stage holds exactly what that stage knows, so no step has to guess
+from which fields are still None."""
 
 from __future__ import annotations
 
@@ -116,18 +118,65 @@ class Unreadable:
         return None
 
 
-Work = Item | Unreadable
+@dataclass(frozen=True)
+class Read:
+    """A message whose body keeps the contract (`Package.from_body`); its zkb and ESI documents
+    are not validated yet."""
+
+    message: Message
+    package: Package
+
+    @property
+    def killmail_id(self) -> int:
+        return self.package.killmail_id
 
 
-def parse_message(message: Message) -> Work:
+@dataclass(frozen=True)
+class Duplicate:
+    """A re-delivery settled before its documents were parsed: the killmail is stored, and the
+    stored publication is at least as new as this one's (StoredKey.settles), so writing it would
+    change nothing."""
+
+    message: Message
+    package: Package
+
+    @property
+    def killmail_id(self) -> int:
+        return self.package.killmail_id
+
+    @property
+    def total_value(self) -> float | None:
+        value = self.package.zkb.get("totalValue")
+        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+Work = Item | Duplicate | Unreadable
+
+
+def parse_message(message: Message) -> Item | Unreadable:
     """The message as the poller wrote it, validated. Any flaw in it is its `PermanentError`."""
-    package = None
+    read = read_message(message)
+    return read if isinstance(read, Unreadable) else validate_message(read)
+
+
+def read_message(message: Message) -> Read | Unreadable:
+    """The body contract alone: what the batch needs to know which killmail a message is for
+    and which publication it carries, before any document is parsed."""
     try:
-        package = Package.from_body(message.body)
+        return Read(message, Package.from_body(message.body))
+    except InvalidPackage as exc:
+        return Unreadable(message, PermanentError("invalid_message", exc.reason))
+    except Exception as exc:
+        logger.exception("unexpected error reading a message", extra={"message_id": message.message_id})
+        return Unreadable(message, unexpected_error(exc))
+
+
+def validate_message(read: Read) -> Item | Unreadable:
+    """The message's zkb block and ESI document, validated."""
+    message, package = read.message, read.package
+    try:
         zkb = parse_zkb(package.zkb)
         killmail = None if package.esi is None else parse_killmail(package.esi)
-    except InvalidPackage as exc:
-        return Unreadable(message, PermanentError("invalid_message", exc.reason), package)
     except KillmailValidationError as exc:
         return Unreadable(message, PermanentError("validation_error", str(exc)), package)
     except Exception as exc:
