@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from killstream_workstation.local.console import isk
+from killstream_workstation.local.console import isk, plural
 
 _QUERIES = {
     "counts": "SELECT (SELECT count(*) FROM killmails), (SELECT count(*) FROM attackers), (SELECT count(*) FROM items)",
@@ -40,11 +40,11 @@ def database_report(conn) -> str:
         f"   Killmails: {killmails:,}   Attackers: {attackers:,}   Items: {items:,}",
         f"   Newest killmail: {newest_kill.isoformat() if newest_kill else 'none'}"
         f"   (last stored {newest_store.isoformat() if newest_store else 'never'})",
-        f"   Ingest lag, last hour ({lag_count} live killmails): "
+        f"   Ingest lag, last hour ({plural(lag_count, 'live killmail')}): "
         f"p50 {_seconds(p50)}  p95 {_seconds(p95)}  p99 {_seconds(p99)}",
         "   Busiest systems (24 h before the newest killmail):",
     ]
-    lines += [f"     {system}: {count} kills, {isk(value)}" for system, count, value in results["systems"]] or [
-        "     none"
-    ]
+    lines += [
+        f"     {system}: {plural(count, 'kill')}, {isk(value)}" for system, count, value in results["systems"]
+    ] or ["     none"]
     return "\n".join(lines)
