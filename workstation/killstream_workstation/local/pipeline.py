@@ -12,12 +12,13 @@ import os
 import random
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from types import ModuleType
 
 from killstream.observability import logger, metrics
 from killstream_workstation.local.aws import REGION, LocalAws
-from killstream_workstation.local.console import RunStats, StatsCounter
+from killstream_workstation.local.console import INVOCATION_FAILED, RunStats, StatsCounter
 from killstream_workstation.local.lambda_runtime import (
     InvocationKilled,
     LambdaContext,
@@ -25,7 +26,7 @@ from killstream_workstation.local.lambda_runtime import (
     load_handler_module,
     sqs_event,
 )
-from killstream_workstation.local.replay import Replay
+from killstream_workstation.local.replay import LOCAL_QUEUE_ID, Replay
 
 SCHEDULED_EVENT = {
     "version": "0",
@@ -107,8 +108,9 @@ class LocalPipeline:
         if s.pacing_ms is not None:
             env["POLL_PACING_MS"] = str(s.pacing_ms)
         if self.replay:
-            env["R2Z2_URL"] = self.replay.r2z2.url
-            env["ESI_URL"] = self.replay.esi.url
+            env.update(self.replay.environment())
+            if s.source == "redisq" and not os.environ.get("REDISQ_QUEUE_ID"):
+                env["REDISQ_QUEUE_ID"] = LOCAL_QUEUE_ID
         env.update(s.extra_env)
         return env
 
@@ -120,9 +122,17 @@ class LocalPipeline:
         self.aws.set_cursor("0" if s.replay is not None else "none")
         if s.replay is not None:
             self.replay = Replay(
-                s.replay, rate=s.replay_rate, inline_ratio=s.inline_ratio, esi_latency=s.esi_latency, seed=s.seed
+                s.replay,
+                rate=s.replay_rate,
+                inline_ratio=s.inline_ratio,
+                esi_latency=s.esi_latency,
+                seed=s.seed,
+                source=s.source,
             ).start()
         os.environ.update(self.environment())
+        # Locally metrics are off (POWERTOOLS_METRICS_DISABLED): an invocation that recorded none,
+        # or whose set another thread's invocation flushed, is nothing to warn about.
+        warnings.filterwarnings("ignore", message="No application metrics to publish", category=UserWarning)
         self._counter = StatsCounter(self.stats)
         logging.getLogger(logger.name).addFilter(self._counter)
         self.poller = load_handler_module("poller")
@@ -160,7 +170,7 @@ class LocalPipeline:
                 logger.warning("poller instance killed mid-invocation; the next tick starts a fresh one")
                 self.poller = load_handler_module("poller")
             except Exception as exc:  # a failed invocation: Lambda logs it and the schedule fires again
-                logger.exception(f"poller invocation failed: {exc}")
+                logger.exception(f"poller invocation failed: {exc}", extra={INVOCATION_FAILED: "poller"})
             metrics.clear_metrics()
             # the next scheduled invocation
             self.stop_event.wait(max(0.0, self.settings.tick_interval - (time.monotonic() - started)))
@@ -187,7 +197,7 @@ class LocalPipeline:
             failed = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
         except Exception as exc:  # the whole invocation failed: every record returns to the queue
             failed = {m["MessageId"] for m in messages}
-            logger.exception(f"fetcher invocation failed: {exc}")
+            logger.exception(f"fetcher invocation failed: {exc}", extra={INVOCATION_FAILED: "fetcher"})
         metrics.clear_metrics()
         done = [m for m in messages if m["MessageId"] not in failed]
         self.settle(sqs, done)
