@@ -15,8 +15,10 @@ from killstream.enrich.enricher import Enricher
 from killstream.esi.universe import UniverseClient
 from killstream.storage.connection import Database
 from killstream_workstation import corpus
+from killstream_workstation.names import NameBook
 from killstream_workstation.simulators.esi import EsiServer
 from killstream_workstation.simulators.universe import constellation_of
+from killstream_workstation.stats import database_report
 from tests.support.fakes import FakeClock
 from tests.support.names import fetch_all, ids_of, lookups_needed, names_calls_needed, store_killmails
 
@@ -260,3 +262,38 @@ def test_the_watermark_moves_past_settled_killmails_only_and_pages_walk_the_back
     hits = esi.route_hits.total()
     again = make_enricher(esi, page_size=7).run(60)
     assert again.killmails == len(docs) - 40 and esi.route_hits.total() == hits
+
+
+def test_the_console_and_stats_speak_names_once_the_enricher_has_them(conn, database_url, esi, stored, make_enricher):
+    doc = next(d for d in stored if d["victim"].get("character_id") and d["victim"].get("corporation_id"))
+    victim, universe = doc["victim"], esi.universe
+    line = {
+        "victim_ship_type_id": victim["ship_type_id"],
+        "victim_character_id": victim["character_id"],
+        "victim_corporation_id": victim["corporation_id"],
+        "solar_system_id": doc["solar_system_id"],
+    }
+    book = NameBook(database_url)
+    try:
+        before = book.describe(line)
+        assert before == (
+            f"type {victim['ship_type_id']} (character {victim['character_id']}, "
+            f"corporation {victim['corporation_id']}) in system {doc['solar_system_id']}"
+        )
+        make_enricher(esi).run(60)
+        ship, system = universe.name("type", victim["ship_type_id"]), universe.name("system", doc["solar_system_id"])
+        character = universe.name("character", victim["character_id"])
+        corporation = universe.name("corporation", victim["corporation_id"])
+        assert book.describe(line) == f"{ship} ({character}, {corporation}) in {system}"
+    finally:
+        book.close()
+    report = database_report(conn)
+    busiest = max(stored, key=lambda d: d["killmail_time"])["solar_system_id"]
+    assert universe.name("system", busiest) in report
+    assert f"{len(ids_of(stored).entities):,} characters/corporations/alliances/factions" in report
+
+
+def test_the_console_keeps_ids_when_the_database_does_not_answer():
+    book = NameBook("postgresql://nobody@127.0.0.1:1/none")
+    line = {"victim_ship_type_id": 587, "victim_corporation_id": 98000001, "solar_system_id": 30000142}
+    assert book.describe(line) == "type 587 (corporation 98000001) in system 30000142"

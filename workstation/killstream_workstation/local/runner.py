@@ -1,5 +1,6 @@
 """`killstream run` (what `make run` runs): the local pipeline with the original worker's
-console — banner, a line per killmail, periodic stats, final statistics on Ctrl+C/SIGTERM."""
+console — banner, a line per killmail (named where the enricher already knows the names),
+the enricher's runs, periodic stats, final statistics on Ctrl+C/SIGTERM."""
 
 from __future__ import annotations
 
@@ -12,18 +13,21 @@ import time
 import requests
 
 from killstream import __version__
-from killstream.config import DEFAULT_R2Z2_URL, PollerConfig, int_setting, user_agent
+from killstream.config import DEFAULT_ESI_URL, DEFAULT_R2Z2_URL, PollerConfig, int_setting, user_agent
 from killstream.errors import ConfigError
 from killstream.observability import logger
 from killstream_workstation.local.console import RunStats, install
 from killstream_workstation.local.database import database_url, migrate_database
 from killstream_workstation.local.pipeline import LocalPipeline, PipelineSettings
 from killstream_workstation.local.replay import BUILT_IN_COUNT, replay_documents
+from killstream_workstation.names import NameBook
 
 RULE = "━" * 60
 BUILT_IN = ""
 """What `--replay` with no folder stands for: the built-in generated corpus."""
 OFFLINE_HINT = 'make run ARGS="--replay"'
+ENRICH_EVERY_LIVE = 60.0  # template.yaml: EnricherFunction's schedule
+ENRICH_EVERY_REPLAY = 10.0
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,6 +58,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--user-agent", help="default: $USER_AGENT; the live feed requires app/version (contact)")
     parser.add_argument("--database-url", help="default: $DATABASE_URL, else the embedded server under .local/")
     parser.add_argument("--stats-every", type=float, default=30.0, help="seconds between stats lines (default 30)")
+    parser.add_argument(
+        "--enrich-every",
+        type=float,
+        help=f"seconds between enricher runs (default {ENRICH_EVERY_LIVE:g} live, as deployed; "
+        f"{ENRICH_EVERY_REPLAY:g} in a replay)",
+    )
     parser.add_argument("--verbose", action="store_true", help="show every log line, not only killmails and problems")
 
 
@@ -137,10 +147,12 @@ def run(args: argparse.Namespace) -> int:
         pacing_ms=pacing,
         budget_seconds=budget,
         tick_interval=budget + 10 if replay is None else budget,
+        enrich_interval=args.enrich_every or (ENRICH_EVERY_LIVE if replay is None else ENRICH_EVERY_REPLAY),
     )
     stats = RunStats()
     pipeline = LocalPipeline(settings, stats)
-    install(logger, stats, verbose=args.verbose)
+    names = NameBook(url)
+    install(logger, stats, verbose=args.verbose, names=names)
     try:
         pipeline.setup()
         # fail fast, naming the variable, as the Lambda would on its first invocation
@@ -160,6 +172,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"📬 Queue: {pipeline.aws.queue_url} (DLQ {pipeline.aws.dlq_url}) on {pipeline.aws.endpoint_url}")
     print(f"⏱️  Poll pacing: {pacing} ms, tick budget {budget} s")
     print(f"🗄️  Database: {url.rsplit('@', 1)[-1]}")
+    print(f"🏷️  Enricher: every {settings.enrich_interval:g} s, names from {os.environ.get('ESI_URL', DEFAULT_ESI_URL)}")
     print(RULE)
     print("🎯 Listening for killmails...  (Ctrl+C to stop)\n")
     pipeline.start()
@@ -190,5 +203,6 @@ def run(args: argparse.Namespace) -> int:
 
     print("\n🛑 Shutting down: finishing the tick and the batch in flight…")
     pipeline.stop()
+    names.close()
     print(stats.final())
     return 0

@@ -134,7 +134,7 @@ class UniverseClient(EsiClient):
             except EsiStatusError as exc:
                 if exc.status != 404:
                     raise TransientError("esi_error", f"{NAMES_PATH}: {exc}") from None
-                excerpt = exc.excerpt
+                excerpt = f"404: {exc.excerpt}"
             except RecursionError:
                 raise TransientError("esi_error", f"{NAMES_PATH}: JSON nested too deeply") from None
             else:
