@@ -64,7 +64,9 @@ CREATE INDEX killmails_stored_at_idx ON killmails (stored_at, killmail_id);
 CREATE INDEX attackers_final_blow_idx ON attackers (killmail_id) WHERE final_blow;
 
 -- One row per killmail, with names where they are known (NULL until the enricher has them):
--- what a "recent kills" page needs in one SELECT.
+-- what a "recent kills" page needs in one SELECT. Filter on the killmail's own columns (time,
+-- system, victim ids, value: indexed), or on the region (solar_systems is joined); the entity
+-- names are looked up per row returned (scalar subqueries keep the join, and its planning, small).
 CREATE VIEW killmail_summary AS
 SELECT
     k.killmail_id,
@@ -77,28 +79,28 @@ SELECT
     s.region_id,
     s.region_name,
     k.victim_character_id,
-    vch.name AS victim_character_name,
+    (SELECT n.name FROM entity_names n WHERE n.id = k.victim_character_id) AS victim_character_name,
     k.victim_corporation_id,
-    vco.name AS victim_corporation_name,
+    (SELECT n.name FROM entity_names n WHERE n.id = k.victim_corporation_id) AS victim_corporation_name,
     k.victim_alliance_id,
-    val.name AS victim_alliance_name,
+    (SELECT n.name FROM entity_names n WHERE n.id = k.victim_alliance_id) AS victim_alliance_name,
     k.victim_faction_id,
-    vfa.name AS victim_faction_name,
+    (SELECT n.name FROM entity_names n WHERE n.id = k.victim_faction_id) AS victim_faction_name,
     k.victim_ship_type_id,
-    vsh.type_name AS victim_ship_type_name,
-    vsh.group_id AS victim_ship_group_id,
-    vsh.group_name AS victim_ship_group_name,
-    vsh.category_name AS victim_ship_category_name,
+    t.type_name AS victim_ship_type_name,
+    t.group_id AS victim_ship_group_id,
+    t.group_name AS victim_ship_group_name,
+    t.category_name AS victim_ship_category_name,
     k.victim_damage_taken,
     k.attacker_count,
     fb.character_id AS final_blow_character_id,
-    fch.name AS final_blow_character_name,
+    (SELECT n.name FROM entity_names n WHERE n.id = fb.character_id) AS final_blow_character_name,
     fb.corporation_id AS final_blow_corporation_id,
-    fco.name AS final_blow_corporation_name,
+    (SELECT n.name FROM entity_names n WHERE n.id = fb.corporation_id) AS final_blow_corporation_name,
     fb.alliance_id AS final_blow_alliance_id,
-    fal.name AS final_blow_alliance_name,
+    (SELECT n.name FROM entity_names n WHERE n.id = fb.alliance_id) AS final_blow_alliance_name,
     fb.ship_type_id AS final_blow_ship_type_id,
-    fsh.type_name AS final_blow_ship_type_name,
+    (SELECT f.type_name FROM item_types f WHERE f.type_id = fb.ship_type_id) AS final_blow_ship_type_name,
     k.zkb_total_value,
     k.zkb_points,
     k.zkb_npc,
@@ -108,19 +110,11 @@ SELECT
     'https://zkillboard.com/kill/' || k.killmail_id || '/' AS zkillboard_url
 FROM killmails k
 LEFT JOIN solar_systems s ON s.solar_system_id = k.solar_system_id
-LEFT JOIN entity_names vch ON vch.id = k.victim_character_id
-LEFT JOIN entity_names vco ON vco.id = k.victim_corporation_id
-LEFT JOIN entity_names val ON val.id = k.victim_alliance_id
-LEFT JOIN entity_names vfa ON vfa.id = k.victim_faction_id
-LEFT JOIN item_types vsh ON vsh.type_id = k.victim_ship_type_id
+LEFT JOIN item_types t ON t.type_id = k.victim_ship_type_id
 LEFT JOIN LATERAL (
     SELECT a.character_id, a.corporation_id, a.alliance_id, a.ship_type_id
     FROM attackers a
     WHERE a.killmail_id = k.killmail_id AND a.final_blow
     ORDER BY a.attacker_index
     LIMIT 1
-) fb ON true
-LEFT JOIN entity_names fch ON fch.id = fb.character_id
-LEFT JOIN entity_names fco ON fco.id = fb.corporation_id
-LEFT JOIN entity_names fal ON fal.id = fb.alliance_id
-LEFT JOIN item_types fsh ON fsh.type_id = fb.ship_type_id;
+) fb ON true;
