@@ -37,6 +37,9 @@ _QUERIES = {
 }
 
 
+UNSETTLED = "not yet (the watermark passes a killmail 5 min after it is stored)"
+
+
 def _seconds(value) -> str:
     return "n/a" if value is None else f"{value:.1f}s"
 
@@ -70,7 +73,8 @@ def database_report(conn) -> str:
         f"   Ingest lag, last hour ({lag_count} live killmails): "
         f"p50 {_seconds(p50)}  p95 {_seconds(p95)}  p99 {_seconds(p99)}",
         f"   Names: {entities:,} characters/corporations/alliances/factions, {systems:,} systems, {types:,} types; "
-        f"{unresolvable:,} unresolvable; enriched up to {watermark.isoformat() if watermark else 'nothing yet'}",
+        f"{unresolvable:,} unresolvable",
+        f"   Enriched through: {watermark.isoformat() if watermark else UNSETTLED}",
         "   Busiest systems (24 h before the newest killmail):",
     ]
     lines += [
