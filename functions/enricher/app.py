@@ -19,4 +19,4 @@ def enricher() -> Enricher:
 @metrics.log_metrics
 @logger.inject_lambda_context
 def handler(event, context):
-    return enricher().run(context.get_remaining_time_in_millis() / 1000).as_dict()
+    return enricher().run(lambda: context.get_remaining_time_in_millis() / 1000).as_dict()

@@ -70,7 +70,7 @@ def test_one_run_names_every_id_with_the_calls_the_accounting_promises_and_a_sec
     conn, esi, stored, make_enricher
 ):
     ids = ids_of(stored)
-    report = make_enricher(esi).run(60)
+    report = make_enricher(esi).run(lambda: 60.0)
 
     assert report.stopped_because is None and report.pending == 0
     entities = named_entities(conn)
@@ -93,12 +93,12 @@ def test_one_run_names_every_id_with_the_calls_the_accounting_promises_and_a_sec
     assert report.esi["requests"] == sum(expected.values())
 
     before = esi.route_hits.total()
-    again = make_enricher(esi).run(60)
+    again = make_enricher(esi).run(lambda: 60.0)
     assert esi.route_hits.total() == before and again.named == 0 and again.pending == 0
 
 
 def test_the_view_has_one_row_per_killmail_with_its_names(conn, esi, stored, make_enricher):
-    make_enricher(esi).run(60)
+    make_enricher(esi).run(lambda: 60.0)
     rows = fetch_all(
         conn,
         """SELECT killmail_id, solar_system_name, region_name, security_status, victim_ship_type_name,
@@ -124,7 +124,7 @@ def test_an_unknown_id_fails_its_batch_which_is_split_until_it_stands_alone(conn
     ids = sorted(ids_of(stored).entities)
     unknown = ids[len(ids) // 3]
     esi.universe.forget(unknown)
-    report = make_enricher(esi).run(60)
+    report = make_enricher(esi).run(lambda: 60.0)
 
     entities = named_entities(conn)
     assert set(entities) == set(ids)
@@ -141,16 +141,16 @@ def test_an_unknown_id_fails_its_batch_which_is_split_until_it_stands_alone(conn
     assert sorted({id_ for batch in esi.names_batches for id_ in batch}) == ids
 
     before = esi.route_hits["names"]
-    make_enricher(esi).run(60)
+    make_enricher(esi).run(lambda: 60.0)
     assert esi.route_hits["names"] == before  # not asked again on every run
 
 
 def test_an_unresolvable_id_is_asked_again_once_its_retry_time_has_come(conn, esi, stored, make_enricher):
     unknown = sorted(ids_of(stored).entities)[0]
     esi.universe.forget(unknown)
-    make_enricher(esi).run(60)
+    make_enricher(esi).run(lambda: 60.0)
     esi.universe.forgotten.clear()
-    make_enricher(esi, retry_after=timedelta(0)).run(60)
+    make_enricher(esi, retry_after=timedelta(0)).run(lambda: 60.0)
     assert named_entities(conn)[unknown][2] is None
     assert esi.names_batches[-1] == [unknown]
 
@@ -169,7 +169,7 @@ def test_bad_answers_are_an_error_for_their_id_only(conn, esi, stored, make_enri
     system = sorted(ids.systems)[0]
     esi.faults.script(body=json.dumps({"name": "Nowhere", "security_status": 0.5}).encode(), when=f"/systems/{system}/")
 
-    report = make_enricher(esi).run(60)
+    report = make_enricher(esi).run(lambda: 60.0)
     assert report.stopped_because is None
     entities = named_entities(conn)
     errors = {id_: row[2] for id_, row in entities.items() if row[2]}
@@ -188,11 +188,11 @@ def test_bad_answers_are_an_error_for_their_id_only(conn, esi, stored, make_enri
 
 def test_esi_down_leaves_everything_pending_and_the_next_run_finishes(conn, esi, stored, make_enricher):
     esi.faults.script(503, when="/universe/", times=None)
-    report = make_enricher(esi).run(60)
+    report = make_enricher(esi).run(lambda: 60.0)
     assert report.stopped_because == "esi_unavailable"
     assert report.pending > 0 and named_entities(conn) == {}
     esi.faults.clear()
-    report = make_enricher(esi).run(60)
+    report = make_enricher(esi).run(lambda: 60.0)
     assert report.stopped_because is None and report.pending == 0
     assert len(named_entities(conn)) == len(ids_of(stored).entities)
 
@@ -201,7 +201,7 @@ def test_a_failed_constellation_keeps_its_systems_and_only_it_is_asked_again(con
     system = sorted(ids_of(stored).systems)[0]
     constellation = constellation_of(system)
     esi.faults.script(503, when=f"/constellations/{constellation}/", times=3)
-    first = make_enricher(esi, parallelism=1).run(60)
+    first = make_enricher(esi, parallelism=1).run(lambda: 60.0)
     assert first.stopped_because == "esi_unavailable"
     (row,) = fetch_all(
         conn,
@@ -209,7 +209,7 @@ def test_a_failed_constellation_keeps_its_systems_and_only_it_is_asked_again(con
         (system,),
     )
     assert row[0] and row[1] == constellation and row[2] is None
-    second = make_enricher(esi).run(60)
+    second = make_enricher(esi).run(lambda: 60.0)
     assert second.stopped_because is None
     assert esi.lookups[("systems", system)] == 1 and esi.lookups[("constellations", constellation)] == 4
 
@@ -217,7 +217,7 @@ def test_a_failed_constellation_keeps_its_systems_and_only_it_is_asked_again(con
 def test_error_limit_and_rate_limit_are_honoured_through_the_shared_client(conn, esi, stored, make_enricher):
     clock = FakeClock()
     esi.faults.script(429, headers={"Retry-After": "7"}, when="/universe/names/")
-    report = make_enricher(esi, clock=clock, sleep=clock.sleep).run(600)
+    report = make_enricher(esi, clock=clock, sleep=clock.sleep).run(lambda: 600.0)
     assert 7 in clock.sleeps and report.stopped_because is None and report.esi["rate_limited"] == 1
 
     esi.faults.script(420, headers={"X-ESI-Error-Limit-Reset": "30"}, when="/universe/", times=1)
@@ -225,12 +225,12 @@ def test_error_limit_and_rate_limit_are_honoured_through_the_shared_client(conn,
     with conn, conn.cursor() as cur:
         cur.execute("DELETE FROM entity_names WHERE id = ANY(%s)", (conn_ids[:5],))
     limited = make_enricher(esi, clock=clock, sleep=clock.sleep)
-    report = limited.run(600)
+    report = limited.run(lambda: 600.0)
     assert report.stopped_because == "esi_error_limited" and report.pending == 5
     hits = esi.route_hits.total()
-    assert limited.run(600).stopped_because == "esi_error_limited" and esi.route_hits.total() == hits
+    assert limited.run(lambda: 600.0).stopped_because == "esi_error_limited" and esi.route_hits.total() == hits
     clock.advance(31)
-    report = limited.run(600)
+    report = limited.run(lambda: 600.0)
     assert report.stopped_because is None and report.pending == 0 and report.named == 5
 
 
@@ -240,7 +240,7 @@ def test_splitting_stops_while_little_of_the_error_limit_is_left(conn, esi, stor
     esi.faults.script(
         404, headers={"X-ESI-Error-Limit-Remain": "15", "X-ESI-Error-Limit-Reset": "40"}, when="/universe/names/"
     )
-    report = make_enricher(esi).run(60)
+    report = make_enricher(esi).run(lambda: 60.0)
     assert report.stopped_because == "esi_error_limited"
     assert esi.route_hits["names"] == 1 and report.pending > 0
 
@@ -248,19 +248,19 @@ def test_splitting_stops_while_little_of_the_error_limit_is_left(conn, esi, stor
 def test_the_watermark_moves_past_settled_killmails_only_and_pages_walk_the_backlog(conn, esi, docs, make_enricher):
     store_killmails(conn, docs[:40])
     enricher = make_enricher(esi, page_size=7, settle=timedelta(0))
-    report = enricher.run(60)
+    report = enricher.run(lambda: 60.0)
     assert report.killmails == 40 and report.watermark is not None
     assert report.watermark.killmail_id == max(doc["killmail_id"] for doc in docs[:40])
     assert fetch_all(conn, "SELECT killmail_id FROM enrichment_watermark") == [(report.watermark.killmail_id,)]
 
     store_killmails(conn, docs[40:])
-    recent = make_enricher(esi, page_size=7).run(60)  # settle: 5 minutes, so nothing settles
+    recent = make_enricher(esi, page_size=7).run(lambda: 60.0)  # settle: 5 minutes, so nothing settles
     assert recent.killmails == len(docs) - 40 and recent.pending == 0
     assert recent.watermark == report.watermark
     assert len(named_entities(conn)) == len(ids_of(docs).entities)
     # the recent ones are walked again until they settle, and cost no ESI call
     hits = esi.route_hits.total()
-    again = make_enricher(esi, page_size=7).run(60)
+    again = make_enricher(esi, page_size=7).run(lambda: 60.0)
     assert again.killmails == len(docs) - 40 and esi.route_hits.total() == hits
 
 
@@ -280,7 +280,7 @@ def test_the_console_and_stats_speak_names_once_the_enricher_has_them(conn, data
             f"type {victim['ship_type_id']} (character {victim['character_id']}, "
             f"corporation {victim['corporation_id']}) in system {doc['solar_system_id']}"
         )
-        make_enricher(esi).run(60)
+        make_enricher(esi).run(lambda: 60.0)
         ship, system = universe.name("type", victim["ship_type_id"]), universe.name("system", doc["solar_system_id"])
         character = universe.name("character", victim["character_id"])
         corporation = universe.name("corporation", victim["corporation_id"])
@@ -297,3 +297,13 @@ def test_the_console_keeps_ids_when_the_database_does_not_answer():
     book = NameBook("postgresql://nobody@127.0.0.1:1/none")
     line = {"victim_ship_type_id": 587, "victim_corporation_id": 98000001, "solar_system_id": 30000142}
     assert book.describe(line) == "type 587 (corporation 98000001) in system 30000142"
+
+
+def test_a_run_ends_between_pages_once_the_invocation_has_no_time_left(conn, esi, docs, make_enricher):
+    store_killmails(conn, docs[:30])
+    left = iter([60.0, 60.0])  # the start and the first page; then the invocation is out of time (or stopped)
+    report = make_enricher(esi, page_size=10, settle=timedelta(0)).run(lambda: next(left, 0.0))
+    assert report.stopped_because == "out_of_time" and report.killmails == 10
+    assert report.watermark is not None and report.pending > 0
+    finished = make_enricher(esi, page_size=10, settle=timedelta(0)).run(lambda: 60.0)
+    assert finished.stopped_because is None and finished.killmails == 20 and finished.pending == 0

@@ -177,7 +177,7 @@ class LocalPipeline:
     def _enrich_forever(self, enricher: ModuleType) -> None:
         interval = self.settings.enrich_interval or 0.0
         while not self.stop_event.wait(interval):  # the schedule's first run comes one interval in
-            context = LambdaContext("killstream-enricher", ENRICHER_TIMEOUT_SECONDS)
+            context = StoppableContext("killstream-enricher", ENRICHER_TIMEOUT_SECONDS, self.stop_event)
             try:
                 self.enrich_runs.append(enricher.handler(SCHEDULED_EVENT, context))
             except Exception as exc:  # a failed run: Lambda logs it and the schedule fires again

@@ -72,7 +72,7 @@ class RunReport:
 
 
 class Enricher:
-    """`run(time_left)` → RunReport. Keeps its ESI client and database connection for the next run."""
+    """`run(remaining)` → RunReport. Keeps its ESI client and database connection for the next run."""
 
     def __init__(
         self,
@@ -103,13 +103,15 @@ class Enricher:
         """`method` of a NamesStore on the kept connection, with `args` (one transaction)."""
         return self.database.run(lambda conn: method(NamesStore(conn), *args))
 
-    def run(self, time_left: float = math.inf, *, from_start: bool = False) -> RunReport:
+    def run(self, remaining: Callable[[], float] = lambda: math.inf, *, from_start: bool = False) -> RunReport:
         """Enrich what was stored since the watermark (since the first killmail with
-        `from_start`: the catch-up that re-checks every killmail), within `time_left` seconds."""
-        deadline = self._clock() + max(0.0, min(time_left - RESERVE_SECONDS, self.budget))
+        `from_start`: the catch-up that re-checks every killmail). `remaining()`: the seconds the
+        invocation has left, read at the start (ESI calls end by then, or by the budget) and
+        before each page (so a shorter remaining time, a local shutdown, ends the run early)."""
+        deadline = self._clock() + max(0.0, min(remaining() - RESERVE_SECONDS, self.budget))
         report = RunReport()
         try:
-            self._run(deadline, from_start, report)
+            self._run(deadline, lambda: self._clock() < deadline and remaining() > RESERVE_SECONDS, from_start, report)
         except DatabaseUnavailable as exc:
             logger.error(f"enrichment stopped: {exc}")
             raise
@@ -117,7 +119,7 @@ class Enricher:
         _publish(report)
         return report
 
-    def _run(self, deadline: float, from_start: bool, report: RunReport) -> None:
+    def _run(self, deadline: float, in_time: Callable[[], bool], from_start: bool, report: RunReport) -> None:
         started = self._store(NamesStore.now)
         horizon = started - self.settle
         mark = self._store(NamesStore.watermark)
@@ -125,7 +127,7 @@ class Enricher:
         cursor = None if from_start else mark
         try:
             while True:
-                if self._clock() >= deadline:
+                if not in_time():
                     raise TransientError("out_of_time", "the run's time is up")
                 page = self._store(NamesStore.page, cursor, started, self.page_size)
                 if not page:
