@@ -2,7 +2,7 @@
 Each benchmark's lines are shown as it prints them (a line per phase), with its time at the end.
 
 make bench                       # all
-make bench ARGS="fetcher memory" # some: store, pipeline, fetcher, coldstart, memory"""
+make bench ARGS="fetcher memory" # some: store, pipeline, fetcher, coldstart, memory, summary"""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ BENCHES = {
     "fetcher": "bench_fetcher.py",
     "coldstart": "bench_coldstart.py",
     "memory": "bench_memory.py",
+    "summary": "bench_summary.py",
 }
 
 

@@ -1,12 +1,8 @@
 """The whole local pipeline — the real handlers, moto's SQS/SSM over HTTP, the local R2Z2 and
 ESI, PostgreSQL — replaying N killmails: exactly N stored, every field equal to its source."""
 
-import pytest
-
 from killstream.storage.connection import connect
 from killstream_workstation import corpus
-from killstream_workstation.local.console import RunStats
-from killstream_workstation.local.pipeline import LocalPipeline, PipelineSettings
 from tests.support.stored import assert_stored_as, count_rows
 
 
@@ -16,31 +12,6 @@ def stored_count(url: str) -> int:
         return count_rows(conn, "killmails")
     finally:
         conn.close()
-
-
-@pytest.fixture
-def pipeline_factory(database_url, restore_environ):
-    pipelines = []
-
-    def make(docs, **overrides):
-        settings = PipelineSettings(
-            database_url=database_url,
-            user_agent="killstream-tests/1.0 (ci@example.com)",
-            replay=docs,
-            replay_rate=0,
-            pacing_ms=5,
-            budget_seconds=3,
-            tick_interval=0,
-            visibility_timeout=2,
-            **overrides,
-        )
-        pipeline = LocalPipeline(settings, RunStats())
-        pipelines.append(pipeline)
-        return pipeline.start()
-
-    yield make
-    for pipeline in pipelines:
-        pipeline.stop()
 
 
 def test_replay_stores_every_killmail_exactly_once_and_equal_to_its_source(pipeline_factory, database_url):

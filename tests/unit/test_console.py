@@ -1,17 +1,21 @@
 """The run's console: counts read from the handlers' log records (the ticks' errors, the
-killmails handled), a reader that goes away, and the stats' wording."""
+killmails handled), a reader that goes away, the stats' wording, and the lines for killmails
+and enricher runs."""
 
 import io
 import logging
 
 from killstream_workstation.local.console import (
     INVOCATION_FAILED,
+    ConsoleFormatter,
     ConsoleStream,
+    QuietFilter,
     RunStats,
     StatsCounter,
     isk,
     plural,
 )
+from killstream_workstation.names import describe
 
 
 def record(msg, level=logging.INFO, **fields):
@@ -88,3 +92,62 @@ def test_counts_read_as_words():
     assert plural(1024, "live killmail") == "1,024 live killmails"
     assert plural(0, "kill") == "0 kills"
     assert isk(88_530_000) == "88.53M ISK"
+
+
+SAVED = {
+    "outcome": "saved",
+    "killmail_id": 131234567,
+    "total_value": 88_530_000.0,
+    "victim_ship_type_id": 24698,
+    "victim_character_id": 2112345678,
+    "victim_corporation_id": 98000001,
+    "solar_system_id": 30000142,
+}
+
+
+def test_a_saved_killmail_says_its_victim_ship_and_system_by_id_until_they_are_named():
+    line = ConsoleFormatter(RunStats()).format(record("saved 131234567", **SAVED))
+    assert line.startswith(
+        "✅ Saved: 131234567 — type 24698 (character 2112345678, corporation 98000001) in system 30000142, "
+        "88.53M ISK | Stats: 0 received"
+    )
+
+
+def test_names_replace_the_ids_they_are_known_for():
+    assert (
+        describe(24698, 2112345678, 98000001, 30000142, ("Drake", "Pilot Name", "Corp Name", "Jita"))
+        == "Drake (Pilot Name, Corp Name) in Jita"
+    )
+    assert describe(24698, None, 98000001, 30000142, ("Drake", None, None, "Jita")) == (
+        "Drake (corporation 98000001) in Jita"
+    )
+    assert describe(35832, None, None, 30000142) == "type 35832 in system 30000142"
+
+
+def test_a_saved_line_without_ids_keeps_the_value_only():
+    line = ConsoleFormatter(RunStats()).format(record("saved 1", outcome="saved", killmail_id=1, total_value=2e9))
+    assert line.startswith("✅ Saved: 1 (2.00B ISK) | Stats:")
+
+
+def test_an_enricher_run_is_one_line_and_passes_the_quiet_filter():
+    done = record(
+        "enrichment done", named=24, unresolvable=1, pending=0, requests=9, killmails=12, stopped_because=None
+    )
+    assert ConsoleFormatter(RunStats()).format(done) == (
+        "🏷️  Names: 24 named, 1 unresolvable, 0 pending (9 ESI calls, 12 killmails read)"
+    )
+    assert QuietFilter(verbose=False).filter(done)
+    stopped = record(
+        "enrichment done", named=0, pending=5, stopped_because="esi_unavailable", problem="ESI answered 503"
+    )
+    assert ConsoleFormatter(RunStats()).format(stopped).endswith("— stopped: ESI answered 503")
+
+
+def test_an_enricher_run_counts_read_as_words_too():
+    one = record("enrichment done", named=1, unresolvable=0, pending=0, requests=1, killmails=1, stopped_because=None)
+    assert ConsoleFormatter(RunStats()).format(one) == (
+        "🏷️  Names: 1 named, 0 unresolvable, 0 pending (1 ESI call, 1 killmail read)"
+    )
+    many = record("enrichment done", named=1500, unresolvable=0, pending=2, requests=3, killmails=1200)
+    assert "1,500 named" in ConsoleFormatter(RunStats()).format(many)
+    assert "(3 ESI calls, 1,200 killmails read)" in ConsoleFormatter(RunStats()).format(many)

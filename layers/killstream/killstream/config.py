@@ -158,3 +158,19 @@ class FetcherConfig:
             dlq_url=_url(env, "DLQ_URL"),
             database=DatabaseConfig.from_env(env),
         )
+
+
+@dataclass(frozen=True)
+class EnricherConfig:
+    esi_url: str
+    user_agent: str
+    database: DatabaseConfig
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> EnricherConfig:
+        env = os.environ if env is None else env
+        return cls(
+            esi_url=_url(env, "ESI_URL", DEFAULT_ESI_URL),
+            user_agent=user_agent(env),
+            database=DatabaseConfig.from_env(env),
+        )

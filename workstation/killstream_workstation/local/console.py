@@ -19,6 +19,8 @@ from typing import TextIO
 
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 
+from killstream_workstation.names import NameBook, describe
+
 ICONS = {
     "fetching": "📥 Fetching",
     "saved": "✅ Saved",
@@ -46,7 +48,12 @@ _QUIET_KEYS = {
     "exception",
     "exception_name",
     "stack_trace",
+    "victim_ship_type_id",
+    "victim_character_id",
+    "victim_corporation_id",
+    "solar_system_id",
 }
+_PLACE_KEYS = ("victim_ship_type_id", "victim_character_id", "victim_corporation_id", "solar_system_id")
 
 
 def isk(value) -> str:
@@ -143,11 +150,22 @@ class StatsCounter(logging.Filter):
 
 class ConsoleFormatter(LambdaPowertoolsFormatter):
     """Renders Powertools' JSON records as the worker's console lines and counts outcomes.
-    A Powertools formatter itself, so Logger's append_keys and inject_lambda_context work."""
+    A Powertools formatter itself, so Logger's append_keys and inject_lambda_context work.
+    With a NameBook, a saved killmail's victim, ship and system are named where the names
+    tables know them (the enricher names new ids a little later: until then, ids)."""
 
-    def __init__(self, stats: RunStats):
+    def __init__(self, stats: RunStats, names: NameBook | None = None):
         super().__init__()
         self.stats = stats
+        self.names = names
+
+    def _place(self, doc: dict) -> str | None:
+        if "victim_ship_type_id" not in doc:
+            return None
+        if self.names is not None:
+            return self.names.describe(doc)
+        ship, character, corporation, system = (doc.get(key) for key in _PLACE_KEYS)
+        return describe(ship, character, corporation, system)
 
     def format(self, record: logging.LogRecord) -> str:
         doc = json.loads(super().format(record))
@@ -157,17 +175,39 @@ class ConsoleFormatter(LambdaPowertoolsFormatter):
             if outcome == "fetching":
                 return f"{text} ({isk(doc.get('total_value'))})"
             if outcome == "saved":
-                return f"{text} ({isk(doc.get('total_value'))}) | {self.stats.line()}"
+                place = self._place(doc)
+                value = isk(doc.get("total_value"))
+                return (
+                    f"{text} — {place}, {value} | {self.stats.line()}"
+                    if place
+                    else f"{text} ({value}) | {self.stats.line()}"
+                )
             if outcome == "skipped":
                 return f"{text} (already exists)"
             if outcome == "failed":
                 return f"{text} ({doc.get('reason', 'unknown reason')})"
             return text
+        if doc.get("message") == "enrichment done":
+            return _enrichment_line(doc)
         extra = " ".join(
             f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in doc.items() if k not in _QUIET_KEYS
         )
         line = f"{doc.get('level', record.levelname):<7} {doc.get('message')}{'  ' + extra if extra else ''}"
         return f"{line}\n{doc['exception']}" if doc.get("exception") else line
+
+
+def _count(doc: dict, key: str) -> int:
+    value = doc.get(key)
+    return value if isinstance(value, int) else 0
+
+
+def _enrichment_line(doc: dict) -> str:
+    line = (
+        f"🏷️  Names: {_count(doc, 'named'):,} named, {_count(doc, 'unresolvable'):,} unresolvable, "
+        f"{_count(doc, 'pending'):,} pending ({plural(_count(doc, 'requests'), 'ESI call')}, "
+        f"{plural(_count(doc, 'killmails'), 'killmail')} read)"
+    )
+    return f"{line} — stopped: {doc['problem']}" if doc.get("stopped_because") else line
 
 
 class QuietFilter(logging.Filter):
@@ -182,13 +222,20 @@ class QuietFilter(logging.Filter):
             self.verbose
             or record.levelno >= logging.WARNING
             or "outcome" in record.__dict__
-            or getattr(record, "msg", "") in ("tick done",)
+            or getattr(record, "msg", "") in ("tick done", "enrichment done")
         )
 
 
-def install(logger, stats: RunStats, *, verbose: bool = False, stream: TextIO | io.TextIOBase | None = None) -> None:
+def install(
+    logger,
+    stats: RunStats,
+    *,
+    verbose: bool = False,
+    stream: TextIO | io.TextIOBase | None = None,
+    names: NameBook | None = None,
+) -> None:
     handler = logger.registered_handler
-    handler.setFormatter(ConsoleFormatter(stats))
+    handler.setFormatter(ConsoleFormatter(stats, names))
     handler.addFilter(QuietFilter(verbose))
     handler.setStream(stream or sys.stdout)
 

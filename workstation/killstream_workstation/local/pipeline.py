@@ -1,4 +1,4 @@
-"""The whole pipeline on one machine: the real poller and fetcher handlers, a local AWS
+"""The whole pipeline on one machine: the real poller, fetcher and enricher handlers, a local AWS
 endpoint (moto), PostgreSQL, and either the live feed or an offline replay.
 
 The fetcher is driven as Lambda's SQS event source drives it: batches really received from the
@@ -40,6 +40,7 @@ SCHEDULED_EVENT = {
 }
 POLLER_TIMEOUT_SECONDS = 60  # template.yaml: PollerFunction Timeout
 FETCHER_TIMEOUT_SECONDS = 30  # template.yaml: FetcherFunction Timeout
+ENRICHER_TIMEOUT_SECONDS = 60  # template.yaml: EnricherFunction Timeout
 
 
 @dataclass
@@ -57,6 +58,7 @@ class PipelineSettings:
     visibility_timeout: int = 6 * FETCHER_TIMEOUT_SECONDS
     fetcher_workers: int = 1
     duplicate_delivery_rate: float = 0.0  # fault injection: a finished record is not deleted
+    enrich_interval: float | None = None  # seconds between enricher runs (EventBridge: 60); None: no enricher
     seed: int = 1
     extra_env: dict = field(default_factory=dict)
 
@@ -78,6 +80,9 @@ class LocalPipeline:
         self.replay: Replay | None = None
         """The offline feed, when the settings ask for a replay (set by setup())."""
         self.fetchers: list[ModuleType] = []
+        self.enricher: ModuleType | None = None
+        self.enrich_runs: list[dict] = []
+        """The summary each enricher run returned, in order."""
         self.queue_arn = ""
         self._threads: list[threading.Thread] = []
 
@@ -139,6 +144,8 @@ class LocalPipeline:
         # One module per fetcher worker: each is its own Lambda instance, with its own
         # database connection and ESI session, as concurrent executions are in AWS.
         self.fetchers = [load_handler_module("fetcher") for _ in range(s.fetcher_workers)]
+        if s.enrich_interval is not None:
+            self.enricher = load_handler_module("enricher")
         sqs = self.aws.client("sqs")
         self.queue_arn = sqs.get_queue_attributes(QueueUrl=self.aws.queue_url, AttributeNames=["QueueArn"])[
             "Attributes"
@@ -154,6 +161,8 @@ class LocalPipeline:
             threading.Thread(target=self._fetch_forever, args=(module,), name=f"fetcher-{n}")
             for n, module in enumerate(self.fetchers)
         ]
+        if self.enricher is not None:
+            self._threads.append(threading.Thread(target=self._enrich_forever, args=(self.enricher,), name="enricher"))
         for thread in self._threads:
             thread.start()
         return self
@@ -174,6 +183,16 @@ class LocalPipeline:
             metrics.clear_metrics()
             # the next scheduled invocation
             self.stop_event.wait(max(0.0, self.settings.tick_interval - (time.monotonic() - started)))
+
+    def _enrich_forever(self, enricher: ModuleType) -> None:
+        interval = self.settings.enrich_interval or 0.0
+        while not self.stop_event.wait(interval):  # the schedule's first run comes one interval in
+            context = StoppableContext("killstream-enricher", ENRICHER_TIMEOUT_SECONDS, self.stop_event)
+            try:
+                self.enrich_runs.append(enricher.handler(SCHEDULED_EVENT, context))
+            except Exception as exc:  # a failed run: Lambda logs it and the schedule fires again
+                logger.exception(f"enricher invocation failed: {exc}")
+            metrics.clear_metrics()
 
     def _fetch_forever(self, fetcher) -> None:
         sqs = self.aws.client("sqs")

@@ -1,5 +1,6 @@
 """`killstream run` (what `make run` runs): the local pipeline with the original worker's
-console — banner, a line per killmail, periodic stats, final statistics on Ctrl+C/SIGTERM.
+console — banner, a line per killmail (named where the enricher already knows the names),
+the enricher's runs, periodic stats, final statistics on Ctrl+C/SIGTERM.
 
 Before anything starts, every setting is checked (preflight.py), the local directory is locked
 for this run (lock.py) and, live, the feed is asked whether it answers. Problems are raised as
@@ -17,7 +18,7 @@ import sys
 import time
 
 from killstream import __version__
-from killstream.config import PollerConfig
+from killstream.config import DEFAULT_ESI_URL, PollerConfig
 from killstream.observability import logger
 from killstream_workstation.local.console import ConsoleStream, RunStats, install
 from killstream_workstation.local.database import database_url, local_dir, migrate_database, url_origin, where
@@ -25,11 +26,14 @@ from killstream_workstation.local.lock import RunLock
 from killstream_workstation.local.pipeline import LocalPipeline, PipelineSettings
 from killstream_workstation.local.preflight import OFFLINE_HINT, check_feed, check_settings
 from killstream_workstation.local.replay import BUILT_IN_COUNT, ReplaySet, replay_documents
+from killstream_workstation.names import NameBook
 from killstream_workstation.problems import UsageProblem
 
 RULE = "━" * 60
 BUILT_IN = ""
 """What `--replay` with no folder stands for: the built-in generated corpus."""
+ENRICH_EVERY_LIVE = 60.0  # template.yaml: EnricherFunction's schedule
+ENRICH_EVERY_REPLAY = 10.0
 # The contract's bounds (killstream.config.PollerConfig), so a flag out of them is refused by name.
 BUDGET_SECONDS = (1, 900)
 PACING_MS = (0, 60_000)
@@ -113,6 +117,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--stats-every", type=positive_number, default=30.0, help="seconds between stats lines (default 30)"
     )
+    parser.add_argument(
+        "--enrich-every",
+        type=positive_number,
+        help=f"seconds between enricher runs (default {ENRICH_EVERY_LIVE:g} live, as deployed; "
+        f"{ENRICH_EVERY_REPLAY:g} in a replay)",
+    )
     parser.add_argument("--verbose", action="store_true", help="show every log line, not only killmails and problems")
 
 
@@ -188,11 +198,13 @@ def _run_pipeline(
         pacing_ms=config.pacing_ms,
         budget_seconds=config.budget_seconds,
         tick_interval=config.budget_seconds + 10 if replay is None else config.budget_seconds,
+        enrich_interval=args.enrich_every or (ENRICH_EVERY_LIVE if replay is None else ENRICH_EVERY_REPLAY),
         extra_env=extra_env,
     )
     stats = RunStats()
     pipeline = LocalPipeline(settings, stats)
-    install(logger, stats, verbose=args.verbose, stream=out)
+    names = NameBook(url)
+    install(logger, stats, verbose=args.verbose, stream=out, names=names)
     try:
         pipeline.setup()
         _banner(args, pipeline, replay, config)
@@ -208,6 +220,7 @@ def _run_pipeline(
     finally:
         # whatever ended the run (Ctrl+C at start-up, the reader gone, a failure), nothing is left running
         pipeline.stop()
+        names.close()
     print(stats.final())
     return 0
 
@@ -225,6 +238,10 @@ def _banner(args: argparse.Namespace, pipeline: LocalPipeline, replay: ReplaySet
     print(f"📬 Queue: {pipeline.aws.queue_url} (DLQ {pipeline.aws.dlq_url}) on {pipeline.aws.endpoint_url}")
     print(f"⏱️  Poll pacing: {config.pacing_ms} ms, tick budget {config.budget_seconds} s")
     print(f"🗄️  Database: {where(pipeline.settings.database_url)}")
+    print(
+        f"🏷️  Enricher: every {pipeline.settings.enrich_interval:g} s, "
+        f"names from {os.environ.get('ESI_URL', DEFAULT_ESI_URL)}"
+    )
     print(RULE)
     print("🎯 Listening for killmails...  (Ctrl+C to stop)\n")
 
