@@ -191,7 +191,7 @@ class LocalPipeline:
             try:
                 self.enrich_runs.append(enricher.handler(SCHEDULED_EVENT, context))
             except Exception as exc:  # a failed run: Lambda logs it and the schedule fires again
-                logger.exception(f"enricher invocation failed: {exc}")
+                logger.exception(f"enricher invocation failed: {exc}", extra={INVOCATION_FAILED: "enricher"})
             metrics.clear_metrics()
 
     def _fetch_forever(self, fetcher) -> None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import requests
 
-from killstream.config import FetcherConfig, PollerConfig
+from killstream.config import EnricherConfig, FetcherConfig, PollerConfig
 from killstream.errors import ConfigError
 from killstream.http.client import Reply, answer_message
 from killstream_workstation.local.replay import LOCAL_QUEUE_ID
@@ -70,8 +70,9 @@ def check_settings(
     queue_id: str | None,
     replay: bool,
 ) -> RunSettings:
-    """Every setting the poller and the fetcher will read, checked now: the flags win over the
-    environment, and both go through the contract's checks (ConfigProblem names the variable)."""
+    """Every setting the poller, the fetcher and the enricher will read, checked now: the flags
+    win over the environment, and both go through the contract's checks (ConfigProblem names the
+    variable)."""
     extra_env = {"REDISQ_QUEUE_ID": queue_id} if queue_id else {}
     # a replay listens to the local RedisQ with a queueID of its own unless given one (pipeline.py)
     has_queue_id = bool(env.get("REDISQ_QUEUE_ID", "").strip())
@@ -94,6 +95,7 @@ def check_settings(
     try:
         poller = PollerConfig.from_env(planned)
         FetcherConfig.from_env(planned)
+        EnricherConfig.from_env(planned)  # `run` runs the enricher on its schedule too
     except ConfigError as error:
         raise ConfigProblem(error) from error
     return RunSettings(poller, extra_env)
