@@ -187,12 +187,16 @@ class LocalPipeline:
     def _enrich_forever(self, enricher: ModuleType) -> None:
         interval = self.settings.enrich_interval or 0.0
         while not self.stop_event.wait(interval):  # the schedule's first run comes one interval in
-            context = StoppableContext("killstream-enricher", ENRICHER_TIMEOUT_SECONDS, self.stop_event)
-            try:
-                self.enrich_runs.append(enricher.handler(SCHEDULED_EVENT, context))
-            except Exception as exc:  # a failed run: Lambda logs it and the schedule fires again
-                logger.exception(f"enricher invocation failed: {exc}", extra={INVOCATION_FAILED: "enricher"})
-            metrics.clear_metrics()
+            self._enrich_once(
+                enricher, StoppableContext("killstream-enricher", ENRICHER_TIMEOUT_SECONDS, self.stop_event)
+            )
+
+    def _enrich_once(self, enricher: ModuleType, context: LambdaContext) -> None:
+        try:
+            self.enrich_runs.append(enricher.handler(SCHEDULED_EVENT, context))
+        except Exception as exc:  # a failed run: Lambda logs it and the schedule fires again
+            logger.exception(f"enricher invocation failed: {exc}", extra={INVOCATION_FAILED: "enricher"})
+        metrics.clear_metrics()
 
     def _fetch_forever(self, fetcher) -> None:
         sqs = self.aws.client("sqs")
@@ -261,6 +265,11 @@ class LocalPipeline:
         self.stop_event.set()
         for thread in self._threads:
             thread.join()
+        if self.enricher is not None and self.replay is not None:
+            # A replay's last killmails may be stored after the enricher's last scheduled run: one
+            # more run, once every batch is in, leaves the replayed data named (the local ESI answers
+            # at once; live, the next deployment's schedule would do it a minute later).
+            self._enrich_once(self.enricher, LambdaContext("killstream-enricher", ENRICHER_TIMEOUT_SECONDS))
         if self._aws:
             self.refresh_dlq_count()
         if self.replay:
