@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tomllib
@@ -95,8 +96,12 @@ def tool(name: str) -> str | None:
 # ------------------------------------------------------------------ functions and layers
 
 
+FUNCTIONS = ("PollerFunction", "FetcherFunction", "EnricherFunction")
+
+
 def test_functions_run_python313_on_arm64_built_by_makefiles():
-    for name in ("PollerFunction", "FetcherFunction"):
+    assert {n for n, r in R.items() if r["Type"] == "AWS::Serverless::Function"} == set(FUNCTIONS)
+    for name in FUNCTIONS:
         p = props(name)
         assert (p["Runtime"], p["Architectures"], p["Handler"]) == ("python3.13", ["arm64"], "app.handler")
         assert R[name]["Metadata"]["BuildMethod"] == "makefile"
@@ -117,6 +122,21 @@ def test_poller_runs_alone_every_minute_without_retries():
     expression = event["Properties"].get("Schedule") or event["Properties"].get("ScheduleExpression")
     assert expression in ("rate(1 minute)", "cron(* * * * ? *)")
     assert int(env("PollerFunction")["POLL_BUDGET_SECONDS"]) < p["Timeout"]
+
+
+def test_enricher_runs_alone_every_minute_within_its_minute_and_beside_the_database():
+    from killstream.enrich.enricher import RESERVE_SECONDS, RUN_BUDGET_SECONDS
+
+    p = props("EnricherFunction")
+    assert p["ReservedConcurrentExecutions"] == 1
+    assert RUN_BUDGET_SECONDS + RESERVE_SECONDS < p["Timeout"] <= 60  # a run ends before the next starts
+    assert p["EventInvokeConfig"] == {"MaximumRetryAttempts": 0, "MaximumEventAgeInSeconds": 60}
+    (event,) = p["Events"].values()
+    assert event["Type"] == "Schedule" and event["Properties"]["Schedule"] == "rate(1 minute)"
+    assert p["VpcConfig"] == props("FetcherFunction")["VpcConfig"]  # it reaches the same database
+    assert p["LoggingConfig"] == {"LogGroup": REF("EnricherLogGroup")}
+    for name in ("DATABASE_URL", "DB_SECRET_ARN", "DB_SSLMODE", "DB_SSLROOTCERT", "ESI_URL", "USER_AGENT"):
+        assert env("EnricherFunction")[name] == env("FetcherFunction")[name], name
 
 
 def test_fetcher_consumes_the_queue_at_the_esi_cap():
@@ -193,6 +213,15 @@ def test_fetcher_may_only_consume_dead_letter_and_read_the_secret():
         # Only when the fetcher joins a VPC: Lambda's ENI management, which EC2 cannot scope further.
         "InVpc": vpc | pairs(["ec2:DescribeNetworkInterfaces", "ec2:DescribeSubnets"], "*"),
     }
+    # The enricher: its own logs and the database secret; ESI needs no AWS permission.
+    assert env("EnricherFunction")["DB_SECRET_ARN"] == secret
+    assert grants("EnricherRole") == {
+        None: (
+            pairs(["logs:CreateLogStream", "logs:PutLogEvents"], ARN("EnricherLogGroup"))
+            | pairs(["secretsmanager:GetSecretValue"], secret)
+        ),
+        "InVpc": vpc | pairs(["ec2:DescribeNetworkInterfaces", "ec2:DescribeSubnets"], "*"),
+    }
     # Item 14: the action list of AWS's managed AWSLambdaVPCAccessExecutionRole (v3, edited
     # 2024-01-05), scoped; logs:CreateLogGroup is not needed: the template creates the log group.
     managed = {
@@ -206,15 +235,16 @@ def test_fetcher_may_only_consume_dead_letter_and_read_the_secret():
         "ec2:AssignPrivateIpAddresses",
         "ec2:UnassignPrivateIpAddresses",
     }
-    granted = {action for condition in grants("FetcherRole").values() for action, _ in condition}
-    assert managed - granted == {"logs:CreateLogGroup"}
+    for role in ("FetcherRole", "EnricherRole"):
+        granted = {action for condition in grants(role).values() for action, _ in condition}
+        assert managed - granted == {"logs:CreateLogGroup"}, role
 
 
 def test_no_wildcards_and_no_other_policies():
     assert not [
         n for n, r in R.items() if r["Type"] in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy", "AWS::IAM::RolePolicy")
     ]
-    for role in ("PollerRole", "FetcherRole"):
+    for role in ("PollerRole", "FetcherRole", "EnricherRole"):
         p = props(role)
         assert "ManagedPolicyArns" not in p
         assert p["AssumeRolePolicyDocument"]["Statement"] == [
@@ -225,7 +255,7 @@ def test_no_wildcards_and_no_other_policies():
 
 
 def test_no_secret_in_environment_variables():
-    for function in ("PollerFunction", "FetcherFunction"):
+    for function in FUNCTIONS:
         for name, value in env(function).items():
             assert not re.search(r"PASSWORD|TOKEN|PRIVATE|(?<!DB_)SECRET(?!_ARN)", name), name
             text = json.dumps(value)
@@ -262,13 +292,24 @@ def test_environment_names_equal_the_config_contract():
         "DB_SSLMODE",
         "DB_SSLROOTCERT",
     }
+    enricher = {
+        "ESI_URL",
+        "ESI_COMPATIBILITY_DATE",
+        "USER_AGENT",
+        "DATABASE_URL",
+        "DB_SECRET_ARN",
+        "DB_SSLMODE",
+        "DB_SSLROOTCERT",
+    }
     # Both ways against killstream/config.py: every name it reads is set, and it reads every name set.
     config = (ROOT / "layers/killstream/killstream/config.py").read_text()
-    assert set(re.findall(r'"([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+)"', config)) == poller | fetcher
+    assert set(re.findall(r'"([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+)"', config)) == poller | fetcher | enricher
     assert set(env("PollerFunction")) == poller | powertools
     assert set(env("FetcherFunction")) == fetcher | powertools
+    assert set(env("EnricherFunction")) == enricher | powertools
     assert env("PollerFunction")["POWERTOOLS_SERVICE_NAME"] == "poller"
     assert env("FetcherFunction")["POWERTOOLS_SERVICE_NAME"] == "fetcher"
+    assert env("EnricherFunction")["POWERTOOLS_SERVICE_NAME"] == "enricher"
     assert env("FetcherFunction")["DB_SSLROOTCERT"] == "/opt/rds-global-bundle.pem"
     assert T["Parameters"]["PollCatchupPacingMs"]["Default"] == 100  # as killstream.config's default
     assert T["Parameters"]["EsiCompatibilityDate"]["Default"] == "2026-08-18"
@@ -294,6 +335,8 @@ ALARMS = {  # logical id: (namespace, metric, dimension name, dimension value)
     "StreamStalledAlarm": ("killstream", "PackagesReceived", "service", "poller"),
     "FetcherErrorsAlarm": ("AWS/Lambda", "Errors", "FunctionName", REF("FetcherFunction")),
     "PermanentFailuresAlarm": ("killstream", "PermanentFailures", "service", "fetcher"),
+    "NamesBacklogAlarm": ("killstream", "NamesPending", "service", "enricher"),
+    "EnricherErrorsAlarm": ("AWS/Lambda", "Errors", "FunctionName", REF("EnricherFunction")),
 }
 
 
@@ -314,26 +357,46 @@ def test_alarms_exist_and_notify_the_topic():
     assert stalled["Period"] * stalled["EvaluationPeriods"] == 1800 and stalled["TreatMissingData"] == "breaching"
     throttled = [m["MetricStat"]["Metric"] for m in props("ThrottlesAlarm")["Metrics"] if "MetricStat" in m]
     assert {(m["MetricName"], m["Dimensions"][0]["Value"]["Ref"]) for m in throttled} == {
-        ("Throttles", "PollerFunction"),
-        ("Throttles", "FetcherFunction"),
+        ("Throttles", function) for function in FUNCTIONS
     }
+    backlog = props("NamesBacklogAlarm")  # every run of 15 minutes left ids unnamed
+    assert (backlog["Statistic"], backlog["Period"] * backlog["DatapointsToAlarm"], backlog["Threshold"]) == (
+        "Minimum",
+        900,
+        1,
+    )
     assert R["AlarmTopic"]["Type"] == "AWS::SNS::Topic" and R["AlarmEmailSubscription"]["Condition"] == "HasAlarmEmail"
 
 
 def test_dashboard_is_json_and_shows_every_metric():
     body = re.sub(r"\$\{[^}]+\}", "x", props("Dashboard")["DashboardBody"]["Fn::Sub"])
     text = json.dumps(json.loads(body))
+    metrics = (
+        "PackagesReceived PackagesEnqueued EmptyPolls RateLimited SourceErrors InvalidPackages EsiDroppedForSize "
+        "SequenceGaps CursorLag PollSeconds SourceRefused EnqueueFailures KillmailsStored KillmailsDuplicate "
+        "ZkbUpdated EsiFetches EsiErrors EsiRateLimited PermanentFailures TransientFailures IngestLagSeconds DbWriteMs "
+        "NamesResolved NamesUnresolvable NamesPending "
+        "PlaceholderPackages UpdatePointersFollowed UpdatePointersExpired"
+    )
+    assert [m for m in metrics.split() if f'"{m}"' not in text] == []
     from killstream.observability import Metric
 
-    metrics = {value for name, value in vars(Metric).items() if name.isupper()}
-    assert len(metrics) == 25
-    assert [m for m in sorted(metrics) if f'"{m}"' not in text] == []
+    published = {value for name, value in vars(Metric).items() if name.isupper()}
+    assert published == set(metrics.split())
+    alarms = {n for n, r in R.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+    assert [a for a in alarms if f"${{{a}.Arn}}" not in props("Dashboard")["DashboardBody"]["Fn::Sub"]] == []
 
 
 def test_outputs_and_optional_database():
-    assert {"KillmailQueueUrl", "KillmailDLQUrl", "PollerFunctionName", "FetcherFunctionName", "DashboardUrl"} <= set(
-        T["Outputs"]
-    )
+    assert {
+        "KillmailQueueUrl",
+        "KillmailDLQUrl",
+        "PollerFunctionName",
+        "FetcherFunctionName",
+        "EnricherFunctionName",
+        "EnricherLogGroupName",
+        "DashboardUrl",
+    } <= set(T["Outputs"])
     db = R["Database"]
     assert db["Condition"] == "CreateDb" and db["DeletionPolicy"] == "Snapshot"
     p = props("Database")
@@ -351,11 +414,9 @@ def test_samconfig_environments_match_the_parameters():
     for stage, environment in (("dev", config["default"]), ("prod", config["prod"])):
         assert environment["build"]["parameters"] == {"cached": True, "parallel": True}
         deploy = environment["deploy"]["parameters"]
-        assert (
-            deploy["resolve_s3"] is True
-            and deploy["confirm_changeset"] is True
-            and "CAPABILITY_IAM" in deploy["capabilities"]
-        )
+        assert deploy["confirm_changeset"] is True and "CAPABILITY_IAM" in deploy["capabilities"]
+        # the artifact bucket is the user's choice (--resolve-s3 or --s3-bucket): neither is forced
+        assert "resolve_s3" not in deploy and "s3_bucket" not in deploy
         overrides = dict(item.split("=", 1) for item in deploy["parameter_overrides"])
         assert overrides["Stage"] == stage
         for key, value in overrides.items():
@@ -388,13 +449,14 @@ def required_tool(name: str) -> str:
     return path
 
 
-def run(command: list[str], cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    environment = {
+def run(command: list[str], cwd: Path = ROOT, environment: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {
         **os.environ,
         "SAM_CLI_TELEMETRY": "0",
         "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+        **(environment or {}),
     }
-    return subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=600)
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
 def test_cfn_lint_is_clean():
@@ -408,6 +470,35 @@ def test_sam_validate_lint_is_clean():
         [required_tool("sam"), "validate", "--lint", "--template-file", "template.yaml", "--region", "us-east-1"]
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    "flags, says",
+    [
+        (["--s3-bucket", "my-own-bucket"], "/my-own-bucket/killstream-dev/"),  # uploads to the user's bucket
+        (["--resolve-s3"], "Could not connect to the endpoint URL"),  # looks up SAM's managed bucket
+        ([], "S3 Bucket not specified, use --s3-bucket to specify a bucket name, or use --resolve-s3"),
+    ],
+    ids=["own bucket", "managed bucket", "neither"],
+)
+def test_sam_deploy_takes_either_bucket_choice_with_samconfig(flags, says):
+    """As far as it gets without AWS: to the upload (an endpoint nobody answers on), never to
+    "Cannot use both --resolve-s3 and --s3-bucket"."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        nowhere = f"http://127.0.0.1:{s.getsockname()[1]}"
+    result = run(
+        [required_tool("sam"), "deploy", "--template-file", "template.yaml", "--no-confirm-changeset", *flags],
+        environment={
+            "AWS_ACCESS_KEY_ID": "local",
+            "AWS_SECRET_ACCESS_KEY": "local",
+            "AWS_ENDPOINT_URL": nowhere,
+            "AWS_MAX_ATTEMPTS": "1",
+        },
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "Cannot use both" not in output
+    assert says in output, output
 
 
 @pytest.fixture(scope="module")
@@ -429,7 +520,7 @@ def test_sam_build_makes_arm64_layers(sam_build):
     assert (package / "__init__.py").exists()
     sql = {p.name for p in (ROOT / "layers/killstream/killstream/storage/sql").glob("*.sql")}
     assert sql and sql == {p.name for p in (package / "storage" / "sql").glob("*.sql")}
-    for function in ("PollerFunction", "FetcherFunction"):
+    for function in FUNCTIONS:
         assert (sam_build / function / "app.py").exists()
 
 
@@ -460,6 +551,7 @@ def test_the_local_pipeline_mirrors_the_template():
     queue = props("KillmailQueue")
     assert config.FETCHER_TIMEOUT_SECONDS == props("FetcherFunction")["Timeout"]  # the database limits derive from it
     assert pipeline.POLLER_TIMEOUT_SECONDS == props("PollerFunction")["Timeout"]
+    assert pipeline.ENRICHER_TIMEOUT_SECONDS == props("EnricherFunction")["Timeout"]
     assert pipeline.PipelineSettings(database_url="", user_agent="").visibility_timeout == queue["VisibilityTimeout"]
     assert aws.MAX_RECEIVE_COUNT == queue["RedrivePolicy"]["maxReceiveCount"]
     assert aws.MAX_MESSAGE_SIZE == queue["MaximumMessageSize"] == props("KillmailDLQ")["MaximumMessageSize"]

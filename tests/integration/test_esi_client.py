@@ -10,7 +10,7 @@ import pytest
 
 from killstream.config import DEFAULT_ESI_COMPATIBILITY_DATE
 from killstream.errors import PermanentError, TransientError
-from killstream.fetcher.esi import EsiClient
+from killstream.esi.killmails import KillmailClient
 from killstream_workstation.corpus import generate, split_hash
 from killstream_workstation.simulators.esi import EsiServer
 from tests.support.fakes import FakeClock
@@ -31,9 +31,9 @@ def fake_time():
     return FakeClock()
 
 
-def make_client(server, fake_time, **options) -> EsiClient:
+def make_client(server, fake_time, **options) -> KillmailClient:
     options.setdefault("jitter", lambda: 0.5)
-    return EsiClient(server.url, UA, clock=fake_time, sleep=fake_time.sleep, **options)
+    return KillmailClient(server.url, UA, clock=fake_time, sleep=fake_time.sleep, **options)
 
 
 def fetch(client, fake_time, doc, *, within=60.0, killmail_hash=None):
@@ -179,7 +179,7 @@ def test_answers_that_stay_slow_end_transient(esi, fake_time):
 def test_a_dripping_answer_ends_at_the_deadline(esi):
     """Defect 8: ESI answering one byte every 0.3 s (read timeout 1 s, deadline 5 s) kept the
     fetch 14.1 s: the read timeout bounds each socket read, not the request. Real clock."""
-    client = EsiClient(esi.url, UA, read_timeout=1.0)
+    client = KillmailClient(esi.url, UA, read_timeout=1.0)
     esi.drip(DOCS[4]["killmail_id"], 0.3, times=None)
     began = time.monotonic()
     with pytest.raises(TransientError) as caught:
@@ -198,7 +198,7 @@ def test_the_compatibility_date_is_the_configured_one(esi, fake_time):
 def test_connection_errors_end_transient(fake_time):
     with EsiServer() as server:
         url = server.url
-    client = EsiClient(url, UA, clock=fake_time, sleep=fake_time.sleep, jitter=lambda: 0.5)
+    client = KillmailClient(url, UA, clock=fake_time, sleep=fake_time.sleep, jitter=lambda: 0.5)
     with pytest.raises(TransientError) as caught:
         client.fetch(DOCS[0]["killmail_id"], DOCS[0]["killmail_hash"], fake_time.now + 60)
     assert caught.value.error_type == "esi_unavailable"
@@ -280,7 +280,7 @@ def test_the_real_token_bucket_running_low_slows_the_client_before_esi_says_no(f
 
 
 def test_the_url_is_built_from_the_configured_base(esi, fake_time):
-    client = EsiClient(esi.url + "/", UA, clock=fake_time, sleep=fake_time.sleep)
+    client = KillmailClient(esi.url + "/", UA, clock=fake_time, sleep=fake_time.sleep)
     assert client.url(5, "ab" * 20) == f"{esi.url}/killmails/5/{'ab' * 20}/"
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from killstream.config import DatabaseConfig, FetcherConfig, PollerConfig
+from killstream.config import DatabaseConfig, EnricherConfig, FetcherConfig, PollerConfig
 from killstream.errors import ConfigError
 
 POLLER = {
@@ -36,6 +36,17 @@ def test_fetcher_defaults():
     assert FetcherConfig.from_env({**FETCHER, "ESI_COMPATIBILITY_DATE": "2026-10-01"}).esi_compatibility_date == (
         "2026-10-01"
     )
+
+
+def test_the_enricher_sends_the_same_compatibility_date():
+    """Item 13 for the enricher's universe routes: the same variable, default and check."""
+    env = {"DATABASE_URL": "postgresql://h/db", "USER_AGENT": "killstream/0.1 (ops@example.com)"}
+    assert EnricherConfig.from_env(env).esi_compatibility_date == "2026-08-18"
+    chosen = EnricherConfig.from_env({**env, "ESI_COMPATIBILITY_DATE": "2026-10-01"})
+    assert chosen.esi_compatibility_date == "2026-10-01"
+    with pytest.raises(ConfigError) as excinfo:
+        EnricherConfig.from_env({**env, "ESI_COMPATIBILITY_DATE": "2026-13-01"})
+    assert excinfo.value.variable == "ESI_COMPATIBILITY_DATE"
 
 
 @pytest.mark.parametrize(

@@ -6,9 +6,9 @@ import json
 from datetime import UTC, datetime
 
 from killstream.errors import PermanentError, TransientError
+from killstream.esi.client import parse_bucket
 from killstream.fetcher import messages
 from killstream.fetcher.dead_letters import ERROR_MESSAGE, ERROR_TYPE, DeadLetter, DeadLetterQueue, chunks, entry
-from killstream.fetcher.esi import parse_bucket
 from killstream.fetcher.messages import Message, Unreadable, parse_message
 from killstream.package import Package
 from killstream.sqs_limits import MAX_BYTES, MAX_MESSAGE_BYTES, entry_bytes

@@ -45,6 +45,10 @@ class Metric:
     TRANSIENT_FAILURES = "TransientFailures"
     INGEST_LAG_SECONDS = "IngestLagSeconds"
     DB_WRITE_MS = "DbWriteMs"
+    # enricher, once per run (with EsiFetches, EsiErrors and EsiRateLimited)
+    NAMES_RESOLVED = "NamesResolved"
+    NAMES_UNRESOLVABLE = "NamesUnresolvable"
+    NAMES_PENDING = "NamesPending"
 
 
 __all__ = ["logger", "metrics", "Metric", "MetricUnit"]

@@ -1,4 +1,4 @@
-"""The whole pipeline on one machine: the real poller and fetcher handlers, a local AWS
+"""The whole pipeline on one machine: the real poller, fetcher and enricher handlers, a local AWS
 endpoint (moto), PostgreSQL, and either the live feed or an offline replay.
 
 The fetcher is driven as Lambda's SQS event source drives it: batches really received from the
@@ -12,13 +12,14 @@ import os
 import random
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from types import ModuleType
 
 from killstream.config import FETCHER_TIMEOUT_SECONDS
 from killstream.observability import logger, metrics
 from killstream_workstation.local.aws import REGION, LocalAws
-from killstream_workstation.local.console import RunStats, StatsCounter
+from killstream_workstation.local.console import INVOCATION_FAILED, RunStats, StatsCounter
 from killstream_workstation.local.lambda_runtime import (
     InvocationKilled,
     LambdaContext,
@@ -26,7 +27,7 @@ from killstream_workstation.local.lambda_runtime import (
     load_handler_module,
     sqs_event,
 )
-from killstream_workstation.local.replay import Replay
+from killstream_workstation.local.replay import LOCAL_QUEUE_ID, Replay
 
 SCHEDULED_EVENT = {
     "version": "0",
@@ -39,6 +40,7 @@ SCHEDULED_EVENT = {
     "detail": {},
 }
 POLLER_TIMEOUT_SECONDS = 60  # template.yaml: PollerFunction Timeout (FetcherFunction's: in killstream.config)
+ENRICHER_TIMEOUT_SECONDS = 60  # template.yaml: EnricherFunction Timeout
 
 
 @dataclass
@@ -58,6 +60,7 @@ class PipelineSettings:
     fetcher_workers: int = 1
     duplicate_delivery_rate: float = 0.0  # fault injection: a finished record is not deleted
     stop_request_rate: float = 0.0  # fault injection: a tick is asked to stop (as by SIGTERM) mid-way
+    enrich_interval: float | None = None  # seconds between enricher runs (EventBridge: 60); None: no enricher
     seed: int = 1
     extra_env: dict = field(default_factory=dict)
 
@@ -83,6 +86,9 @@ class LocalPipeline:
         self.replay: Replay | None = None
         """The offline feed, when the settings ask for a replay (set by setup())."""
         self.fetchers: list[ModuleType] = []
+        self.enricher: ModuleType | None = None
+        self.enrich_runs: list[dict] = []
+        """The summary each enricher run returned, in order."""
         self.queue_arn = ""
         self._threads: list[threading.Thread] = []
 
@@ -115,8 +121,9 @@ class LocalPipeline:
         if s.catchup_pacing_ms is not None:
             env["POLL_CATCHUP_PACING_MS"] = str(s.catchup_pacing_ms)
         if self.replay:
-            env["R2Z2_URL"] = self.replay.r2z2.url
-            env["ESI_URL"] = self.replay.esi.url
+            env.update(self.replay.environment())
+            if s.source == "redisq" and not os.environ.get("REDISQ_QUEUE_ID"):
+                env["REDISQ_QUEUE_ID"] = LOCAL_QUEUE_ID
         env.update(s.extra_env)
         return env
 
@@ -128,15 +135,25 @@ class LocalPipeline:
         self.aws.set_cursor("0" if s.replay is not None else "none")
         if s.replay is not None:
             self.replay = Replay(
-                s.replay, rate=s.replay_rate, inline_ratio=s.inline_ratio, esi_latency=s.esi_latency, seed=s.seed
+                s.replay,
+                rate=s.replay_rate,
+                inline_ratio=s.inline_ratio,
+                esi_latency=s.esi_latency,
+                seed=s.seed,
+                source=s.source,
             ).start()
         os.environ.update(self.environment())
+        # Locally metrics are off (POWERTOOLS_METRICS_DISABLED): an invocation that recorded none,
+        # or whose set another thread's invocation flushed, is nothing to warn about.
+        warnings.filterwarnings("ignore", message="No application metrics to publish", category=UserWarning)
         self._counter = StatsCounter(self.stats)
         logging.getLogger(logger.name).addFilter(self._counter)
         self.poller = load_handler_module("poller")
         # One module per fetcher worker: each is its own Lambda instance, with its own
         # database connection and ESI session, as concurrent executions are in AWS.
         self.fetchers = [load_handler_module("fetcher") for _ in range(s.fetcher_workers)]
+        if s.enrich_interval is not None:
+            self.enricher = load_handler_module("enricher")
         sqs = self.aws.client("sqs")
         self.queue_arn = sqs.get_queue_attributes(QueueUrl=self.aws.queue_url, AttributeNames=["QueueArn"])[
             "Attributes"
@@ -152,6 +169,8 @@ class LocalPipeline:
             threading.Thread(target=self._fetch_forever, args=(module,), name=f"fetcher-{n}")
             for n, module in enumerate(self.fetchers)
         ]
+        if self.enricher is not None:
+            self._threads.append(threading.Thread(target=self._enrich_forever, args=(self.enricher,), name="enricher"))
         for thread in self._threads:
             thread.start()
         return self
@@ -172,7 +191,7 @@ class LocalPipeline:
                 logger.warning("poller instance killed mid-invocation; the next tick starts a fresh one")
                 self.poller = load_handler_module("poller")
             except Exception as exc:  # a failed invocation: Lambda logs it and the schedule fires again
-                logger.exception(f"poller invocation failed: {exc}")
+                logger.exception(f"poller invocation failed: {exc}", extra={INVOCATION_FAILED: "poller"})
             metrics.clear_metrics()
             # the next scheduled invocation
             self.stop_event.wait(max(0.0, self.settings.tick_interval - (time.monotonic() - started)))
@@ -187,6 +206,20 @@ class LocalPipeline:
                 timer.daemon = True
                 timer.start()
         return _Either(self.stop_event, own)
+
+    def _enrich_forever(self, enricher: ModuleType) -> None:
+        interval = self.settings.enrich_interval or 0.0
+        while not self.stop_event.wait(interval):  # the schedule's first run comes one interval in
+            self._enrich_once(
+                enricher, StoppableContext("killstream-enricher", ENRICHER_TIMEOUT_SECONDS, self.stop_event)
+            )
+
+    def _enrich_once(self, enricher: ModuleType, context: LambdaContext) -> None:
+        try:
+            self.enrich_runs.append(enricher.handler(SCHEDULED_EVENT, context))
+        except Exception as exc:  # a failed run: Lambda logs it and the schedule fires again
+            logger.exception(f"enricher invocation failed: {exc}", extra={INVOCATION_FAILED: "enricher"})
+        metrics.clear_metrics()
 
     def _fetch_forever(self, fetcher) -> None:
         sqs = self.aws.client("sqs")
@@ -210,7 +243,7 @@ class LocalPipeline:
             failed = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
         except Exception as exc:  # the whole invocation failed: every record returns to the queue
             failed = {m["MessageId"] for m in messages}
-            logger.exception(f"fetcher invocation failed: {exc}")
+            logger.exception(f"fetcher invocation failed: {exc}", extra={INVOCATION_FAILED: "fetcher"})
         metrics.clear_metrics()
         done = [m for m in messages if m["MessageId"] not in failed]
         self.settle(sqs, done)
@@ -255,6 +288,11 @@ class LocalPipeline:
         self.stop_event.set()
         for thread in self._threads:
             thread.join()
+        if self.enricher is not None and self.replay is not None:
+            # A replay's last killmails may be stored after the enricher's last scheduled run: one
+            # more run, once every batch is in, leaves the replayed data named (the local ESI answers
+            # at once; live, the next deployment's schedule would do it a minute later).
+            self._enrich_once(self.enricher, LambdaContext("killstream-enricher", ENRICHER_TIMEOUT_SECONDS))
         if self._aws:
             self.refresh_dlq_count()
         if self.replay:

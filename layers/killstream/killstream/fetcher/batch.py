@@ -23,8 +23,8 @@ from psycopg2.extensions import connection
 
 from killstream.config import FetcherConfig
 from killstream.errors import DatabaseUnavailable, FetchError, KillmailValidationError, PermanentError, TransientError
+from killstream.esi.killmails import KillmailClient
 from killstream.fetcher.dead_letters import DeadLetter, DeadLetterQueue
-from killstream.fetcher.esi import EsiClient
 from killstream.fetcher.messages import (
     DISPOSITION_OF,
     Disposition,
@@ -109,7 +109,7 @@ class Fetcher:
     def __init__(
         self,
         *,
-        esi: EsiClient,
+        esi: KillmailClient,
         database: Database,
         dead_letters: DeadLetterQueue,
         parallelism: int = 4,
@@ -128,7 +128,7 @@ class Fetcher:
     @classmethod
     def from_config(cls, config: FetcherConfig) -> Fetcher:
         return cls(
-            esi=EsiClient(config.esi_url, config.user_agent, compatibility_date=config.esi_compatibility_date),
+            esi=KillmailClient(config.esi_url, config.user_agent, compatibility_date=config.esi_compatibility_date),
             database=Database(config.database),
             dead_letters=DeadLetterQueue(config.dlq_url),
             parallelism=config.esi_parallelism,

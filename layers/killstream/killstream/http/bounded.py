@@ -3,7 +3,7 @@ of the body (docs/protocols.md, "ESI": Deadlines). requests' read timeout bounds
 only, so an answer that drips in a byte at a time keeps a request going for as long as it drips.
 Here the body is streamed in chunks, each read allowed only what is left before the deadline,
 and an answer still incomplete at the deadline is closed and raised as a timeout. The feed's
-client (killstream.http.client) and ESI's (killstream.fetcher.esi) both read through this."""
+client (killstream.http.client) and ESI's (killstream.esi.client) both read through this."""
 
 from __future__ import annotations
 
@@ -48,14 +48,41 @@ def get(
     params: Mapping[str, Any] | None = None,
     allow_redirects: bool = False,
 ) -> Answer:
-    """GET `url` and read the whole answer by `deadline` (a time on `clock`), or raise a
-    requests exception (DeadlineExceeded when time ran out). `timeout` is (connect, read), each
-    cut to what is left."""
+    """GET `url`: `request` with method GET."""
+    return request(
+        session,
+        "GET",
+        url,
+        deadline=deadline,
+        timeout=timeout,
+        clock=clock,
+        params=params,
+        allow_redirects=allow_redirects,
+    )
+
+
+def request(
+    session: requests.Session,
+    method: str,
+    url: str,
+    *,
+    deadline: float,
+    timeout: tuple[float, float],
+    clock: Callable[[], float] = time.monotonic,
+    params: Mapping[str, Any] | None = None,
+    json: Any = None,
+    allow_redirects: bool = False,
+) -> Answer:
+    """`method` `url` (`json` sent as its body when given) and read the whole answer by
+    `deadline` (a time on `clock`), or raise a requests exception (DeadlineExceeded when time ran
+    out). `timeout` is (connect, read), each cut to what is left."""
     connect_timeout, read_timeout = timeout
     left = _left(deadline, clock, url)
-    response = session.get(
+    response = session.request(
+        method,
         url,
         params=params,
+        json=json,
         timeout=(min(connect_timeout, left), min(read_timeout, left)),
         allow_redirects=allow_redirects,
         stream=True,
