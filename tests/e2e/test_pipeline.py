@@ -1,8 +1,12 @@
 """The whole local pipeline — the real handlers, moto's SQS/SSM over HTTP, the local R2Z2 and
 ESI, PostgreSQL — replaying N killmails: exactly N stored, every field equal to its source."""
 
+import time
+
 from killstream.storage.connection import connect
 from killstream_workstation import corpus
+from killstream_workstation.local.console import RunStats
+from killstream_workstation.local.pipeline import LocalPipeline, PipelineSettings
 from tests.support.stored import assert_stored_as, count_rows
 
 
@@ -76,3 +80,29 @@ def test_a_redisq_replay_is_served_by_a_local_redisq_not_the_internet(pipeline_f
     # RedisQ's metadata-only packages were fetched from the local ESI
     assert 0 < pipeline.replay.esi.total_hits < len(docs)
     assert pipeline.stats.handled == {doc["killmail_id"] for doc in docs}
+
+
+def test_the_local_event_source_gathers_batches_as_lambdas_does(database_url, restore_environ):
+    """Up to batch_size messages, from ReceiveMessage calls of at most 10, until the batching
+    window has passed since the first; what would take the event past 6 MB is left for later."""
+    settings = PipelineSettings(
+        database_url=database_url, user_agent="t/1 (t@example.com)", batch_size=25, batching_window=0.5
+    )
+    pipeline = LocalPipeline(settings, RunStats()).setup()
+    try:
+        sqs = pipeline.aws.client("sqs")
+        for start in range(0, 30, 10):
+            entries = [{"Id": str(n), "MessageBody": f"m{start + n}"} for n in range(10)]
+            sqs.send_message_batch(QueueUrl=pipeline.aws.queue_url, Entries=entries)
+        assert len(pipeline.gather(sqs)) == 25  # full: three calls and one of 5
+        started = time.monotonic()
+        assert len(pipeline.gather(sqs)) == 5  # the rest, once the window is over
+        assert 0.5 <= time.monotonic() - started < 5
+
+        big = "x" * 900_000
+        for n in range(8):
+            sqs.send_message(QueueUrl=pipeline.aws.queue_url, MessageBody=f"{n}{big}")
+        sizes = [len(pipeline.gather(sqs)) for _ in range(2)]
+        assert sizes == [6, 2]  # 6 x 0.9 MB fit the 6 MB payload; the others wait for the next
+    finally:
+        pipeline.stop()

@@ -144,7 +144,10 @@ def test_fetcher_consumes_the_queue_at_the_esi_cap():
     (event,) = p["Events"].values()
     e = event["Properties"]
     assert event["Type"] == "SQS" and e["Queue"] == ARN("KillmailQueue")
-    assert e["BatchSize"] == 10 and e["MaximumBatchingWindowInSeconds"] <= 2
+    assert e["BatchSize"] == REF("FetcherBatchSize") and e["MaximumBatchingWindowInSeconds"] <= 2
+    batch_size = T["Parameters"]["FetcherBatchSize"]
+    assert batch_size["MinValue"] == 1 and batch_size["MaxValue"] == 10_000  # SQS's limits with a window
+    assert batch_size["Default"] > 10 and e["MaximumBatchingWindowInSeconds"] >= 1  # over 10 needs a window
     assert e["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert e["ScalingConfig"]["MaximumConcurrency"] == p["ReservedConcurrentExecutions"] == REF("FetcherConcurrency")
     concurrency = T["Parameters"]["FetcherConcurrency"]
@@ -550,6 +553,14 @@ def test_the_local_pipeline_mirrors_the_template():
 
     queue = props("KillmailQueue")
     assert config.FETCHER_TIMEOUT_SECONDS == props("FetcherFunction")["Timeout"]  # the database limits derive from it
+    (event,) = props("FetcherFunction")["Events"].values()
+    assert config.FETCHER_BATCH_SIZE == T["Parameters"]["FetcherBatchSize"]["Default"]
+    assert config.FETCHER_BATCHING_WINDOW_SECONDS == event["Properties"]["MaximumBatchingWindowInSeconds"]
+    settings = pipeline.PipelineSettings(database_url="", user_agent="")
+    assert (settings.batch_size, settings.batching_window) == (
+        config.FETCHER_BATCH_SIZE,
+        config.FETCHER_BATCHING_WINDOW_SECONDS,
+    )
     assert pipeline.POLLER_TIMEOUT_SECONDS == props("PollerFunction")["Timeout"]
     assert pipeline.ENRICHER_TIMEOUT_SECONDS == props("EnricherFunction")["Timeout"]
     assert pipeline.PipelineSettings(database_url="", user_agent="").visibility_timeout == queue["VisibilityTimeout"]

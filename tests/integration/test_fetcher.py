@@ -723,3 +723,24 @@ def test_the_real_killmails_half_inline_half_from_esi_are_stored_and_a_redeliver
         f"second delivery: stored {second['KillmailsStored']:.0f}, duplicates {second['KillmailsDuplicate']:.0f}, "
         f"ESI requests {h.esi.total_hits - first_hits}, {second_seconds:.2f} s"
     )
+
+
+def test_what_does_not_fit_in_the_time_goes_back_and_the_most_delivered_go_first(make_harness, sample_killmails):
+    """A batch of metadata-only packages bigger than the invocation's time allows: the messages
+    SQS delivered most often are fetched first, the rest are handed back out_of_time (so a
+    message handed back once is not starved into the DLQ by newer ones)."""
+    docs = sample_killmails[:10]
+    h = make_harness(docs, ESI_PARALLELISM="1", esi_options={"latency": 0.25})
+    records = [record(body(doc, inline=False)) for doc in docs]
+    for again in records[-2:]:
+        again["attributes"]["ApproximateReceiveCount"] = "4"
+
+    # 5 s are kept for the write; a fetch starts only while its connect timeout (3.05 s) fits
+    # before the deadline: fetches may start for 1.2 s, at most 5 of 0.25 s in a row
+    response = h.invoke(records, timeout=5.0 + 3.05 + 1.2)
+
+    retried = failures(response)
+    assert records[-1]["messageId"] not in retried and records[-2]["messageId"] not in retried
+    assert len(retried) >= 4
+    with h.connect() as conn:
+        assert count_rows(conn, "killmails") == 10 - len(retried)

@@ -22,6 +22,14 @@ SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"
 FETCHER_TIMEOUT_SECONDS = 30
 """template.yaml's FetcherFunction Timeout (a test holds the two equal): the fetcher's database
 limits derive from it, here and nowhere else."""
+FETCHER_BATCH_SIZE = 100
+"""template.yaml's FetcherBatchSize default (a test holds the two equal; the local pipeline gathers
+batches of this size): up to this many SQS messages per fetcher invocation. A backlog is then
+written in transactions of 100 (the writer at 10 a transaction does about half its rate at
+100), a quiet feed still waits at most FETCHER_BATCHING_WINDOW_SECONDS."""
+FETCHER_BATCHING_WINDOW_SECONDS = 2
+"""template.yaml's MaximumBatchingWindowInSeconds: how long the event source gathers a batch
+(a BatchSize over 10 needs at least 1)."""
 DB_STATEMENT_TIMEOUT_MS = FETCHER_TIMEOUT_SECONDS * 1000 // 3
 """statement_timeout of the fetcher's connection: one statement (a lock wait, a connection whose
 server went away) can take a third of the invocation, never the whole of it."""

@@ -16,7 +16,7 @@ import warnings
 from dataclasses import dataclass, field
 from types import ModuleType
 
-from killstream.config import FETCHER_TIMEOUT_SECONDS
+from killstream.config import FETCHER_BATCH_SIZE, FETCHER_BATCHING_WINDOW_SECONDS, FETCHER_TIMEOUT_SECONDS
 from killstream.observability import logger, metrics
 from killstream_workstation.local.aws import REGION, LocalAws
 from killstream_workstation.local.console import INVOCATION_FAILED, RunStats, StatsCounter
@@ -41,6 +41,7 @@ SCHEDULED_EVENT = {
 }
 POLLER_TIMEOUT_SECONDS = 60  # template.yaml: PollerFunction Timeout (FetcherFunction's: in killstream.config)
 ENRICHER_TIMEOUT_SECONDS = 60  # template.yaml: EnricherFunction Timeout
+LAMBDA_PAYLOAD_BYTES = 6 * 1024 * 1024  # an invocation's event at most: the event source trims batches to it
 
 
 @dataclass
@@ -57,6 +58,8 @@ class PipelineSettings:
     budget_seconds: int = 50
     tick_interval: float = 60.0  # EventBridge fires once a minute
     visibility_timeout: int = 6 * FETCHER_TIMEOUT_SECONDS
+    batch_size: int = FETCHER_BATCH_SIZE  # the event source's BatchSize (template: FetcherBatchSize)
+    batching_window: float = FETCHER_BATCHING_WINDOW_SECONDS  # its MaximumBatchingWindowInSeconds
     fetcher_workers: int = 1
     duplicate_delivery_rate: float = 0.0  # fault injection: a finished record is not deleted
     stop_request_rate: float = 0.0  # fault injection: a tick is asked to stop (as by SIGTERM) mid-way
@@ -224,15 +227,44 @@ class LocalPipeline:
     def _fetch_forever(self, fetcher) -> None:
         sqs = self.aws.client("sqs")
         while not self.stop_event.is_set():
-            messages = sqs.receive_message(
+            messages = self.gather(sqs)
+            if messages:
+                self.run_fetcher_batch(fetcher, sqs, messages)
+
+    def gather(self, sqs) -> list[dict]:
+        """One batch as Lambda's SQS event source gathers it: ReceiveMessage gives at most 10, so
+        it asks again until the batch holds `batch_size` messages or `batching_window` has passed
+        since the first arrived; what would take the event past Lambda's 6 MB payload is
+        released at once for a later batch (visibility 0)."""
+        batch: list[dict] = []
+        size, window_end = 0, None
+        while len(batch) < self.settings.batch_size and not self.stop_event.is_set():
+            if window_end is not None and time.monotonic() >= window_end:
+                break
+            received = sqs.receive_message(
                 QueueUrl=self.aws.queue_url,
-                MaxNumberOfMessages=10,
-                WaitTimeSeconds=1,
+                MaxNumberOfMessages=min(10, self.settings.batch_size - len(batch)),
+                WaitTimeSeconds=1 if window_end is None else 0,
                 AttributeNames=["All"],
                 MessageAttributeNames=["All"],
             ).get("Messages", [])
-            if messages:
-                self.run_fetcher_batch(fetcher, sqs, messages)
+            if not received:
+                if window_end is None:
+                    continue  # nothing yet: the long poll again (and a look at the stop event)
+                self.stop_event.wait(min(0.05, max(0.0, window_end - time.monotonic())))
+                continue
+            if window_end is None:
+                window_end = time.monotonic() + self.settings.batching_window
+            for message in received:
+                size += len(message["Body"].encode())
+                if size > LAMBDA_PAYLOAD_BYTES and batch:
+                    sqs.change_message_visibility(
+                        QueueUrl=self.aws.queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+                    )
+                    window_end = time.monotonic()  # the batch is full by size
+                else:
+                    batch.append(message)
+        return batch
 
     def run_fetcher_batch(self, fetcher, sqs, messages: list[dict]) -> set[str]:
         """Invoke the fetcher on one batch and settle it as Lambda does. Returns the failed ids."""

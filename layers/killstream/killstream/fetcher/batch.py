@@ -221,7 +221,10 @@ class Fetcher:
 
     def _fetch(self, wanted_items: list[Item], deadline: float) -> None:
         wanted: dict[tuple[int, str], list[Item]] = {}
-        for item in wanted_items:
+        # The most often delivered first: what does not fit in this invocation is handed back
+        # (out_of_time), and a message handed back so goes ahead of newer ones next time rather
+        # than reaching SQS's maxReceiveCount behind them.
+        for item in sorted(wanted_items, key=lambda item: -item.message.receive_count):
             wanted.setdefault((item.killmail_id, item.package.hash), []).append(item)
         if not wanted:
             return

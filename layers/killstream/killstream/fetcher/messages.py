@@ -27,13 +27,18 @@ class Message:
     message_id: str
     body: str
     sent_at: datetime | None = None
+    receive_count: int = 1
+    """SQS's ApproximateReceiveCount: this is its n-th delivery (SQS dead-letters it after
+    maxReceiveCount)."""
 
     @classmethod
     def from_sqs_record(cls, record: Mapping) -> Message:
         """From a record of Lambda's SQS event (a plain dict)."""
-        sent = (record.get("attributes") or {}).get("SentTimestamp")
+        attributes = record.get("attributes") or {}
+        sent = attributes.get("SentTimestamp")
         sent_at = datetime.fromtimestamp(int(sent) / 1000, UTC) if sent else None
-        return cls(record["messageId"], record["body"], sent_at)
+        count = str(attributes.get("ApproximateReceiveCount") or "1")
+        return cls(record["messageId"], record["body"], sent_at, int(count) if count.isdigit() else 1)
 
 
 @dataclass(frozen=True)
