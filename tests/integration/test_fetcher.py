@@ -563,9 +563,9 @@ def test_a_redelivery_with_no_newer_publication_is_settled_before_any_document_i
     parsed = Counter()
 
     def counting(name, real):
-        def parse(doc):
+        def parse(*args):
             parsed[name] += 1
-            return real(doc)
+            return real(*args)
 
         monkeypatch.setattr(messages, name, parse)
 

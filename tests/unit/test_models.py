@@ -236,3 +236,46 @@ def test_a_nul_escape_behind_escaped_backslashes_is_found():
     with pytest.raises(KillmailValidationError, match="U\\+0000"):
         parse_killmail(_mutated(("note",), "\\\x00"))
     assert parse_killmail(_mutated(("note",), "\\\\u0000")).document["note"] == "\\\\u0000"
+
+
+TRICKY_BODIES = [
+    # whitespace anywhere JSON allows it, keys in any order, the esi first or last
+    ' {\n "esi" : {"killmail_id": 1, "note": "a,}b\\"c"} ,\t"killmail_id":1,"hash":"' + "a" * 40 + '",'
+    '"zkb":{"esi":{"x":1}},"source":"r2z2"}\r\n',
+    '{"killmail_id":1,"hash":"' + "a" * 40 + '","zkb":{},"source":"r2z2","esi":{"killmail_id":1,"v":[1,2.5e3,null]}}',
+    # a key given twice: the last wins, as in json.loads
+    '{"esi":{"killmail_id":2},"killmail_id":1,"hash":"'
+    + "a" * 40
+    + '","zkb":{},"source":"r2z2","esi":{"killmail_id":1}}',
+    '{"killmail_id":1,"hash":"' + "a" * 40 + '","zkb":{},"source":"r2z2"}',
+]
+
+
+@pytest.mark.parametrize("text", TRICKY_BODIES)
+def test_a_body_reads_as_json_loads_reads_it_and_keeps_the_esi_text(text):
+    package = Package.from_body(text)
+    assert package == Package.from_body(json.loads(text))
+    if package.esi is None:
+        assert package.esi_json is None
+    else:
+        assert package.esi_json is not None and json.loads(package.esi_json) == package.esi
+
+
+@pytest.mark.parametrize("text", ['{"killmail_id":1}x', "[1]", '{"a":1,}', '{"a" 1}', "", '{"a":1'])
+def test_a_body_that_is_no_json_object_is_refused_as_before(text):
+    with pytest.raises(InvalidPackage):
+        Package.from_body(text)
+
+
+def test_the_kept_esi_text_is_stored_only_when_plainly_storable():
+    """The body's own text of the esi is stored as it is; text holding what jsonb refuses (a
+    NUL escape, NaN) is serialized again and refused there, with the same errors as before."""
+    doc = copy.deepcopy(MINIMAL)
+    body = json.dumps({"killmail_id": 131234567, "hash": "a" * 40, "zkb": {}, "source": "r2z2", "esi": doc}, indent=1)
+    package = Package.from_body(body)
+    assert parse_killmail(package.esi, package.esi_json).document_json == package.esi_json
+    for bad, error in (('"a\\u0000b"', "U\\+0000"), ("NaN", "cannot be stored"), ('"\\ud800"', "cannot be stored")):
+        text = body.replace('"killmail_time"', f'"note": {bad}, "killmail_time"')
+        package = Package.from_body(text)
+        with pytest.raises(KillmailValidationError, match=error):
+            parse_killmail(package.esi, package.esi_json)

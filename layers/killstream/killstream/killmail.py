@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from killstream.errors import KillmailValidationError
 
@@ -26,8 +26,9 @@ HASH_RE = re.compile(r"^[0-9a-f]{40}$")
 _NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
-@dataclass(frozen=True)
-class Attacker:
+# Attackers and items are most of a killmail's objects (~44 a killmail): NamedTuples, immutable
+# like the frozen dataclasses they were, and built five times faster.
+class Attacker(NamedTuple):
     character_id: int | None
     corporation_id: int | None
     alliance_id: int | None
@@ -39,12 +40,11 @@ class Attacker:
     security_status: float
 
 
-@dataclass(frozen=True)
-class Item:
+class Item(NamedTuple):
     """One entry of the victim's items, flattened: `index` is its place in a pre-order walk,
     `parent_index` the container's index (None at top level)."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # the field, not tuple.index: nothing here calls that
     parent_index: int | None
     item_type_id: int
     flag: int
@@ -265,8 +265,10 @@ def _walk_items(items: Any, path: str, parent: int | None, depth: int, out: list
             _walk_items(doc["items"], p + "items", index, depth + 1, out)
 
 
-def parse_killmail(doc: Any) -> Killmail:
-    """Validate an ESI killmail document (extra keys are kept in `document`, not rejected)."""
+def parse_killmail(doc: Any, text: str | None = None) -> Killmail:
+    """Validate an ESI killmail document (extra keys are kept in `document`, not rejected).
+    `text`: the JSON text `doc` was decoded from, when at hand (the SQS body's `esi`): stored as
+    it is when it plainly holds nothing PostgreSQL refuses, instead of serializing `doc` again."""
     doc = validate_object(doc, "killmail")
     victim = validate_object(_require(doc, "victim", ""), "victim")
     attackers_doc = _list(_require(doc, "attackers", ""), "attackers")
@@ -296,8 +298,15 @@ def parse_killmail(doc: Any) -> Killmail:
         attackers=tuple(_attacker(a, f"attackers[{n}]") for n, a in enumerate(attackers_doc)),
         items=tuple(items),
         document=doc,
-        document_json=_storable_json(doc, "killmail"),
+        document_json=text if text is not None and _plainly_storable(text) else _storable_json(doc, "killmail"),
     )
+
+
+def _plainly_storable(text: str) -> bool:
+    """JSON text jsonb takes as it is: ASCII without any \\u escape (so no U+0000 and no lone
+    surrogate) and without NaN or Infinity. Anything else is serialized again and checked in
+    full by `_storable_json`, which names what is wrong."""
+    return text.isascii() and "\\u" not in text and "NaN" not in text and "Infinity" not in text
 
 
 def _storable_json(doc: Any, path: str) -> str:

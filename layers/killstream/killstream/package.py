@@ -11,7 +11,9 @@ so a body that would fail its batch downstream fails alone, here, with its reaso
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from killstream.errors import InvalidPackage, KillmailValidationError
@@ -32,6 +34,9 @@ class Package:
     esi: dict | None = None
     sequence_id: int | None = None
     uploaded_at: int | None = None
+    esi_json: str | None = field(default=None, compare=False, repr=False)
+    """The JSON text `esi` was decoded from, when the package was read from a body: the writer
+    stores it rather than serializing `esi` again (killmail.parse_killmail)."""
 
     def to_body(self, *, with_esi: bool = True) -> str:
         body: dict[str, Any] = {"killmail_id": self.killmail_id, "hash": self.hash, "zkb": self.zkb}
@@ -47,11 +52,12 @@ class Package:
     @classmethod
     def from_body(cls, body: str | bytes | dict) -> Package:
         """Parse an SQS message body written by `to_body`, every field of the contract checked."""
-        doc = _decode(body)
+        decoded = _decode_keeping(body, "esi") if isinstance(body, str) else None
+        doc, esi_json = decoded if decoded is not None else (_decode(body), None)
         source = doc.get("source")
         if source not in SOURCES:
             raise InvalidPackage(f"source: must be one of {', '.join(SOURCES)}, got {ascii(source)}", body)
-        return _build(
+        package = _build(
             doc,
             killmail_id=doc.get("killmail_id"),
             killmail_hash=doc.get("hash"),
@@ -61,6 +67,58 @@ class Package:
             sequence_id=doc.get("sequence_id"),
             uploaded_at=doc.get("uploaded_at"),
         )
+        if esi_json is None or package.esi is None:
+            return package
+        return Package(**{**package.__dict__, "esi_json": esi_json})
+
+
+_DECODER = json.JSONDecoder()
+_scanstring: Callable[[str, int], tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _decode_keeping(body: str, key: str) -> tuple[dict, str | None] | None:
+    """The body's top-level object and the JSON text of its member `key`, in one pass of the same
+    C scanner json.loads uses (so the document is decoded once, as json.loads decodes it, and its
+    text need not be written again). None for anything but a well-formed object: `_decode` then
+    reads it and names the fault."""
+    scan = _DECODER.scan_once  # type: ignore[attr-defined]  # set by JSONDecoder.__init__
+    ws = _WHITESPACE.match  # matches anywhere (the empty string at least): never None
+    try:
+        i = ws(body, 0).end()  # type: ignore[union-attr]
+        if body[i : i + 1] != "{":
+            return None
+        i = ws(body, i + 1).end()  # type: ignore[union-attr]
+        doc: dict = {}
+        text = None
+        if body[i : i + 1] == "}":
+            i += 1
+        else:
+            while True:
+                if body[i : i + 1] != '"':
+                    return None
+                name, i = _scanstring(body, i + 1)
+                i = ws(body, i).end()  # type: ignore[union-attr]
+                if body[i : i + 1] != ":":
+                    return None
+                i = ws(body, i + 1).end()  # type: ignore[union-attr]
+                value, end = scan(body, i)
+                if name == key:
+                    text = body[i:end]
+                doc[name] = value
+                i = ws(body, end).end()  # type: ignore[union-attr]
+                if body[i : i + 1] == ",":
+                    i = ws(body, i + 1).end()  # type: ignore[union-attr]
+                    continue
+                if body[i : i + 1] != "}":
+                    return None
+                i += 1
+                break
+        if ws(body, i).end() != len(body):  # type: ignore[union-attr]
+            return None
+    except (StopIteration, ValueError, RecursionError):
+        return None
+    return doc, text
 
 
 def _decode(body: str | bytes | dict) -> dict:
@@ -82,6 +140,23 @@ def _encodes(text: str) -> bool:
         text.encode("utf-8")
     except UnicodeEncodeError:
         return False
+    return True
+
+
+def _plain_text(value: Any) -> bool:
+    """Whether every string in `value` (keys too) encodes as UTF-8: ASCII at once, the rest tried.
+    The fast answer; `_check_text` names what does not."""
+    if isinstance(value, str):
+        return value.isascii() or _encodes(value)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and not (key.isascii() or _encodes(key)):
+                return False
+            if isinstance(item, str | dict | list) and not _plain_text(item):
+                return False
+        return True
+    if isinstance(value, list):
+        return all(_plain_text(item) for item in value)
     return True
 
 
@@ -116,7 +191,8 @@ def _build(
             raise KillmailValidationError("killmail_id", "is required")
         if killmail_hash is None:
             raise KillmailValidationError("hash", "is required")
-        _check_text(zkb, "zkb")
+        if not _plain_text(zkb):
+            _check_text(zkb, "zkb")
         package = Package(
             killmail_id=validate_id(killmail_id, "killmail_id", minimum=1),
             hash=validate_hash(killmail_hash),

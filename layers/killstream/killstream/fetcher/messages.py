@@ -181,7 +181,7 @@ def validate_message(read: Read) -> Item | Unreadable:
     message, package = read.message, read.package
     try:
         zkb = parse_zkb(package.zkb)
-        killmail = None if package.esi is None else parse_killmail(package.esi)
+        killmail = None if package.esi is None else parse_killmail(package.esi, package.esi_json)
     except KillmailValidationError as exc:
         return Unreadable(message, PermanentError("validation_error", str(exc)), package)
     except Exception as exc:
