@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
@@ -23,7 +24,6 @@ from psycopg2.extensions import connection
 
 from killstream.config import FetcherConfig
 from killstream.errors import DatabaseUnavailable, FetchError, KillmailValidationError, PermanentError, TransientError
-from killstream.esi.killmails import KillmailClient
 from killstream.fetcher.dead_letters import DeadLetter, DeadLetterQueue
 from killstream.fetcher.messages import (
     DISPOSITION_OF,
@@ -48,6 +48,11 @@ from killstream.killmail import Killmail, parse_killmail
 from killstream.observability import logger
 from killstream.storage.connection import Database
 from killstream.storage.writer import KillmailRecord, KillmailStore, Outcome, StoredKey
+
+if TYPE_CHECKING:
+    from killstream.esi.killmails import KillmailClient
+
+NO_ESI_COUNTS = {"requests": 0, "errors": 0, "rate_limited": 0}
 
 # Left for the database write and the DLQ when the ESI fetches run against the clock.
 WRITE_RESERVE_SECONDS = 5.0
@@ -109,7 +114,7 @@ class Fetcher:
     def __init__(
         self,
         *,
-        esi: KillmailClient,
+        esi: KillmailClient | Callable[[], KillmailClient],
         database: Database,
         dead_letters: DeadLetterQueue,
         parallelism: int = 4,
@@ -117,7 +122,7 @@ class Fetcher:
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = _utc_now,
     ):
-        self.esi = esi
+        self._esi = esi
         self.database = database
         self.dead_letters = dead_letters
         self.parallelism = parallelism
@@ -128,11 +133,22 @@ class Fetcher:
     @classmethod
     def from_config(cls, config: FetcherConfig) -> Fetcher:
         return cls(
-            esi=KillmailClient(config.esi_url, config.user_agent, compatibility_date=config.esi_compatibility_date),
+            esi=lambda: _killmail_client(config),
             database=Database(config.database),
             dead_letters=DeadLetterQueue(config.dlq_url),
             parallelism=config.esi_parallelism,
         )
+
+    @property
+    def esi(self) -> KillmailClient:
+        """The ESI client, made when a batch first needs ESI: most batches carry every killmail
+        inline, and the cold start does not pay for importing requests."""
+        if callable(self._esi):
+            self._esi = self._esi()
+        return self._esi
+
+    def _esi_counts(self) -> dict[str, int]:
+        return dict(NO_ESI_COUNTS) if callable(self._esi) else self._esi.take_counts()
 
     def process(self, messages: Sequence[Message], time_left: float) -> dict[str, MessageResult]:
         """`time_left`: seconds until the invocation must have answered."""
@@ -157,7 +173,7 @@ class Fetcher:
             except Exception as exc:
                 self._give_back(items, _batch_error(exc))
         results = self._settle(batch)
-        report_batch(batch, results, self.esi.take_counts(), write_ms, self._now())
+        report_batch(batch, results, self._esi_counts(), write_ms, self._now())
         return results
 
     def _stored_keys(self, reads: list[Read]) -> dict[int, StoredKey]:
@@ -316,6 +332,12 @@ def _batch_error(exc: Exception) -> TransientError:
     # message's log line.
     logger.exception("unexpected error in the batch")
     return unexpected_error(exc)
+
+
+def _killmail_client(config: FetcherConfig) -> KillmailClient:
+    from killstream.esi.killmails import KillmailClient
+
+    return KillmailClient(config.esi_url, config.user_agent, compatibility_date=config.esi_compatibility_date)
 
 
 def _error_of(work: Work) -> FetchError:

@@ -9,10 +9,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
-
 from killstream import sqs_limits
 from killstream.errors import FetchError
 from killstream.fetcher.messages import ERROR_MESSAGE_CHARS, Message
@@ -23,8 +19,6 @@ from killstream.package import Package
 ERROR_TYPE = "error_type"
 ERROR_MESSAGE = "error_message"
 FAILURE_ATTRIBUTES = (ERROR_TYPE, ERROR_MESSAGE)
-
-AWS_CLIENT_CONFIG = Config(connect_timeout=3, read_timeout=5, retries={"mode": "standard", "max_attempts": 3})
 
 
 @dataclass(frozen=True)
@@ -46,11 +40,19 @@ class DeadLetterQueue:
     @property
     def client(self) -> Any:
         if self._client is None:
-            self._client = boto3.client("sqs", config=AWS_CLIENT_CONFIG)
+            import boto3
+            from botocore.config import Config
+
+            # boto3 is imported, and the client made, on the first dead letter: most invocations
+            # send none, and the fetcher's cold start does not pay for it.
+            config = Config(connect_timeout=3, read_timeout=5, retries={"mode": "standard", "max_attempts": 3})
+            self._client = boto3.client("sqs", config=config)
         return self._client
 
     def send(self, letters: Sequence[DeadLetter]) -> set[str]:
         """Returns the message ids the DLQ did not accept."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
         failed: set[str] = set()
         for chunk in chunks([(letter.message.message_id, entry(letter)) for letter in letters]):
             entries = [dict(entry, Id=str(n)) for n, (_, entry) in enumerate(chunk)]

@@ -17,8 +17,6 @@ from typing import Any, TypeVar
 
 import psycopg2
 import psycopg2.extensions
-from aws_lambda_powertools.utilities import parameters
-from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError, TransformParameterError
 
 from killstream.config import DB_KEEPALIVES, DB_STATEMENT_TIMEOUT_MS, DB_TCP_USER_TIMEOUT_MS, DatabaseConfig
 from killstream.errors import ConfigError, DatabaseUnavailable
@@ -74,7 +72,7 @@ class Database:
         self,
         config: DatabaseConfig,
         *,
-        get_secret: Callable[..., Any] = parameters.get_secret,
+        get_secret: Callable[..., Any] | None = None,
         connect: Callable[..., psycopg2.extensions.connection] = connect,
         secret_max_age: int = SECRET_MAX_AGE_SECONDS,
         statement_timeout_ms: int = DB_STATEMENT_TIMEOUT_MS,
@@ -151,8 +149,14 @@ class Database:
         return self._connect(dsn, **self._secret_credentials(force_fetch=True), **self._options())
 
     def _secret_credentials(self, *, force_fetch: bool) -> dict[str, Any]:
+        # Powertools Parameters (and the boto3 it brings) only where a secret is read: a
+        # DATABASE_URL with its password, as locally, never imports them.
+        from aws_lambda_powertools.utilities import parameters
+        from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError, TransformParameterError
+
+        get_secret: Callable[..., Any] = self._get_secret or parameters.get_secret
         try:
-            secret = self._get_secret(
+            secret = get_secret(
                 self.config.secret_arn, transform="json", force_fetch=force_fetch, max_age=self._secret_max_age
             )
         except (GetParameterError, TransformParameterError) as exc:
