@@ -744,3 +744,38 @@ def test_what_does_not_fit_in_the_time_goes_back_and_the_most_delivered_go_first
     assert len(retried) >= 4
     with h.connect() as conn:
         assert count_rows(conn, "killmails") == 10 - len(retried)
+
+
+def test_a_big_batch_is_written_in_two_halves_with_the_same_outcomes(make_harness, sample_killmails):
+    """50 messages: the first half's inline killmails are written while the second half is
+    validated. Across the halves a metadata-only package takes its killmail from an inline one
+    (either way round), a republication updates the zkb, an exact copy is a duplicate, and an
+    invalid message is dead-lettered; ESI is never asked."""
+    docs = sample_killmails[:46]
+    h = make_harness(docs)
+    bodies = [body(doc, inline=True, sequence_id=1000 + n, uploaded_at=2000 + n) for n, doc in enumerate(docs[:44])]
+    revalued = zkb_for(docs[1]) | {"totalValue": 7.0}
+    broken = json.loads(body(docs[44], inline=True))
+    broken["esi"]["killmail_time"] = "yesterday"
+    bodies[40:40] = [
+        body(docs[0], inline=False, sequence_id=1000, uploaded_at=2000),  # its inline copy is in the first half
+        body(docs[1], inline=True, sequence_id=1001, uploaded_at=3000, zkb=revalued),  # an in-place update
+        body(docs[2], inline=True, sequence_id=1002, uploaded_at=2002),  # an exact copy
+        json.dumps(broken),
+    ]
+    bodies.insert(3, body(docs[45], inline=False))  # metadata-only in the first half ...
+    bodies.append(body(docs[45], inline=True))  # ... inline at the very end
+    records = [record(b) for b in bodies]
+    assert len(records) == 50
+
+    response = h.invoke(records)
+
+    assert failures(response) == []
+    assert h.esi.total_hits == 0
+    [letter] = h.dead_letters()
+    assert letter["error_type"] == "validation_error"
+    with h.connect() as conn:
+        assert count_rows(conn, "killmails") == 45
+        assert count_rows(conn, "attackers") == sum(len(d["attackers"]) for d in docs[:44] + [docs[45]])
+        assert_zkb(conn, docs[1]["killmail_id"], revalued)
+        assert_stored_as(conn, docs[45])

@@ -7,7 +7,9 @@ newer is settled as a duplicate there, its documents never parsed nor validated.
 validated; one more query finds which of the killmails that came without their ESI document
 are stored already (their newer zkb needs the stored document) — those never reach ESI; the
 rest are fetched from ESI a few at a time; then every killmail is written in one transaction.
-Permanent failures are dead-lettered with their reason; transient ones are handed back for
+A batch of OVERLAP_MIN messages or more to validate is written in two: the first half's inline
+killmails while the second half is validated, then the rest (so a batch of 100 costs BEGIN,
+COPY, MERGE, COPY attackers, COPY items, COMMIT twice, plus the stored-keys query). Permanent failures are dead-lettered with their reason; transient ones are handed back for
 SQS to redeliver."""
 
 from __future__ import annotations
@@ -53,6 +55,10 @@ if TYPE_CHECKING:
     from killstream.esi.killmails import KillmailClient
 
 NO_ESI_COUNTS = {"requests": 0, "errors": 0, "rate_limited": 0}
+
+# A batch with at least this many messages to validate writes its first half while it validates
+# the second (Fetcher._validate_and_write).
+OVERLAP_MIN = 40
 
 # Left for the database write and the DLQ when the ESI fetches run against the clock.
 WRITE_RESERVE_SECONDS = 5.0
@@ -162,19 +168,49 @@ class Fetcher:
             # Nothing can be settled as a duplicate: every readable message is validated all the
             # same (a permanent fault is dead-lettered whatever the database does), then handed back.
             stored, lookup_failed = {}, _batch_error(exc)
-        batch = [self._duplicate_or_validated(read, stored) for read in reads]
-        items = [work for work in batch if isinstance(work, Item)]
         if lookup_failed is not None:
-            self._give_back(items, lookup_failed)
+            batch = [self._duplicate_or_validated(read, stored) for read in reads]
+            self._give_back([work for work in batch if isinstance(work, Item)], lookup_failed)
         else:
-            try:
-                self._find_killmails(items, deadline)
-                write_ms = self._write([item for item in items if isinstance(item.stage, Found)])
-            except Exception as exc:
-                self._give_back(items, _batch_error(exc))
+            batch, write_ms = self._validate_and_write(reads, stored, deadline)
         results = self._settle(batch)
         report_batch(batch, results, self._esi_counts(), write_ms, self._now())
         return results
+
+    def _validate_and_write(
+        self, reads: list[Read | Unreadable], stored: dict[int, StoredKey], deadline: float
+    ) -> tuple[list[Work], float | None]:
+        """Validate the messages not settled as duplicates and write what they carry. A batch of
+        at least OVERLAP_MIN messages to validate is taken in two halves: the first half's inline
+        killmails are written (a transaction of their own, in a thread) while the second half is
+        validated, since the client is idle while the database works; then the rest (the second
+        half, and what came from the database or ESI) is written in a second transaction."""
+        half = len(reads) // 2 if sum(isinstance(read, Read) for read in reads) >= OVERLAP_MIN else 0
+        first = [self._duplicate_or_validated(read, stored) for read in reads[:half]]
+        early = [work for work in first if isinstance(work, Item) and isinstance(work.stage, Found)]
+        write_ms: float | None = None
+        failed: TransientError | None = None
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="write") as writer:
+            writing = writer.submit(self._write, early) if early else None
+            batch = first + [self._duplicate_or_validated(read, stored) for read in reads[half:]]
+            if writing is not None:
+                try:
+                    write_ms = writing.result()
+                except Exception as exc:
+                    failed = _batch_error(exc)
+        items = [work for work in batch if isinstance(work, Item)]
+        if failed is not None:  # the database failed the first half: the rest is not tried
+            self._give_back(items, failed)
+            return batch, write_ms
+        try:
+            self._find_killmails(items, deadline)
+            rest_ms = self._write([item for item in items if isinstance(item.stage, Found)])
+        except Exception as exc:
+            self._give_back(items, _batch_error(exc))
+            return batch, write_ms
+        if rest_ms is not None:
+            write_ms = rest_ms if write_ms is None else write_ms + rest_ms
+        return batch, write_ms
 
     def _stored_keys(self, reads: list[Read]) -> dict[int, StoredKey]:
         """One query: the publication key of each of these killmails that is stored."""
@@ -201,7 +237,7 @@ class Fetcher:
     def _find_killmails(self, items: list[Item], deadline: float) -> None:
         """Give every message its killmail: from its own body, from another message of the
         batch, from the database (stored already: only its zkb may change), or from ESI."""
-        carried = {item.killmail_id: item.stage.killmail for item in items if isinstance(item.stage, Found)}
+        carried = {item.killmail_id: item.stage.killmail for item in items if isinstance(item.stage, Found | Stored)}
         missing = [item for item in items if isinstance(item.stage, Wanted) and item.killmail_id not in carried]
         if missing:
             carried |= self._stored_killmails(missing)
@@ -244,6 +280,7 @@ class Fetcher:
             wanted.setdefault((item.killmail_id, item.package.hash), []).append(item)
         if not wanted:
             return
+        esi = self.esi  # made here, once, not by the first of the threads below to ask
 
         def fetch(key: tuple[int, str]) -> Killmail | FetchError:
             killmail_id, killmail_hash = key
@@ -252,7 +289,7 @@ class Fetcher:
                 extra={"killmail_id": killmail_id, "outcome": "fetching", "total_value": wanted[key][0].total_value},
             )
             try:
-                return self.esi.fetch(killmail_id, killmail_hash, deadline)
+                return esi.fetch(killmail_id, killmail_hash, deadline)
             except FetchError as exc:
                 return exc
             except Exception as exc:
