@@ -3,7 +3,7 @@ a local ESI that answers after 150 ms), through the real handler and PostgreSQL.
 
     .venv/bin/python bench/bench_fetcher.py [--batches 10]
 
-Last line: fetcher: p1=<killmails/s> p4=<killmails/s> ratio=<p4/p1>"""
+Last line: esi_parallelism: p1=<killmails/s> p4=<killmails/s> ratio=<p4/p1>"""
 
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ def main() -> None:
         f"{count} metadata-only killmails in batches of 10, ESI latency 150 ms: "
         f"ESI_PARALLELISM=1 {p1:.1f} killmails/s, ESI_PARALLELISM=4 {p4:.1f} killmails/s"
     )
-    print(f"fetcher: p1={p1:.1f} p4={p4:.1f} ratio={p4 / p1:.2f}")
+    print(f"esi_parallelism: p1={p1:.1f} p4={p4:.1f} ratio={p4 / p1:.2f}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 Each benchmark's lines are shown as it prints them (a line per phase), with its time at the end.
 
 make bench                       # all
-make bench ARGS="fetcher memory" # some: store, pipeline, drain, fetcher, coldstart, memory, summary"""
+make bench ARGS="fetcher memory" # some: store, pipeline, drain, fetcher, parallelism, coldstart, memory, summary
+
+KILLSTREAM_PEER=<a checkout of eve-killmap/process-kills> adds the peer's write path to `fetcher`."""
 
 from __future__ import annotations
 
@@ -19,7 +21,8 @@ BENCHES = {
     "store": "bench_store.py",
     "pipeline": "bench_pipeline.py",
     "drain": "bench_drain.py",
-    "fetcher": "bench_fetcher.py",
+    "fetcher": "bench_throughput.py",
+    "parallelism": "bench_fetcher.py",
     "coldstart": "bench_coldstart.py",
     "memory": "bench_memory.py",
     "summary": "bench_summary.py",

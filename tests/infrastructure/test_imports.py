@@ -44,13 +44,14 @@ def test_the_cycle_check_finds_a_cycle(tmp_path):
 
 def test_the_fetchers_cold_start_imports_only_what_every_invocation_needs():
     """requests and the ESI client (only metadata-only packages need ESI), boto3 (only a dead
-    letter or a database secret needs it) are imported when first needed, not at `import app`."""
+    letter or a database secret needs it) are imported when first needed, psycopg2 at the first
+    batch: not at `import app`."""
     import subprocess
     import sys
 
     code = (
         "import sys; import app; "
-        "print(sorted(m for m in ('boto3', 'requests', 'killstream.esi.client') if m in sys.modules))"
+        "print(sorted(m for m in ('boto3', 'requests', 'psycopg2', 'killstream.esi.client') if m in sys.modules))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT / "functions/fetcher", capture_output=True, text=True, check=True

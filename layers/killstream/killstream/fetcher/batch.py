@@ -9,7 +9,8 @@ are stored already (their newer zkb needs the stored document) — those never r
 rest are fetched from ESI a few at a time; then every killmail is written in one transaction.
 A batch of OVERLAP_MIN messages or more to validate is written in two: the first half's inline
 killmails while the second half is validated, then the rest (so a batch of 100 costs BEGIN,
-COPY, MERGE, COPY attackers, COPY items, COMMIT twice, plus the stored-keys query). Permanent failures are dead-lettered with their reason; transient ones are handed back for
+COPY, MERGE, COPY attackers, COPY items, COMMIT twice, plus the stored-keys query).
+Permanent failures are dead-lettered with their reason; transient ones are handed back for
 SQS to redeliver."""
 
 from __future__ import annotations
@@ -19,10 +20,6 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
-
-import psycopg2
-import psycopg2.errors
-from psycopg2.extensions import connection
 
 from killstream.config import FetcherConfig
 from killstream.errors import DatabaseUnavailable, FetchError, KillmailValidationError, PermanentError, TransientError
@@ -48,11 +45,14 @@ from killstream.fetcher.messages import (
 from killstream.fetcher.report import report_batch
 from killstream.killmail import Killmail, parse_killmail
 from killstream.observability import logger
-from killstream.storage.connection import Database
 from killstream.storage.writer import KillmailRecord, KillmailStore, Outcome, StoredKey
 
 if TYPE_CHECKING:
+    import psycopg2
+    from psycopg2.extensions import connection
+
     from killstream.esi.killmails import KillmailClient
+    from killstream.storage.connection import Database
 
 NO_ESI_COUNTS = {"requests": 0, "errors": 0, "rate_limited": 0}
 
@@ -70,6 +70,8 @@ def write_records(database: Database, records: Sequence[KillmailRecord]) -> list
     would fail its whole batch at every delivery: the batch is then split in halves, each
     written on its own, until the bad record stands alone as a permanent failure of its own.
     Anything else (a lost connection, a statement timeout) fails the batch as before."""
+    import psycopg2  # imported by the database connection already: psycopg2 waits for the first batch
+
     try:
         return list(database.run(_writing(records)))
     except psycopg2.Error as exc:
@@ -90,6 +92,8 @@ def record_refused(exc: psycopg2.Error) -> bool:
     """A failure caused by what a record holds: SQLSTATE class 22 (data exception) or 23
     (integrity), or a COPY psycopg2 aborted because a row's text would not encode (it reports
     that as QueryCanceled, "COPY from stdin failed: error in .read() call: UnicodeEncodeError")."""
+    import psycopg2.errors
+
     if isinstance(exc, psycopg2.DataError | psycopg2.IntegrityError):
         return True
     return isinstance(exc, psycopg2.errors.QueryCanceled) and "COPY from stdin failed" in str(exc)
@@ -138,6 +142,8 @@ class Fetcher:
 
     @classmethod
     def from_config(cls, config: FetcherConfig) -> Fetcher:
+        from killstream.storage.connection import Database  # psycopg2 with it: at the first batch, not at import
+
         return cls(
             esi=lambda: _killmail_client(config),
             database=Database(config.database),
@@ -361,6 +367,8 @@ def _batch_error(exc: Exception) -> TransientError:
     """What the messages of a batch that failed as a whole are handed back with."""
     if isinstance(exc, DatabaseUnavailable):
         return TransientError("database_unavailable", str(exc))
+    import psycopg2
+
     if isinstance(exc, psycopg2.Error):
         logger.exception("database error")
         return TransientError("database_error", f"{type(exc).__name__}: {exc}".strip())

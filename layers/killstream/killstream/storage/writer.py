@@ -31,10 +31,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
-
-from psycopg2.extensions import connection, cursor
+from typing import TYPE_CHECKING
 
 from killstream.killmail import Killmail, Zkb
+
+if TYPE_CHECKING:
+    from psycopg2.extensions import connection, cursor
 
 
 class Outcome(StrEnum):
