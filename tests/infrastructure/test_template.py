@@ -95,8 +95,12 @@ def tool(name: str) -> str | None:
 # ------------------------------------------------------------------ functions and layers
 
 
+FUNCTIONS = ("PollerFunction", "FetcherFunction", "ReconcilerFunction")
+
+
 def test_functions_run_python313_on_arm64_built_by_makefiles():
-    for name in ("PollerFunction", "FetcherFunction"):
+    assert {n for n, r in R.items() if r["Type"] == "AWS::Serverless::Function"} == set(FUNCTIONS)
+    for name in FUNCTIONS:
         p = props(name)
         assert (p["Runtime"], p["Architectures"], p["Handler"]) == ("python3.13", ["arm64"], "app.handler")
         assert R[name]["Metadata"]["BuildMethod"] == "makefile"
@@ -117,6 +121,27 @@ def test_poller_runs_alone_every_minute_without_retries():
     expression = event["Properties"].get("Schedule") or event["Properties"].get("ScheduleExpression")
     assert expression in ("rate(1 minute)", "cron(* * * * ? *)")
     assert int(env("PollerFunction")["POLL_BUDGET_SECONDS"]) < p["Timeout"]
+
+
+def test_reconciler_runs_daily_on_a_parameter_with_lambdas_longest_timeout():
+    p = props("ReconcilerFunction")
+    assert p["Timeout"] == 900 and p["MemorySize"] >= 256
+    (event,) = p["Events"].values()
+    assert event["Type"] == "Schedule" and event["Properties"]["Schedule"] == REF("ReconcileSchedule")
+    schedule = T["Parameters"]["ReconcileSchedule"]
+    assert re.fullmatch(r"cron\(0 [1-9] \* \* \? \*\)", schedule["Default"])  # a few hours after midnight UTC
+    assert re.fullmatch(schedule["AllowedPattern"], schedule["Default"])
+    assert p["EventInvokeConfig"]["MaximumRetryAttempts"] == 0
+    variables = env("ReconcilerFunction")
+    assert variables["HISTORY_URL"] == "https://r2z2.zkillboard.com/history"
+    assert variables["QUEUE_URL"] == REF("KillmailQueue")
+    assert variables["RECONCILE_DAYS"] == REF("ReconcileDays") and T["Parameters"]["ReconcileDays"]["Default"] == 7
+    assert variables["RECONCILE_RAW_THRESHOLD"] == REF("ReconcileRawThreshold")
+    assert int(variables["HISTORY_PACING_MS"]) >= 500  # well under R2Z2's ~15-20 requests a second
+    # it reaches the database where the fetcher does
+    assert p["VpcConfig"] == props("FetcherFunction")["VpcConfig"]
+    for name in ("DATABASE_URL", "DB_SECRET_ARN", "DB_SSLMODE", "DB_SSLROOTCERT"):
+        assert variables[name] == env("FetcherFunction")[name], name
 
 
 def test_fetcher_consumes_the_queue_at_the_esi_cap():
@@ -193,11 +218,26 @@ def test_fetcher_may_only_consume_dead_letter_and_read_the_secret():
     }
 
 
+def test_reconciler_may_only_enqueue_and_read_the_secret():
+    secret = {
+        "Fn::If": ["CreateDb", {"Fn::GetAtt": ["Database", "MasterUserSecret.SecretArn"]}, REF("DatabaseSecretArn")]
+    }
+    fetcher = grants("FetcherRole")
+    assert grants("ReconcilerRole") == {
+        None: (
+            pairs(["logs:CreateLogStream", "logs:PutLogEvents"], ARN("ReconcilerLogGroup"))
+            | pairs(["sqs:SendMessage"], ARN("KillmailQueue"))
+            | pairs(["secretsmanager:GetSecretValue"], secret)
+        ),
+        "InVpc": fetcher["InVpc"],  # Lambda's ENI management, only in the VPC, as the fetcher's
+    }
+
+
 def test_no_wildcards_and_no_other_policies():
     assert not [
         n for n, r in R.items() if r["Type"] in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy", "AWS::IAM::RolePolicy")
     ]
-    for role in ("PollerRole", "FetcherRole"):
+    for role in ("PollerRole", "FetcherRole", "ReconcilerRole"):
         p = props(role)
         assert "ManagedPolicyArns" not in p
         assert p["AssumeRolePolicyDocument"]["Statement"] == [
@@ -208,7 +248,7 @@ def test_no_wildcards_and_no_other_policies():
 
 
 def test_no_secret_in_environment_variables():
-    for function in ("PollerFunction", "FetcherFunction"):
+    for function in FUNCTIONS:
         for name, value in env(function).items():
             assert not re.search(r"PASSWORD|TOKEN|PRIVATE|(?<!DB_)SECRET(?!_ARN)", name), name
             text = json.dumps(value)
@@ -243,11 +283,27 @@ def test_environment_names_equal_the_config_contract():
         "DB_SSLMODE",
         "DB_SSLROOTCERT",
     }
+    # The reconciler's own, and the database's; ESI_URL, ESI_PARALLELISM and DLQ_URL it reads too, for
+    # the CLI without a queue, and the template leaves them out: with QUEUE_URL set it never calls ESI.
+    reconciler = {
+        "HISTORY_URL",
+        "HISTORY_PACING_MS",
+        "RECONCILE_DAYS",
+        "RECONCILE_RAW_THRESHOLD",
+        "QUEUE_URL",
+        "USER_AGENT",
+        "DATABASE_URL",
+        "DB_SECRET_ARN",
+        "DB_SSLMODE",
+        "DB_SSLROOTCERT",
+    }
     # Both ways against killstream/config.py: every name it reads is set, and it reads every name set.
     config = (ROOT / "layers/killstream/killstream/config.py").read_text()
-    assert set(re.findall(r'"([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+)"', config)) == poller | fetcher
+    assert set(re.findall(r'"([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+)"', config)) == poller | fetcher | reconciler
     assert set(env("PollerFunction")) == poller | powertools
     assert set(env("FetcherFunction")) == fetcher | powertools
+    assert set(env("ReconcilerFunction")) == reconciler | powertools
+    assert env("ReconcilerFunction")["POWERTOOLS_SERVICE_NAME"] == "reconciler"
     assert env("PollerFunction")["POWERTOOLS_SERVICE_NAME"] == "poller"
     assert env("FetcherFunction")["POWERTOOLS_SERVICE_NAME"] == "fetcher"
     assert env("FetcherFunction")["DB_SSLROOTCERT"] == "/opt/rds-global-bundle.pem"
@@ -273,6 +329,8 @@ ALARMS = {  # logical id: (namespace, metric, dimension name, dimension value)
     "StreamStalledAlarm": ("killstream", "PackagesReceived", "service", "poller"),
     "FetcherErrorsAlarm": ("AWS/Lambda", "Errors", "FunctionName", REF("FetcherFunction")),
     "PermanentFailuresAlarm": ("killstream", "PermanentFailures", "service", "fetcher"),
+    "DayIncompleteAlarm": ("killstream", "DaysStillIncomplete", "service", "reconciler"),
+    "ReconcilerErrorsAlarm": ("AWS/Lambda", "Errors", "FunctionName", REF("ReconcilerFunction")),
 }
 
 
@@ -289,6 +347,8 @@ def test_alarms_exist_and_notify_the_topic():
             [{"Name": dimension, "Value": value}],
         )
     assert props("QueueBacklogAlarm")["Threshold"] == 300
+    incomplete = props("DayIncompleteAlarm")  # the day's run, once a day; the state holds between runs
+    assert (incomplete["Period"], incomplete["Threshold"], incomplete["TreatMissingData"]) == (86400, 1, "ignore")
     stalled = props("StreamStalledAlarm")
     assert stalled["Period"] * stalled["EvaluationPeriods"] == 1800 and stalled["TreatMissingData"] == "breaching"
     throttled = [m["MetricStat"]["Metric"] for m in props("ThrottlesAlarm")["Metrics"] if "MetricStat" in m]
@@ -305,15 +365,31 @@ def test_dashboard_is_json_and_shows_every_metric():
     metrics = (
         "PackagesReceived PackagesEnqueued EmptyPolls RateLimited SourceErrors InvalidPackages EsiDroppedForSize "
         "SequenceGaps CursorLag PollSeconds SourceRefused EnqueueFailures KillmailsStored KillmailsDuplicate "
-        "ZkbUpdated EsiFetches EsiErrors EsiRateLimited PermanentFailures TransientFailures IngestLagSeconds DbWriteMs"
+        "ZkbUpdated EsiFetches EsiErrors EsiRateLimited PermanentFailures TransientFailures IngestLagSeconds DbWriteMs "
+        "DaysChecked KillmailsMissing KillmailsRecovered DaysIncomplete DaysStillIncomplete HistoryErrors "
+        "HistoryRequests"
     )
     assert [m for m in metrics.split() if f'"{m}"' not in text] == []
+    from killstream.observability import Metric
+
+    published = {value for name, value in vars(Metric).items() if name.isupper()}
+    assert published == set(metrics.split()), "a metric constant without its widget, or a widget for none"
+    alarms = {n for n, r in R.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+    assert {f"${{{alarm}.Arn}}" for alarm in alarms} <= set(
+        re.findall(r"\$\{\w+\.Arn\}", props("Dashboard")["DashboardBody"]["Fn::Sub"])
+    )
 
 
 def test_outputs_and_optional_database():
-    assert {"KillmailQueueUrl", "KillmailDLQUrl", "PollerFunctionName", "FetcherFunctionName", "DashboardUrl"} <= set(
-        T["Outputs"]
-    )
+    assert {
+        "KillmailQueueUrl",
+        "KillmailDLQUrl",
+        "PollerFunctionName",
+        "FetcherFunctionName",
+        "ReconcilerFunctionName",
+        "ReconcilerLogGroupName",
+        "DashboardUrl",
+    } <= set(T["Outputs"])
     db = R["Database"]
     assert db["Condition"] == "CreateDb" and db["DeletionPolicy"] == "Snapshot"
     p = props("Database")
@@ -409,7 +485,7 @@ def test_sam_build_makes_arm64_layers(sam_build):
     assert (package / "__init__.py").exists()
     sql = {p.name for p in (ROOT / "layers/killstream/killstream/storage/sql").glob("*.sql")}
     assert sql and sql == {p.name for p in (package / "storage" / "sql").glob("*.sql")}
-    for function in ("PollerFunction", "FetcherFunction"):
+    for function in FUNCTIONS:
         assert (sam_build / function / "app.py").exists()
 
 
