@@ -1,7 +1,7 @@
 """make bench: every benchmark, each in a fresh interpreter, then their figure lines together.
 
 make bench                       # all
-make bench ARGS="fetcher memory" # some: store, pipeline, fetcher, coldstart, memory"""
+make bench ARGS="fetcher memory" # some: store, pipeline, fetcher, coldstart, memory, reconcile"""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ BENCHES = {
     "fetcher": "bench_fetcher.py",
     "coldstart": "bench_coldstart.py",
     "memory": "bench_memory.py",
+    "reconcile": "bench_reconcile.py",
 }
 
 

@@ -515,6 +515,9 @@ def test_the_local_pipeline_mirrors_the_template():
     queue = props("KillmailQueue")
     assert pipeline.FETCHER_TIMEOUT_SECONDS == props("FetcherFunction")["Timeout"]
     assert pipeline.POLLER_TIMEOUT_SECONDS == props("PollerFunction")["Timeout"]
+    assert pipeline.RECONCILER_TIMEOUT_SECONDS == props("ReconcilerFunction")["Timeout"]
+    schedule = T["Parameters"]["ReconcileSchedule"]["Default"]
+    assert schedule == f"cron(0 {pipeline.RECONCILE_HOUR_UTC} * * ? *)"
     assert pipeline.PipelineSettings(database_url="", user_agent="").visibility_timeout == queue["VisibilityTimeout"]
     assert aws.MAX_RECEIVE_COUNT == queue["RedrivePolicy"]["maxReceiveCount"]
     assert aws.DLQ_RETENTION_SECONDS == props("KillmailDLQ")["MessageRetentionPeriod"]

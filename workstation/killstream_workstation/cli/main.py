@@ -1,4 +1,4 @@
-"""The `killstream` command: migrate, run, stats, invoke, dlq, redrive."""
+"""The `killstream` command: migrate, run, stats, reconcile, invoke, dlq, redrive."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 from killstream.errors import ConfigError
 from killstream.storage.connection import connect
-from killstream_workstation.cli import dlq
+from killstream_workstation.cli import dlq, reconcile
 from killstream_workstation.local.database import database_url, migrate_database
 from killstream_workstation.local.invoke import add_invoke_arguments, invoke
 from killstream_workstation.local.runner import add_run_arguments, run
@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_invoke_arguments(invoke_parser)
     invoke_parser.set_defaults(func=invoke)
     dlq.add_commands(sub)
+    reconcile.add_commands(sub)
     return parser
 
 

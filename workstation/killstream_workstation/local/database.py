@@ -9,10 +9,11 @@ from pathlib import Path
 from killstream.storage.connection import connect
 from killstream.storage.migrations import migrate
 from killstream_workstation.local.postgres import EmbeddedPostgres
+from killstream_workstation.local.state import local_dir
 
 
 def local_postgres_dir() -> Path:
-    return Path(os.environ.get("KILLSTREAM_LOCAL_DIR", ".local")) / "postgres"
+    return local_dir() / "postgres"
 
 
 def database_url(explicit: str | None = None) -> str:

@@ -22,8 +22,13 @@ class Replay:
     """A local R2Z2 and ESI serving a folder of killmails: a steady publication rate, a mix of
     packages with the ESI killmail inline and metadata-only ones the fetcher gets from ESI."""
 
-    def __init__(self, docs: list[dict], *, rate: float, inline_ratio: float, esi_latency: float, seed: int):
+    def __init__(
+        self, docs: list[dict], *, rate: float, inline_ratio: float, esi_latency: float, seed: int, published: int = 0
+    ):
         self.docs = docs
+        self.resume_at = min(published, len(docs))
+        """Documents a stopped run had published: published again at once, under the same sequences."""
+        self.published = 0
         self.rate = rate
         self.inline_ratio = inline_ratio
         self.rng = random.Random(seed)
@@ -44,15 +49,17 @@ class Replay:
     def _publish(self) -> None:
         interval = 1.0 / self.rate if self.rate > 0 else 0.0
         next_at = time.monotonic()
-        for doc in self.docs:
-            if self._stop.wait(max(0.0, next_at - time.monotonic())):
-                return
-            next_at += interval
+        for n, doc in enumerate(self.docs):
+            if n >= self.resume_at:
+                if self._stop.wait(max(0.0, next_at - time.monotonic())):
+                    return
+                next_at += interval
             esi, killmail_hash = corpus.split_hash(doc)
             self.published_at[doc["killmail_id"]] = time.time()
-            self.r2z2.publish(
-                esi, killmail_hash, corpus.zkb_for(doc), include_esi=self.rng.random() < self.inline_ratio
-            )
+            # the same draw for each document whether published now or again on resuming
+            inline = self.rng.random() < self.inline_ratio
+            self.r2z2.publish(esi, killmail_hash, corpus.zkb_for(doc), include_esi=inline)
+            self.published = n + 1
         self.done.set()
 
     def stop(self) -> None:

@@ -1,5 +1,8 @@
 """`killstream run` (what `make run` runs): the local pipeline with the original worker's
-console — banner, a line per killmail, periodic stats, final statistics on Ctrl+C/SIGTERM."""
+console — banner, a line per killmail, periodic stats, final statistics on Ctrl+C/SIGTERM. It
+resumes where the last run of the same feed stopped (cursor, replay, queued messages: kept
+under .local/), runs the reconciler once a day as the schedule would, and lets
+`killstream reconcile` find its stack while it is up."""
 
 from __future__ import annotations
 
@@ -17,8 +20,9 @@ from killstream.errors import ConfigError
 from killstream.observability import logger
 from killstream_workstation.local.console import RunStats, install
 from killstream_workstation.local.database import database_url, migrate_database
-from killstream_workstation.local.pipeline import LocalPipeline, PipelineSettings
+from killstream_workstation.local.pipeline import RECONCILE_HOUR_UTC, LocalPipeline, PipelineSettings
 from killstream_workstation.local.replay import BUILT_IN_COUNT, replay_documents
+from killstream_workstation.local.state import RunState, local_dir
 
 RULE = "━" * 60
 BUILT_IN = ""
@@ -137,6 +141,8 @@ def run(args: argparse.Namespace) -> int:
         pacing_ms=pacing,
         budget_seconds=budget,
         tick_interval=budget + 10 if replay is None else budget,
+        state_dir=local_dir(),
+        reconcile_daily=True,
     )
     stats = RunStats()
     pipeline = LocalPipeline(settings, stats)
@@ -160,8 +166,30 @@ def run(args: argparse.Namespace) -> int:
     print(f"📬 Queue: {pipeline.aws.queue_url} (DLQ {pipeline.aws.dlq_url}) on {pipeline.aws.endpoint_url}")
     print(f"⏱️  Poll pacing: {pacing} ms, tick budget {budget} s")
     print(f"🗄️  Database: {url.rsplit('@', 1)[-1]}")
+    resumed = pipeline.resumed
+    if resumed:
+        print(
+            f"↩️  Resuming the last run of this feed at cursor {resumed.cursor}: {len(resumed.queue)} queued and "
+            f"{len(resumed.dlq)} dead-lettered message(s) restored"
+        )
+    else:
+        print(f"🆕 Starting afresh (nothing saved for this feed in {local_dir()})")
+    print(f"🔎 Reconciler: daily at {RECONCILE_HOUR_UTC:02d}:00 UTC; now: killstream reconcile (uses this stack)")
     print(RULE)
     print("🎯 Listening for killmails...  (Ctrl+C to stop)\n")
+    state = RunState(local_dir())
+    environment = pipeline.environment()
+    state.publish_stack(
+        {
+            "aws_endpoint_url": pipeline.aws.endpoint_url,
+            "queue_url": pipeline.aws.queue_url,
+            "dlq_url": pipeline.aws.dlq_url,
+            "history_url": environment.get("HISTORY_URL", ""),
+            "esi_url": environment.get("ESI_URL", ""),
+            "database_url": url,
+            "user_agent": agent,
+        }
+    )
     pipeline.start()
 
     signal.signal(signal.SIGINT, lambda *_: pipeline.stop_event.set())
@@ -189,6 +217,8 @@ def run(args: argparse.Namespace) -> int:
             replay_reported = True
 
     print("\n🛑 Shutting down: finishing the tick and the batch in flight…")
+    state.withdraw_stack()
     pipeline.stop()
     print(stats.final())
+    print(f"💾 Saved for the next run in {state.path}: the cursor and every message still queued")
     return 0

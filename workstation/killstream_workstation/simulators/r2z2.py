@@ -80,10 +80,10 @@ class R2Z2Server(SimulatorServer):
             self.head += count
             self._advertise()
 
-    def expire(self, up_to_sequence: int) -> None:
-        """Files up to and including `up_to_sequence` have aged out (404)."""
+    def expire(self, up_to_sequence: int, *, from_sequence: int = 0) -> None:
+        """Files up to and including `up_to_sequence` (from `from_sequence` on) have aged out (404)."""
         with self._lock:
-            for sequence in [s for s in self._packages if s <= up_to_sequence]:
+            for sequence in [s for s in self._packages if from_sequence <= s <= up_to_sequence]:
                 del self._packages[sequence]
 
     def start_publishing(self, items: Iterable[PublishItem], per_second: float | None) -> None:

@@ -26,12 +26,11 @@ from enum import StrEnum
 from typing import TypeVar
 
 import boto3
-from botocore.config import Config
 
 from killstream.config import ReconcilerConfig
 from killstream.errors import REMAINING_TIME, SOURCE_REFUSED, StopTick
 from killstream.fetcher.batch import Fetcher
-from killstream.fetcher.dead_letters import DeadLetterQueue
+from killstream.fetcher.dead_letters import AWS_CLIENT_CONFIG, DeadLetterQueue
 from killstream.fetcher.esi import EsiClient
 from killstream.observability import Metric, MetricUnit, logger, metrics
 from killstream.poller.sink import SqsSink
@@ -56,7 +55,6 @@ DAY_RESERVE_SECONDS = 90.0
 """No day is started with less time left than this: a raw day file can take a minute."""
 FINISH_RESERVE_SECONDS = 30.0
 """No request starts with less time left than this: the day's record must still be written."""
-AWS_CLIENT_CONFIG = Config(connect_timeout=3, read_timeout=5, retries={"mode": "standard", "max_attempts": 3})
 NOT_IN_TOTALS = "totals.json has no count for this day yet (zKillboard adds a day hours after it ends)"
 SETTLED_DETAIL = "; not asked for again while zKillboard lists this hash"
 
@@ -225,6 +223,7 @@ class Reconciler:
             totals_error = str(error)
         except StopTick as stop:
             report.stopped_because = stop.reason
+            totals_error = f"not read ({stop.reason})"
         if totals is None:  # each day of the window gets this error (counted there)
             logger.error(f"zKillboard's history: {totals_error or report.stopped_because}")
         wanted_days = set(asked)
@@ -397,7 +396,7 @@ class Reconciler:
             return check
         if same_list and previous.status == Status.INCOMPLETE and stored == previous.stored:
             check.status = Status.INCOMPLETE
-            check.still_missing = previous.still_missing
+            check.missing = check.still_missing = previous.still_missing
             check.incomplete_runs = previous.incomplete_runs + 1
             return check  # missing_rows None: the last check's rows stand
         return None

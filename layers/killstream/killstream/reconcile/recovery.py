@@ -27,7 +27,7 @@ from killstream.killmail import Killmail, parse_killmail, parse_zkb
 from killstream.observability import logger
 from killstream.package import Package
 from killstream.poller.sink import SendReport, SqsSink
-from killstream.reconcile.history import HistoryClient, HistoryError
+from killstream.reconcile.history import HistoryClient, HistoryError, HistoryRefused
 from killstream.storage.connection import Database
 from killstream.storage.failures import KillmailFailure, remember_failures
 from killstream.storage.writer import KillmailRecord
@@ -115,6 +115,13 @@ class FetcherRecovery(FewRecovery):
     def __init__(self, fetcher: Fetcher):
         self.fetcher = fetcher
         self.asked = 0
+        """Killmails handed to the fetcher."""
+        self.esi_requests = 0
+        """Requests its ESI client made (each answer, retries included)."""
+        fetcher.esi.session.hooks["response"].append(self._count_request)
+
+    def _count_request(self, response: Any, *args: Any, **kwargs: Any) -> None:
+        self.esi_requests += 1
 
     def recover(self, day: date, wanted: Sequence[Wanted], time_left: Callable[[], float]) -> dict[int, Unrecovered]:
         out: dict[int, Unrecovered] = {}
@@ -196,6 +203,8 @@ def recover_from_raw(
                     flush()
                 if not left:
                     break  # sorted by id or not, nothing more is wanted from this file
+    except HistoryRefused:
+        raise  # the run ends; what was read is written below
     except HistoryError as error:
         outcome.error = str(error)
     finally:

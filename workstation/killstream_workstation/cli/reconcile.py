@@ -1,0 +1,213 @@
+"""`killstream reconcile`: the reconciler's core, on demand (docs/protocols.md, "R2Z2 history").
+
+Against the deployed stack's database with QUEUE_URL set, the missing ones go onto the queue as
+the Lambda would put them; without a queue, the few are fetched from ESI here, through the
+fetcher's own core. With a `killstream run` up and nothing else said, its local stack is used."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime
+
+from killstream import __version__
+from killstream.config import ReconcilerConfig
+from killstream.observability import logger, metrics
+from killstream.reconcile.reconciler import DayCheck, Reconciler, RunReport, Status, days_between, window
+from killstream.reconcile.recovery import FetcherRecovery
+from killstream.reconcile.store import ReconciliationStore
+from killstream.storage.connection import connect
+from killstream_workstation.local.console import RunStats, install
+from killstream_workstation.local.database import database_url, migrate_database
+from killstream_workstation.local.state import RunState, local_dir
+
+SHOWN_MISSING = 20
+"""Missing killmails listed per incomplete day (the table has them all)."""
+STACK_VARIABLES = {
+    "queue_url": "QUEUE_URL",
+    "dlq_url": "DLQ_URL",
+    "history_url": "HISTORY_URL",
+    "esi_url": "ESI_URL",
+    "aws_endpoint_url": "AWS_ENDPOINT_URL",
+    "user_agent": "USER_AGENT",
+}
+
+
+def add_commands(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "reconcile",
+        help="check UTC days against zKillboard's history and recover the killmails missing",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--days", type=_positive, help="the last N complete UTC days (default $RECONCILE_DAYS, else 7)")
+    parser.add_argument("--from", dest="first", type=_day, metavar="YYYY-MM-DD", help="first day to check (UTC)")
+    parser.add_argument("--to", dest="last", type=_day, metavar="YYYY-MM-DD", help="last day (default: yesterday)")
+    parser.add_argument("--dry-run", action="store_true", help="check and report; store, enqueue and record nothing")
+    parser.add_argument("--database-url", help="default: $DATABASE_URL, else the local stack's or the embedded server")
+    parser.add_argument("--history-url", help="default: $HISTORY_URL, else https://r2z2.zkillboard.com/history")
+    parser.add_argument("--queue-url", help="recover through this killmail queue (default $QUEUE_URL; none: ESI here)")
+    parser.add_argument("--raw-threshold", type=_positive, help="default: $RECONCILE_RAW_THRESHOLD, else 500")
+    parser.add_argument("--user-agent", help="default: $USER_AGENT; zKillboard and ESI need app/version (contact)")
+    parser.add_argument("--verbose", action="store_true", help="every log line, not only killmails and problems")
+    parser.set_defaults(func=cmd_reconcile)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a YYYY-MM-DD day: {text!r}") from None
+
+
+def _environment(args: argparse.Namespace) -> dict[str, str]:
+    """The configuration contract's variables: the flags over the environment over the local
+    stack of a running `killstream run` (when there is one and no queue or history is named)."""
+    env = dict(os.environ)
+    stack = RunState(local_dir()).running_stack()
+    if stack and not (args.queue_url or args.history_url or env.get("QUEUE_URL") or env.get("HISTORY_URL")):
+        print(f"Using the local stack of the running `killstream run`: queue {stack.get('queue_url')}")
+        for key, variable in STACK_VARIABLES.items():
+            if stack.get(key):
+                env.setdefault(variable, stack[key])
+        if not (args.database_url or os.environ.get("DATABASE_URL")) and stack.get("database_url"):
+            env["DATABASE_URL"] = stack["database_url"]
+    for flag, variable in (
+        (args.history_url, "HISTORY_URL"),
+        (args.queue_url, "QUEUE_URL"),
+        (args.raw_threshold, "RECONCILE_RAW_THRESHOLD"),
+        (args.user_agent, "USER_AGENT"),
+    ):
+        if flag is not None:
+            env[variable] = str(flag)
+    if args.database_url or not env.get("DATABASE_URL"):
+        env["DATABASE_URL"] = database_url(args.database_url)
+    env.setdefault("POWERTOOLS_METRICS_DISABLED", "true")  # the console says it all
+    return env
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    if args.last and not args.first:
+        print("error: --to needs --from", file=sys.stderr)
+        return 2
+    if args.days and args.first:
+        print("error: --days or --from/--to, not both", file=sys.stderr)
+        return 2
+    env = _environment(args)
+    config = ReconcilerConfig.from_env(env)  # a bad value: ConfigError, printed by main naming it
+    os.environ.update({k: v for k, v in env.items() if k in ("AWS_ENDPOINT_URL", "POWERTOOLS_METRICS_DISABLED")})
+    today = datetime.now(UTC).date()
+    if args.first:
+        days = days_between(args.first, args.last or today, today)
+        if not days:
+            print(f"error: no complete UTC day from {args.first} to {args.last or today}", file=sys.stderr)
+            return 2
+    else:
+        days = window(args.days or config.days, today)
+    applied = migrate_database(env["DATABASE_URL"])
+    if applied:
+        print(f"Schema: applied {', '.join(applied)}")
+    with _console(verbose=args.verbose):
+        return _reconcile(config, days, env["DATABASE_URL"], dry_run=args.dry_run)
+
+
+@contextmanager
+def _console(*, verbose: bool) -> Iterator[None]:
+    """The log as `killstream run` shows it, for this command only (the handler is put back)."""
+    handler = logger.registered_handler
+    assert isinstance(handler, logging.StreamHandler)  # Powertools logs to a stream
+    formatter, filters, stream = handler.formatter, list(handler.filters), handler.stream
+    install(logger, RunStats(), verbose=verbose)
+    if not verbose:  # the table says what the info lines would; problems still show
+        handler.addFilter(lambda record: record.levelno >= logging.WARNING)
+    try:
+        yield
+    finally:
+        handler.setFormatter(formatter)
+        handler.filters[:] = filters
+        handler.setStream(stream)
+
+
+def _reconcile(config: ReconcilerConfig, days: list[date], url: str, *, dry_run: bool) -> int:
+    reconciler = Reconciler.from_config(config)
+    how = f"the queue {config.queue_url}" if config.queue_url else f"ESI ({config.esi_url}) from here"
+    print(
+        f"🔎 killstream {__version__}: {len(days)} day(s) {days[0]} .. {days[-1]} against {config.history_url}; "
+        f"few missing through {how}, many from the raw file (≥ {config.raw_threshold})"
+        + (" — dry run" if dry_run else "")
+    )
+    try:
+        report = reconciler.run(days, dry_run=dry_run)
+    finally:
+        metrics.clear_metrics()
+        reconciler.database.close()
+    esi_requests = reconciler.few.esi_requests if isinstance(reconciler.few, FetcherRecovery) else 0
+    print(render(report, _missing_for(url, report), esi_requests))
+    failed = any(check.status in (Status.INCOMPLETE, Status.ERROR) for check in report.checks)
+    return 1 if failed or report.not_checked else 0
+
+
+def _missing_for(url: str, report: RunReport) -> dict[date, list]:
+    """The recorded missing killmails of the days not complete (an unchanged day's are kept)."""
+    days = [check.day for check in report.checks if check.status is not Status.COMPLETE]
+    if report.dry_run or not days:
+        return {check.day: check.missing_rows or [] for check in report.checks}
+    conn = connect(url)
+    try:
+        store = ReconciliationStore(conn)
+        return {day: store.missing("history", day) for day in days}
+    finally:
+        conn.close()
+
+
+def render(report: RunReport, missing: dict[date, list], esi_requests: int = 0) -> str:
+    header = (
+        f"{'day':<10}  {'status':<10}  {'expected':>8}  {'listed':>7}  {'stored':>7}  {'missing':>7}  "
+        f"{'recovered':>9}  {'queued':>6}  {'still':>5}  method"
+    )
+    lines = ["", header, "-" * len(header)]
+    for check in report.checks:
+        lines.append(_row(check))
+    for check in report.checks:
+        if check.errors:
+            lines += [f"  {check.day}: {error}" for error in check.errors]
+        rows = missing.get(check.day) or []
+        for row in rows[:SHOWN_MISSING]:
+            lines.append(f"  {check.day} missing {row.killmail_id}: {row.reason} — {row.detail or ''}".rstrip(" —"))
+        if len(rows) > SHOWN_MISSING:
+            lines.append(
+                f"  {check.day}: … and {len(rows) - SHOWN_MISSING} more (SELECT * FROM reconciliation_missing)"
+            )
+    if report.not_checked:
+        lines.append(f"not checked ({report.stopped_because}): {', '.join(f'{day}' for day in report.not_checked)}")
+    summary = report.summary()
+    lines.append(
+        f"reconcile: days={summary['days_checked']} complete={summary['days_complete']} "
+        f"incomplete={summary['days_incomplete']} missing={summary['killmails_missing']} "
+        f"recovered={summary['killmails_recovered']} queued={summary['killmails_enqueued']} "
+        f"still_missing={summary['still_missing']} requests={summary['requests']} downloads={summary['downloads']} "
+        f"esi_requests={esi_requests}" + (" (dry run)" if report.dry_run else "")
+    )
+    return "\n".join(lines)
+
+
+def _row(check: DayCheck) -> str:
+    def number(value: int | None) -> str:
+        return "-" if value is None else f"{value:,}"
+
+    return (
+        f"{check.day}  {check.status.value:<10}  {number(check.expected):>8}  {number(check.listed):>7}  "
+        f"{number(check.stored):>7}  {number(check.missing):>7}  {number(check.recovered):>9}  "
+        f"{number(check.enqueued):>6}  {number(check.still_missing):>5}  {check.method or '-'}"
+    )
