@@ -153,7 +153,7 @@ class QuietFilter(logging.Filter):
             self.verbose
             or record.levelno >= logging.WARNING
             or "outcome" in record.__dict__
-            or getattr(record, "msg", "") in ("tick done",)
+            or getattr(record, "msg", "") in ("tick done", "reconcile done")
         )
 
 
