@@ -19,10 +19,15 @@ def test_nothing_lost_nothing_doubled_under_faults(database_url, restore_environ
         outage_at=0.7,
         outage_publications=40,
     )
+    progress: list[str] = []
     report = run_chaos(
-        database_url, count=300, rates=rates, seed=11, restart_database=restart, timeout=240, progress=lambda line: None
+        database_url, count=300, rates=rates, seed=11, restart_database=restart, timeout=240, progress=progress.append
     )
     print("\n".join(report.lines()))
+    # a long run shows where it is: a line per phase
+    assert [line.split(" — ")[0] for line in progress if " of 4 — " in line] == [
+        f"chaos: phase {n} of 4" for n in (1, 2, 3, 4)
+    ]
     assert report.lost == 0 and report.duplicates == 0
     assert report.stale_zkb == 0
     assert report.stored == report.published - report.injected_invalid

@@ -1,12 +1,8 @@
 """The whole local pipeline — the real handlers, moto's SQS/SSM over HTTP, the local R2Z2 and
 ESI, PostgreSQL — replaying N killmails: exactly N stored, every field equal to its source."""
 
-import pytest
-
 from killstream.storage.connection import connect
 from killstream_workstation import corpus
-from killstream_workstation.local.console import RunStats
-from killstream_workstation.local.pipeline import LocalPipeline, PipelineSettings
 from killstream_workstation.local.state import RunState
 from tests.support.stored import assert_stored_as, count_rows
 
@@ -17,31 +13,6 @@ def stored_count(url: str) -> int:
         return count_rows(conn, "killmails")
     finally:
         conn.close()
-
-
-@pytest.fixture
-def pipeline_factory(database_url, restore_environ):
-    pipelines = []
-
-    def make(docs, **overrides):
-        settings = PipelineSettings(
-            database_url=database_url,
-            user_agent="killstream-tests/1.0 (ci@example.com)",
-            replay=docs,
-            replay_rate=0,
-            pacing_ms=5,
-            budget_seconds=3,
-            tick_interval=0,
-            visibility_timeout=2,
-            **overrides,
-        )
-        pipeline = LocalPipeline(settings, RunStats())
-        pipelines.append(pipeline)
-        return pipeline.start()
-
-    yield make
-    for pipeline in pipelines:
-        pipeline.stop()
 
 
 def test_replay_stores_every_killmail_exactly_once_and_equal_to_its_source(pipeline_factory, database_url):
@@ -106,3 +77,25 @@ def test_a_stopped_replay_resumes_at_its_cursor_with_the_messages_it_held(pipeli
     # another feed does not take the state up
     other = pipeline_factory(docs[:10], state_dir=tmp_path)
     assert other.resumed is None
+
+
+def test_a_redisq_replay_is_served_by_a_local_redisq_not_the_internet(pipeline_factory, database_url):
+    docs = corpus.sample()[:12]
+    pipeline = pipeline_factory(docs, source="redisq", inline_ratio=0.5)
+    assert pipeline.wait_until(lambda: stored_count(database_url) >= len(docs), timeout=120), (
+        f"stored {stored_count(database_url)} of {len(docs)}"
+    )
+    url = pipeline.replay.url
+    pipeline.stop()
+    assert url.startswith("http://127.0.0.1:") and url.endswith("/listen.php")
+    assert any(request.path == "/listen.php" for request in pipeline.replay.feed.requests)
+    conn = connect(database_url)
+    try:
+        for doc in docs:
+            esi, killmail_hash = corpus.split_hash(doc)
+            assert_stored_as(conn, esi, corpus.zkb_for(doc), killmail_hash=killmail_hash, source="redisq")
+    finally:
+        conn.close()
+    # RedisQ's metadata-only packages were fetched from the local ESI
+    assert 0 < pipeline.replay.esi.total_hits < len(docs)
+    assert pipeline.stats.handled == {doc["killmail_id"] for doc in docs}

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tomllib
@@ -95,7 +96,7 @@ def tool(name: str) -> str | None:
 # ------------------------------------------------------------------ functions and layers
 
 
-FUNCTIONS = ("PollerFunction", "FetcherFunction", "ReconcilerFunction")
+FUNCTIONS = ("PollerFunction", "FetcherFunction", "EnricherFunction", "ReconcilerFunction")
 
 
 def test_functions_run_python313_on_arm64_built_by_makefiles():
@@ -142,6 +143,21 @@ def test_reconciler_runs_daily_on_a_parameter_with_lambdas_longest_timeout():
     assert p["VpcConfig"] == props("FetcherFunction")["VpcConfig"]
     for name in ("DATABASE_URL", "DB_SECRET_ARN", "DB_SSLMODE", "DB_SSLROOTCERT"):
         assert variables[name] == env("FetcherFunction")[name], name
+
+
+def test_enricher_runs_alone_every_minute_within_its_minute_and_beside_the_database():
+    from killstream.enrich.enricher import RESERVE_SECONDS, RUN_BUDGET_SECONDS
+
+    p = props("EnricherFunction")
+    assert p["ReservedConcurrentExecutions"] == 1
+    assert RUN_BUDGET_SECONDS + RESERVE_SECONDS < p["Timeout"] <= 60  # a run ends before the next starts
+    assert p["EventInvokeConfig"] == {"MaximumRetryAttempts": 0, "MaximumEventAgeInSeconds": 60}
+    (event,) = p["Events"].values()
+    assert event["Type"] == "Schedule" and event["Properties"]["Schedule"] == "rate(1 minute)"
+    assert p["VpcConfig"] == props("FetcherFunction")["VpcConfig"]  # it reaches the same database
+    assert p["LoggingConfig"] == {"LogGroup": REF("EnricherLogGroup")}
+    for name in ("DATABASE_URL", "DB_SECRET_ARN", "DB_SSLMODE", "DB_SSLROOTCERT", "ESI_URL", "USER_AGENT"):
+        assert env("EnricherFunction")[name] == env("FetcherFunction")[name], name
 
 
 def test_fetcher_consumes_the_queue_at_the_esi_cap():
@@ -216,6 +232,15 @@ def test_fetcher_may_only_consume_dead_letter_and_read_the_secret():
         # Only when the fetcher joins a VPC: Lambda's ENI management, which EC2 cannot scope further.
         "InVpc": vpc | pairs(["ec2:DescribeNetworkInterfaces"], "*"),
     }
+    # The enricher: its own logs and the database secret; ESI needs no AWS permission.
+    assert env("EnricherFunction")["DB_SECRET_ARN"] == secret
+    assert grants("EnricherRole") == {
+        None: (
+            pairs(["logs:CreateLogStream", "logs:PutLogEvents"], ARN("EnricherLogGroup"))
+            | pairs(["secretsmanager:GetSecretValue"], secret)
+        ),
+        "InVpc": vpc | pairs(["ec2:DescribeNetworkInterfaces"], "*"),
+    }
 
 
 def test_reconciler_may_only_enqueue_and_read_the_secret():
@@ -237,7 +262,7 @@ def test_no_wildcards_and_no_other_policies():
     assert not [
         n for n, r in R.items() if r["Type"] in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy", "AWS::IAM::RolePolicy")
     ]
-    for role in ("PollerRole", "FetcherRole", "ReconcilerRole"):
+    for role in ("PollerRole", "FetcherRole", "EnricherRole", "ReconcilerRole"):
         p = props(role)
         assert "ManagedPolicyArns" not in p
         assert p["AssumeRolePolicyDocument"]["Statement"] == [
@@ -297,15 +322,18 @@ def test_environment_names_equal_the_config_contract():
         "DB_SSLMODE",
         "DB_SSLROOTCERT",
     }
+    enricher = {"ESI_URL", "USER_AGENT", "DATABASE_URL", "DB_SECRET_ARN", "DB_SSLMODE", "DB_SSLROOTCERT"}
     # Both ways against killstream/config.py: every name it reads is set, and it reads every name set.
     config = (ROOT / "layers/killstream/killstream/config.py").read_text()
-    assert set(re.findall(r'"([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+)"', config)) == poller | fetcher | reconciler
+    assert set(re.findall(r'"([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+)"', config)) == poller | fetcher | enricher | reconciler
     assert set(env("PollerFunction")) == poller | powertools
     assert set(env("FetcherFunction")) == fetcher | powertools
+    assert set(env("EnricherFunction")) == enricher | powertools
     assert set(env("ReconcilerFunction")) == reconciler | powertools
     assert env("ReconcilerFunction")["POWERTOOLS_SERVICE_NAME"] == "reconciler"
     assert env("PollerFunction")["POWERTOOLS_SERVICE_NAME"] == "poller"
     assert env("FetcherFunction")["POWERTOOLS_SERVICE_NAME"] == "fetcher"
+    assert env("EnricherFunction")["POWERTOOLS_SERVICE_NAME"] == "enricher"
     assert env("FetcherFunction")["DB_SSLROOTCERT"] == "/opt/rds-global-bundle.pem"
     assert "$(ARTIFACTS_DIR)/rds-global-bundle.pem" in (ROOT / "layers/dependencies/Makefile").read_text()
 
@@ -331,6 +359,8 @@ ALARMS = {  # logical id: (namespace, metric, dimension name, dimension value)
     "PermanentFailuresAlarm": ("killstream", "PermanentFailures", "service", "fetcher"),
     "DayIncompleteAlarm": ("killstream", "DaysStillIncomplete", "service", "reconciler"),
     "ReconcilerErrorsAlarm": ("AWS/Lambda", "Errors", "FunctionName", REF("ReconcilerFunction")),
+    "NamesBacklogAlarm": ("killstream", "NamesPending", "service", "enricher"),
+    "EnricherErrorsAlarm": ("AWS/Lambda", "Errors", "FunctionName", REF("EnricherFunction")),
 }
 
 
@@ -353,9 +383,14 @@ def test_alarms_exist_and_notify_the_topic():
     assert stalled["Period"] * stalled["EvaluationPeriods"] == 1800 and stalled["TreatMissingData"] == "breaching"
     throttled = [m["MetricStat"]["Metric"] for m in props("ThrottlesAlarm")["Metrics"] if "MetricStat" in m]
     assert {(m["MetricName"], m["Dimensions"][0]["Value"]["Ref"]) for m in throttled} == {
-        ("Throttles", "PollerFunction"),
-        ("Throttles", "FetcherFunction"),
+        ("Throttles", function) for function in FUNCTIONS
     }
+    backlog = props("NamesBacklogAlarm")  # every run of 15 minutes left ids unnamed
+    assert (backlog["Statistic"], backlog["Period"] * backlog["DatapointsToAlarm"], backlog["Threshold"]) == (
+        "Minimum",
+        900,
+        1,
+    )
     assert R["AlarmTopic"]["Type"] == "AWS::SNS::Topic" and R["AlarmEmailSubscription"]["Condition"] == "HasAlarmEmail"
 
 
@@ -366,6 +401,7 @@ def test_dashboard_is_json_and_shows_every_metric():
         "PackagesReceived PackagesEnqueued EmptyPolls RateLimited SourceErrors InvalidPackages EsiDroppedForSize "
         "SequenceGaps CursorLag PollSeconds SourceRefused EnqueueFailures KillmailsStored KillmailsDuplicate "
         "ZkbUpdated EsiFetches EsiErrors EsiRateLimited PermanentFailures TransientFailures IngestLagSeconds DbWriteMs "
+        "NamesResolved NamesUnresolvable NamesPending "
         "DaysChecked KillmailsMissing KillmailsRecovered DaysIncomplete DaysStillIncomplete HistoryErrors "
         "HistoryRequests"
     )
@@ -375,9 +411,7 @@ def test_dashboard_is_json_and_shows_every_metric():
     published = {value for name, value in vars(Metric).items() if name.isupper()}
     assert published == set(metrics.split()), "a metric constant without its widget, or a widget for none"
     alarms = {n for n, r in R.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
-    assert {f"${{{alarm}.Arn}}" for alarm in alarms} <= set(
-        re.findall(r"\$\{\w+\.Arn\}", props("Dashboard")["DashboardBody"]["Fn::Sub"])
-    )
+    assert [a for a in alarms if f"${{{a}.Arn}}" not in props("Dashboard")["DashboardBody"]["Fn::Sub"]] == []
 
 
 def test_outputs_and_optional_database():
@@ -386,6 +420,8 @@ def test_outputs_and_optional_database():
         "KillmailDLQUrl",
         "PollerFunctionName",
         "FetcherFunctionName",
+        "EnricherFunctionName",
+        "EnricherLogGroupName",
         "ReconcilerFunctionName",
         "ReconcilerLogGroupName",
         "DashboardUrl",
@@ -407,11 +443,9 @@ def test_samconfig_environments_match_the_parameters():
     for stage, environment in (("dev", config["default"]), ("prod", config["prod"])):
         assert environment["build"]["parameters"] == {"cached": True, "parallel": True}
         deploy = environment["deploy"]["parameters"]
-        assert (
-            deploy["resolve_s3"] is True
-            and deploy["confirm_changeset"] is True
-            and "CAPABILITY_IAM" in deploy["capabilities"]
-        )
+        assert deploy["confirm_changeset"] is True and "CAPABILITY_IAM" in deploy["capabilities"]
+        # the artifact bucket is the user's choice (--resolve-s3 or --s3-bucket): neither is forced
+        assert "resolve_s3" not in deploy and "s3_bucket" not in deploy
         overrides = dict(item.split("=", 1) for item in deploy["parameter_overrides"])
         assert overrides["Stage"] == stage
         for key, value in overrides.items():
@@ -444,13 +478,14 @@ def required_tool(name: str) -> str:
     return path
 
 
-def run(command: list[str], cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    environment = {
+def run(command: list[str], cwd: Path = ROOT, environment: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {
         **os.environ,
         "SAM_CLI_TELEMETRY": "0",
         "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+        **(environment or {}),
     }
-    return subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=600)
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
 def test_cfn_lint_is_clean():
@@ -464,6 +499,35 @@ def test_sam_validate_lint_is_clean():
         [required_tool("sam"), "validate", "--lint", "--template-file", "template.yaml", "--region", "us-east-1"]
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    "flags, says",
+    [
+        (["--s3-bucket", "my-own-bucket"], "/my-own-bucket/killstream-dev/"),  # uploads to the user's bucket
+        (["--resolve-s3"], "Could not connect to the endpoint URL"),  # looks up SAM's managed bucket
+        ([], "S3 Bucket not specified, use --s3-bucket to specify a bucket name, or use --resolve-s3"),
+    ],
+    ids=["own bucket", "managed bucket", "neither"],
+)
+def test_sam_deploy_takes_either_bucket_choice_with_samconfig(flags, says):
+    """As far as it gets without AWS: to the upload (an endpoint nobody answers on), never to
+    "Cannot use both --resolve-s3 and --s3-bucket"."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        nowhere = f"http://127.0.0.1:{s.getsockname()[1]}"
+    result = run(
+        [required_tool("sam"), "deploy", "--template-file", "template.yaml", "--no-confirm-changeset", *flags],
+        environment={
+            "AWS_ACCESS_KEY_ID": "local",
+            "AWS_SECRET_ACCESS_KEY": "local",
+            "AWS_ENDPOINT_URL": nowhere,
+            "AWS_MAX_ATTEMPTS": "1",
+        },
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "Cannot use both" not in output
+    assert says in output, output
 
 
 @pytest.fixture(scope="module")
@@ -515,6 +579,7 @@ def test_the_local_pipeline_mirrors_the_template():
     queue = props("KillmailQueue")
     assert pipeline.FETCHER_TIMEOUT_SECONDS == props("FetcherFunction")["Timeout"]
     assert pipeline.POLLER_TIMEOUT_SECONDS == props("PollerFunction")["Timeout"]
+    assert pipeline.ENRICHER_TIMEOUT_SECONDS == props("EnricherFunction")["Timeout"]
     assert pipeline.RECONCILER_TIMEOUT_SECONDS == props("ReconcilerFunction")["Timeout"]
     schedule = T["Parameters"]["ReconcileSchedule"]["Default"]
     assert schedule == f"cron(0 {pipeline.RECONCILE_HOUR_UTC} * * ? *)"

@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from killstream.errors import PermanentError, TransientError
-from killstream.fetcher.esi import COMPATIBILITY_DATE, EsiClient
+from killstream.esi.client import COMPATIBILITY_DATE
+from killstream.esi.killmails import KillmailClient
 from killstream_workstation.corpus import generate, split_hash
 from killstream_workstation.simulators.esi import EsiServer
 from tests.support.fakes import FakeClock
@@ -28,9 +29,9 @@ def fake_time():
     return FakeClock()
 
 
-def make_client(server, fake_time, **options) -> EsiClient:
+def make_client(server, fake_time, **options) -> KillmailClient:
     options.setdefault("jitter", lambda: 0.5)
-    return EsiClient(server.url, UA, clock=fake_time, sleep=fake_time.sleep, **options)
+    return KillmailClient(server.url, UA, clock=fake_time, sleep=fake_time.sleep, **options)
 
 
 def fetch(client, fake_time, doc, *, within=60.0, killmail_hash=None):
@@ -176,7 +177,7 @@ def test_answers_that_stay_slow_end_transient(esi, fake_time):
 def test_connection_errors_end_transient(fake_time):
     with EsiServer() as server:
         url = server.url
-    client = EsiClient(url, UA, clock=fake_time, sleep=fake_time.sleep, jitter=lambda: 0.5)
+    client = KillmailClient(url, UA, clock=fake_time, sleep=fake_time.sleep, jitter=lambda: 0.5)
     with pytest.raises(TransientError) as caught:
         client.fetch(DOCS[0]["killmail_id"], DOCS[0]["killmail_hash"], fake_time.now + 60)
     assert caught.value.error_type == "esi_unavailable"
@@ -258,7 +259,7 @@ def test_the_real_token_bucket_running_low_slows_the_client_before_esi_says_no(f
 
 
 def test_the_url_is_built_from_the_configured_base(esi, fake_time):
-    client = EsiClient(esi.url + "/", UA, clock=fake_time, sleep=fake_time.sleep)
+    client = KillmailClient(esi.url + "/", UA, clock=fake_time, sleep=fake_time.sleep)
     assert client.url(5, "ab" * 20) == f"{esi.url}/killmails/5/{'ab' * 20}/"
 
 

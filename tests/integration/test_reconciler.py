@@ -11,8 +11,8 @@ import boto3
 import pytest
 
 from killstream.config import DatabaseConfig
+from killstream.esi.killmails import KillmailClient
 from killstream.fetcher.batch import Fetcher
-from killstream.fetcher.esi import EsiClient
 from killstream.fetcher.messages import Message
 from killstream.killmail import parse_killmail, parse_zkb
 from killstream.poller.sink import SqsSink
@@ -66,7 +66,7 @@ def reconciler(database_url: str, r2z2: R2Z2Server, esi: EsiServer, *, threshold
     history = HistoryClient.build(r2z2.history_url, UA, pacing_seconds=0)
     if few is None:
         fetcher = Fetcher(
-            esi=EsiClient(esi.url, UA), database=database, dead_letters=FailuresTableOnly(), parallelism=4
+            esi=KillmailClient(esi.url, UA), database=database, dead_letters=FailuresTableOnly(), parallelism=4
         )
         few = FetcherRecovery(fetcher)
     return Reconciler(history, database, few, raw_threshold=threshold)
@@ -176,7 +176,7 @@ def test_a_killmail_the_fetcher_dead_lettered_is_explained_without_asking_esi(up
     store(conn, docs[1:])
     # the live feed's package for it went through the fetcher, which dead-lettered it
     database = Database(DatabaseConfig(database_url, None, None, None))
-    fetcher = Fetcher(esi=EsiClient(esi.url, UA), database=database, dead_letters=FailuresTableOnly())
+    fetcher = Fetcher(esi=KillmailClient(esi.url, UA), database=database, dead_letters=FailuresTableOnly())
     body = json.dumps({"killmail_id": bad["killmail_id"], "hash": bad["killmail_hash"], "zkb": {}, "source": "r2z2"})
     fetcher.process([Message("m-1", body)], time_left=30)
     assert esi.total_hits == 1
@@ -211,7 +211,7 @@ def test_the_queue_path_puts_metadata_only_history_packages_and_the_next_run_con
     assert all(body["source"] == "history" and body["zkb"] == {} and "esi" not in body for body in bodies)
     # the fetcher takes them off the queue as it takes any package
     database = Database(DatabaseConfig(database_url, None, None, None))
-    fetcher = Fetcher(esi=EsiClient(esi.url, UA), database=database, dead_letters=FailuresTableOnly())
+    fetcher = Fetcher(esi=KillmailClient(esi.url, UA), database=database, dead_letters=FailuresTableOnly())
     fetcher.process([Message(str(n), json.dumps(body)) for n, body in enumerate(bodies)], time_left=30)
     r2z2.requests.clear()
     second = reconciler(database_url, r2z2, esi, few=queue).run(DAYS)

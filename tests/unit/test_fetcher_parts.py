@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from killstream.errors import PermanentError, TransientError
+from killstream.esi.client import parse_bucket
 from killstream.fetcher import messages
 from killstream.fetcher.dead_letters import DeadLetter, DeadLetterQueue, chunks
-from killstream.fetcher.esi import parse_bucket
 from killstream.fetcher.messages import Message, Unreadable, parse_message
 from killstream.sqs_limits import MAX_BYTES, entry_bytes
 from tests.support.fakes import RecordingSqs

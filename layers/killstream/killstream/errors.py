@@ -61,6 +61,16 @@ class TransientError(FetchError):
     transient = True
 
 
+class EsiStatusError(Exception):
+    """ESI answered a status its client core does not handle itself (not 2xx, 420, 429 or 5xx).
+    What it means belongs to the route: an invalid killmail, an unknown id, a bug of ours."""
+
+    def __init__(self, status: int, excerpt: str):
+        super().__init__(f"ESI answered {status}: {excerpt}")
+        self.status = status
+        self.excerpt = excerpt
+
+
 class DatabaseUnavailable(Exception):
     """PostgreSQL (or the secret that opens it) cannot be reached now; nothing was written."""
 

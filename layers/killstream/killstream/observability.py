@@ -50,6 +50,10 @@ class Metric:
     DAYS_STILL_INCOMPLETE = "DaysStillIncomplete"  # incomplete after two runs or more: the alarm's
     HISTORY_ERRORS = "HistoryErrors"
     HISTORY_REQUESTS = "HistoryRequests"
+    # enricher, once per run (with EsiFetches, EsiErrors and EsiRateLimited)
+    NAMES_RESOLVED = "NamesResolved"
+    NAMES_UNRESOLVABLE = "NamesUnresolvable"
+    NAMES_PENDING = "NamesPending"
 
 
 __all__ = ["logger", "metrics", "Metric", "MetricUnit"]

@@ -51,7 +51,10 @@ def run_chaos(
     restart_database: Callable[[float], None] | None = None,
     timeout: float = 900.0,
     progress: Callable[[str], None] = print,
+    progress_every: float = 15.0,
 ) -> ChaosReport:
+    """`progress` gets a line per phase, and one every `progress_every` seconds while the
+    pipeline drains."""
     rates = rates or ChaosRates()
     rng = random.Random(seed)
     report = ChaosReport()
@@ -98,13 +101,16 @@ def run_chaos(
     restart_after = int(count * rates.database_restart_at) if restart_database else None
     outage_from = int(count * rates.outage_at) if rates.outage_publications else None
     outage_until = None if outage_from is None else min(count, outage_from + rates.outage_publications)
+    published = 0
 
     def in_outage(n: int) -> bool:
         return outage_from is not None and outage_until is not None and outage_from <= n < outage_until
 
     def publish_all():
+        nonlocal published
         outage_first = 0
         for n, doc in enumerate(docs):
+            published = n + 1
             esi_doc, killmail_hash = corpus.split_hash(doc)
             zkb = corpus.zkb_for(doc)
             inline = rng.random() < 0.5
@@ -157,10 +163,29 @@ def run_chaos(
             and _cursor(pipeline) >= r2z2.head
         )
 
+    next_report = time.monotonic() + progress_every
+
+    def drained_twice() -> bool:
+        nonlocal next_report
+        if time.monotonic() >= next_report:
+            next_report += progress_every
+            with pipeline.stats.lock:
+                saved = pipeline.stats.outcomes["saved"]
+            progress(
+                f"chaos: {time.monotonic() - started:.0f} s — published {published} of {count}, saved {saved}, "
+                f"queue {pipeline.aws.queue_depth(pipeline.aws.queue_url)}, "
+                f"DLQ {pipeline.aws.queue_depth(pipeline.aws.dlq_url)}"
+            )
+        return drained() and drained()
+
     try:
-        if not pipeline.wait_until(lambda: drained() and drained(), timeout=timeout, poll=1.0):
+        progress(f"chaos: phase 1 of 4 — publishing {count} killmails under faults, until the pipeline drains")
+        if not pipeline.wait_until(drained_twice, timeout=timeout, poll=1.0):
             progress("chaos: the pipeline did not drain in time")
-        progress(f"main phase done in {time.monotonic() - started:.0f}s: clearing the faults")
+        progress(
+            f"chaos: phase 2 of 4 — drained after {time.monotonic() - started:.0f} s: faults cleared, "
+            "redriving the transient failures from the DLQ"
+        )
         with aws_faults.lock:
             aws_faults.active = False
         r2z2.faults.clear()
@@ -175,17 +200,19 @@ def run_chaos(
                 sqs, pipeline.aws.dlq_url, pipeline.aws.queue_url, error_types=transient, prefer_move_task=False
             )
             report.redriven = result.moved
-            progress(f"redrove {result.moved} transient failures ({', '.join(transient)})")
-            pipeline.wait_until(lambda: drained() and drained(), timeout=timeout, poll=1.0)
+            progress(f"chaos: redrove {result.moved} transient failures ({', '.join(transient)})")
+            pipeline.wait_until(drained_twice, timeout=timeout, poll=1.0)
         _count_database(database_url, by_id, invalid_ids, latest_zkb, report)
         report.lost_before_reconcile = report.lost
         # The reconciler's Lambda, as its schedule would run it, on the days published: what expired
         # goes onto the queue as history packages, and the fetcher brings it home.
+        progress(f"chaos: phase 3 of 4 — {report.lost} killmails missing: the reconciler over {days[0]} to {days[-1]}")
         window = {"from": f"{days[0]}", "to": f"{days[-1]}"}
         report.reconciled = pipeline.run_reconciler(window)["killmails_enqueued"]
-        progress(f"reconciler: {report.reconciled} killmails queued; draining")
-        pipeline.wait_until(lambda: drained() and drained(), timeout=timeout, poll=1.0)
+        progress(f"chaos: reconciler: {report.reconciled} killmails queued; draining")
+        pipeline.wait_until(drained_twice, timeout=timeout, poll=1.0)
         report.days = pipeline.run_reconciler(window)["days"]  # and the next run finds the days settled
+        progress("chaos: phase 4 of 4 — counting what the DLQ and the database hold")
         final = inspect_dlq(sqs, pipeline.aws.dlq_url)
     finally:
         publisher.join()

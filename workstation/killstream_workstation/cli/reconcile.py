@@ -2,28 +2,34 @@
 
 Against the deployed stack's database with QUEUE_URL set, the missing ones go onto the queue as
 the Lambda would put them; without a queue, the few are fetched from ESI here, through the
-fetcher's own core. With a `killstream run` up and nothing else said, its local stack is used."""
+fetcher's own core. With a `killstream run` up and nothing else said, its local stack is used.
+
+Every setting is checked through the contract before anything starts (the embedded PostgreSQL
+among them): a bad one is one line naming the variable and its flag, exit status 2, from the
+command's error boundary (cli/main.py), as is a database out of reach (1)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import os
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 
 from killstream import __version__
 from killstream.config import ReconcilerConfig
+from killstream.errors import ConfigError, DatabaseUnavailable
 from killstream.observability import logger, metrics
 from killstream.reconcile.reconciler import DayCheck, Reconciler, RunReport, Status, days_between, window
 from killstream.reconcile.recovery import FetcherRecovery
 from killstream.reconcile.store import ReconciliationStore
 from killstream.storage.connection import connect
 from killstream_workstation.local.console import RunStats, install
-from killstream_workstation.local.database import database_url, migrate_database
+from killstream_workstation.local.database import DatabaseProblem, database_url, migrate_database, url_origin
+from killstream_workstation.local.preflight import PLACEHOLDERS, ConfigProblem
 from killstream_workstation.local.state import RunState, local_dir
+from killstream_workstation.problems import UsageProblem
 
 SHOWN_MISSING = 20
 """Missing killmails listed per incomplete day (the table has them all)."""
@@ -35,6 +41,13 @@ STACK_VARIABLES = {
     "aws_endpoint_url": "AWS_ENDPOINT_URL",
     "user_agent": "USER_AGENT",
 }
+FLAGS = {
+    "HISTORY_URL": "--history-url",
+    "QUEUE_URL": "--queue-url",
+    "RECONCILE_RAW_THRESHOLD": "--raw-threshold",
+    "USER_AGENT": "--user-agent",
+}
+STACK_ORIGIN = "the running killstream run's stack"
 
 
 def add_commands(subparsers) -> None:
@@ -58,7 +71,10 @@ def add_commands(subparsers) -> None:
 
 
 def _positive(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
@@ -71,55 +87,78 @@ def _day(text: str) -> date:
         raise argparse.ArgumentTypeError(f"not a YYYY-MM-DD day: {text!r}") from None
 
 
-def _environment(args: argparse.Namespace) -> dict[str, str]:
-    """The configuration contract's variables: the flags over the environment over the local
-    stack of a running `killstream run` (when there is one and no queue or history is named)."""
+def _environment(args: argparse.Namespace) -> tuple[dict[str, str], str]:
+    """The configuration contract's variables — the flags over the environment over the local
+    stack of a running `killstream run` (when there is one and no queue or history is named) —
+    and where the database URL comes from. DATABASE_URL is left out when none is given: the
+    embedded server's, once the settings are checked."""
     env = dict(os.environ)
+    origin = url_origin(args.database_url)
     stack = RunState(local_dir()).running_stack()
     if stack and not (args.queue_url or args.history_url or env.get("QUEUE_URL") or env.get("HISTORY_URL")):
         print(f"Using the local stack of the running `killstream run`: queue {stack.get('queue_url')}")
         for key, variable in STACK_VARIABLES.items():
             if stack.get(key):
                 env.setdefault(variable, stack[key])
-        if not (args.database_url or os.environ.get("DATABASE_URL")) and stack.get("database_url"):
+        if not (args.database_url or os.environ.get("DATABASE_URL", "").strip()) and stack.get("database_url"):
             env["DATABASE_URL"] = stack["database_url"]
+            origin = STACK_ORIGIN
     for flag, variable in (
         (args.history_url, "HISTORY_URL"),
         (args.queue_url, "QUEUE_URL"),
         (args.raw_threshold, "RECONCILE_RAW_THRESHOLD"),
         (args.user_agent, "USER_AGENT"),
+        (args.database_url, "DATABASE_URL"),
     ):
         if flag is not None:
             env[variable] = str(flag)
-    if args.database_url or not env.get("DATABASE_URL"):
-        env["DATABASE_URL"] = database_url(args.database_url)
     env.setdefault("POWERTOOLS_METRICS_DISABLED", "true")  # the console says it all
-    return env
+    return env, origin
+
+
+def _days(args: argparse.Namespace, config: ReconcilerConfig) -> list[date]:
+    if args.last and not args.first:
+        raise UsageProblem("--to needs --from (or --days N: the last N complete UTC days)")
+    if args.days and args.first:
+        raise UsageProblem("--days or --from/--to, not both")
+    today = datetime.now(UTC).date()
+    if not args.first:
+        return window(args.days or config.days, today)
+    days = days_between(args.first, args.last or today, today)
+    if not days:
+        raise UsageProblem(
+            f"no complete UTC day from {args.first} to {args.last or today}: the last complete one is yesterday"
+        )
+    return days
+
+
+def _config(env: dict[str, str]) -> ReconcilerConfig:
+    try:
+        return ReconcilerConfig.from_env(env)
+    except ConfigError as error:
+        raise ConfigProblem(error, FLAGS) from error
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
-    if args.last and not args.first:
-        print("error: --to needs --from", file=sys.stderr)
-        return 2
-    if args.days and args.first:
-        print("error: --days or --from/--to, not both", file=sys.stderr)
-        return 2
-    env = _environment(args)
-    config = ReconcilerConfig.from_env(env)  # a bad value: ConfigError, printed by main naming it
+    env, origin = _environment(args)
+    # every setting and day checked before the embedded server starts (database_url() may start
+    # it; a stand-in URL meanwhile): a bad one is one line, status 2
+    given = {name: value for name, value in env.items() if value.strip()}
+    days = _days(args, _config({"DATABASE_URL": PLACEHOLDERS["DATABASE_URL"], **given}))
+    if not env.get("DATABASE_URL", "").strip():
+        env["DATABASE_URL"] = database_url(None)
+    config = _config(env)
     os.environ.update({k: v for k, v in env.items() if k in ("AWS_ENDPOINT_URL", "POWERTOOLS_METRICS_DISABLED")})
-    today = datetime.now(UTC).date()
-    if args.first:
-        days = days_between(args.first, args.last or today, today)
-        if not days:
-            print(f"error: no complete UTC day from {args.first} to {args.last or today}", file=sys.stderr)
-            return 2
-    else:
-        days = window(args.days or config.days, today)
-    applied = migrate_database(env["DATABASE_URL"])
+    applied = migrate_database(env["DATABASE_URL"], origin)  # out of reach: one line from main(), status 1
     if applied:
         print(f"Schema: applied {', '.join(applied)}")
     with _console(verbose=args.verbose):
-        return _reconcile(config, days, env["DATABASE_URL"], dry_run=args.dry_run)
+        try:
+            return _reconcile(config, days, env["DATABASE_URL"], dry_run=args.dry_run)
+        except DatabaseUnavailable as exc:  # lost mid-run: main() prints the one line, status 1
+            raise DatabaseProblem(
+                f"the database went away during the run ({exc}): run it again once it is back"
+            ) from exc
 
 
 @contextmanager

@@ -1,4 +1,4 @@
-"""The whole pipeline on one machine: the real poller and fetcher handlers, a local AWS
+"""The whole pipeline on one machine: the real poller, fetcher and enricher handlers, a local AWS
 endpoint (moto), PostgreSQL, and either the live feed or an offline replay.
 
 The fetcher is driven as Lambda's SQS event source drives it: batches really received from the
@@ -19,6 +19,7 @@ import os
 import random
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,7 +28,8 @@ from types import ModuleType
 from killstream.config import DEFAULT_R2Z2_URL, DEFAULT_REDISQ_URL
 from killstream.observability import logger, metrics
 from killstream_workstation.local.aws import REGION, LocalAws
-from killstream_workstation.local.console import RunStats, StatsCounter
+from killstream_workstation.local.console import INVOCATION_FAILED, RunStats, StatsCounter
+from killstream_workstation.local.database import where
 from killstream_workstation.local.lambda_runtime import (
     InvocationKilled,
     LambdaContext,
@@ -35,7 +37,7 @@ from killstream_workstation.local.lambda_runtime import (
     load_handler_module,
     sqs_event,
 )
-from killstream_workstation.local.replay import Replay
+from killstream_workstation.local.replay import LOCAL_QUEUE_ID, Replay
 from killstream_workstation.local.state import RunState, SavedRun
 
 SCHEDULED_EVENT = {
@@ -50,6 +52,7 @@ SCHEDULED_EVENT = {
 }
 POLLER_TIMEOUT_SECONDS = 60  # template.yaml: PollerFunction Timeout
 FETCHER_TIMEOUT_SECONDS = 30  # template.yaml: FetcherFunction Timeout
+ENRICHER_TIMEOUT_SECONDS = 60  # template.yaml: EnricherFunction Timeout
 RECONCILER_TIMEOUT_SECONDS = 900  # template.yaml: ReconcilerFunction Timeout
 RECONCILE_HOUR_UTC = 4  # template.yaml: ReconcileSchedule's default, cron(0 4 * * ? *)
 
@@ -69,6 +72,7 @@ class PipelineSettings:
     visibility_timeout: int = 6 * FETCHER_TIMEOUT_SECONDS
     fetcher_workers: int = 1
     duplicate_delivery_rate: float = 0.0  # fault injection: a finished record is not deleted
+    enrich_interval: float | None = None  # seconds between enricher runs (EventBridge: 60); None: no enricher
     seed: int = 1
     extra_env: dict = field(default_factory=dict)
     state_dir: Path | None = None
@@ -96,10 +100,17 @@ class LocalPipeline:
         self.replay: Replay | None = None
         """The offline feed, when the settings ask for a replay (set by setup())."""
         self.fetchers: list[ModuleType] = []
+        self.enricher: ModuleType | None = None
+        self.enrich_runs: list[dict] = []
+        """The summary each enricher run returned, in order."""
         self.reconciler: ModuleType | None = None
         self.queue_arn = ""
         self.resumed: SavedRun | None = None
         """What setup() took up from the last run of the same feed (None: it started afresh)."""
+        self.saved: SavedRun | None = None
+        """What stop() saved for the next run (None: nothing, or it could not)."""
+        self._restored = False
+        """setup() has put the resumed messages back: only then may stop() save over them."""
         self.poller_paused = threading.Event()
         self._threads: list[threading.Thread] = []
         self._held: dict[str, dict] = {}
@@ -133,22 +144,25 @@ class LocalPipeline:
         if s.pacing_ms is not None:
             env["POLL_PACING_MS"] = str(s.pacing_ms)
         if self.replay:
-            env["R2Z2_URL"] = self.replay.r2z2.url
-            env["ESI_URL"] = self.replay.esi.url
-            env["HISTORY_URL"] = self.replay.r2z2.history_url
+            env.update(self.replay.environment())
             env["HISTORY_PACING_MS"] = "50"
+            if s.source == "redisq" and not os.environ.get("REDISQ_QUEUE_ID"):
+                env["REDISQ_QUEUE_ID"] = LOCAL_QUEUE_ID
         env.update(s.extra_env)
         return env
 
     def feed(self) -> str:
-        """Which feed a cursor belongs to: a replay of these documents, or a live URL."""
+        """Which feed a cursor belongs to, and into which database: a replay of these documents
+        (through a local R2Z2 or RedisQ), or a live URL. Another database starts afresh: a cursor
+        saved for one would skip what the other never had."""
         s = self.settings
+        into = where(s.database_url)
         if s.replay is not None:
             ids = ",".join(str(doc["killmail_id"]) for doc in s.replay)
-            digest = hashlib.sha1(f"{ids}|{s.inline_ratio}|{s.seed}".encode()).hexdigest()[:16]
-            return f"replay:{len(s.replay)}:{digest}"
+            digest = hashlib.sha1(f"{s.source}|{ids}|{s.inline_ratio}|{s.seed}".encode()).hexdigest()[:16]
+            return f"replay:{len(s.replay)}:{digest} -> {into}"
         name, default = ("R2Z2_URL", DEFAULT_R2Z2_URL) if s.source == "r2z2" else ("REDISQ_URL", DEFAULT_REDISQ_URL)
-        return f"live:{s.source}:{s.extra_env.get(name) or os.environ.get(name) or default}"
+        return f"live:{s.source}:{s.extra_env.get(name) or os.environ.get(name) or default} -> {into}"
 
     def setup(self) -> LocalPipeline:
         """Everything but the two Lambda loops: AWS endpoint, replay servers, environment."""
@@ -165,15 +179,21 @@ class LocalPipeline:
                 inline_ratio=s.inline_ratio,
                 esi_latency=s.esi_latency,
                 seed=s.seed,
+                source=s.source,
                 published=self.resumed.published if self.resumed else 0,
             ).start()
         os.environ.update(self.environment())
+        # Locally metrics are off (POWERTOOLS_METRICS_DISABLED): an invocation that recorded none,
+        # or whose set another thread's invocation flushed, is nothing to warn about.
+        warnings.filterwarnings("ignore", message="No application metrics to publish", category=UserWarning)
         self._counter = StatsCounter(self.stats)
         logging.getLogger(logger.name).addFilter(self._counter)
         self.poller = load_handler_module("poller")
         # One module per fetcher worker: each is its own Lambda instance, with its own
         # database connection and ESI session, as concurrent executions are in AWS.
         self.fetchers = [load_handler_module("fetcher") for _ in range(s.fetcher_workers)]
+        if s.enrich_interval is not None:
+            self.enricher = load_handler_module("enricher")
         sqs = self.aws.client("sqs")
         self.queue_arn = sqs.get_queue_attributes(QueueUrl=self.aws.queue_url, AttributeNames=["QueueArn"])[
             "Attributes"
@@ -181,6 +201,7 @@ class LocalPipeline:
         if self.resumed:
             _send_all(sqs, self.aws.queue_url, self.resumed.queue)
             _send_all(sqs, self.aws.dlq_url, self.resumed.dlq)
+        self._restored = True
         return self
 
     def start(self) -> LocalPipeline:
@@ -192,6 +213,8 @@ class LocalPipeline:
             threading.Thread(target=self._fetch_forever, args=(module,), name=f"fetcher-{n}")
             for n, module in enumerate(self.fetchers)
         ]
+        if self.enricher is not None:
+            self._threads.append(threading.Thread(target=self._enrich_forever, args=(self.enricher,), name="enricher"))
         if self.settings.reconcile_daily:
             self._threads.append(threading.Thread(target=self._reconcile_daily, name="reconciler"))
         for thread in self._threads:
@@ -213,10 +236,24 @@ class LocalPipeline:
                 logger.warning("poller instance killed mid-invocation; the next tick starts a fresh one")
                 self.poller = load_handler_module("poller")
             except Exception as exc:  # a failed invocation: Lambda logs it and the schedule fires again
-                logger.exception(f"poller invocation failed: {exc}")
+                logger.exception(f"poller invocation failed: {exc}", extra={INVOCATION_FAILED: "poller"})
             metrics.clear_metrics()
             # the next scheduled invocation
             self.stop_event.wait(max(0.0, self.settings.tick_interval - (time.monotonic() - started)))
+
+    def _enrich_forever(self, enricher: ModuleType) -> None:
+        interval = self.settings.enrich_interval or 0.0
+        while not self.stop_event.wait(interval):  # the schedule's first run comes one interval in
+            self._enrich_once(
+                enricher, StoppableContext("killstream-enricher", ENRICHER_TIMEOUT_SECONDS, self.stop_event)
+            )
+
+    def _enrich_once(self, enricher: ModuleType, context: LambdaContext) -> None:
+        try:
+            self.enrich_runs.append(enricher.handler(SCHEDULED_EVENT, context))
+        except Exception as exc:  # a failed run: Lambda logs it and the schedule fires again
+            logger.exception(f"enricher invocation failed: {exc}", extra={INVOCATION_FAILED: "enricher"})
+        metrics.clear_metrics()
 
     def _fetch_forever(self, fetcher) -> None:
         sqs = self.aws.client("sqs")
@@ -242,7 +279,7 @@ class LocalPipeline:
             failed = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
         except Exception as exc:  # the whole invocation failed: every record returns to the queue
             failed = {m["MessageId"] for m in messages}
-            logger.exception(f"fetcher invocation failed: {exc}")
+            logger.exception(f"fetcher invocation failed: {exc}", extra={INVOCATION_FAILED: "fetcher"})
         metrics.clear_metrics()
         done = [m for m in messages if m["MessageId"] not in failed]
         self.settle(sqs, done)
@@ -282,7 +319,7 @@ class LocalPipeline:
             try:
                 self.run_reconciler()
             except Exception as exc:  # a failed run: Lambda logs it, and the next day's run comes
-                logger.exception(f"reconciler invocation failed: {exc}")
+                logger.exception(f"reconciler invocation failed: {exc}", extra={INVOCATION_FAILED: "reconciler"})
 
     # --- running ------------------------------------------------------------------------
 
@@ -309,11 +346,18 @@ class LocalPipeline:
         self.stop_event.set()
         for thread in self._threads:
             thread.join()
+        if self.enricher is not None and self.replay is not None:
+            # A replay's last killmails may be stored after the enricher's last scheduled run: one
+            # more run, once every batch is in, leaves the replayed data named (the local ESI answers
+            # at once; live, the next deployment's schedule would do it a minute later).
+            self._enrich_once(self.enricher, LambdaContext("killstream-enricher", ENRICHER_TIMEOUT_SECONDS))
         if self._aws:
             self.refresh_dlq_count()
-            if self.settings.state_dir:
+            # interrupted before setup() had restored the last run (Ctrl+C at start-up), the saved
+            # state is left as it was: saving now would drop the messages it holds
+            if self.settings.state_dir and self._restored:
                 try:
-                    self.save_state()
+                    self.saved = self.save_state()
                 except Exception:  # the run still stops; the next one starts from the saved cursor
                     logger.exception("could not save this run's state for the next one")
         if self.replay:
@@ -333,12 +377,17 @@ class LocalPipeline:
         seen = {m["MessageId"] for m in queued + dead}
         with self._held_lock:  # received by a fetcher, not finished, not visible again yet
             queued += [m for message_id, m in self._held.items() if message_id not in seen]
+        before = self.resumed
+        with self.stats.lock:
+            handled = set(self.stats.handled)
         saved = SavedRun(
             feed=self.feed(),
             cursor=cursor,
-            published=self.replay.published if self.replay else 0,
+            published=max(self.replay.published if self.replay else 0, before.published if before else 0),
             queue=[_portable(m) for m in queued],
             dlq=[_portable(m) for m in dead],
+            # a replay's killmails handled so far, this run's and the runs' it resumed (live: none kept)
+            handled=sorted(handled | set(before.handled if before else ())) if self.replay else [],
         )
         assert self.settings.state_dir is not None
         RunState(self.settings.state_dir).save(saved)

@@ -13,10 +13,12 @@ from typing import Any
 
 STATE_FILE = "run-state.json"
 STACK_FILE = "stack.json"
+LOCAL_DIR_ENV = "KILLSTREAM_LOCAL_DIR"
 
 
 def local_dir() -> Path:
-    return Path(os.environ.get("KILLSTREAM_LOCAL_DIR", ".local"))
+    """The folder the local tools keep their state in: $KILLSTREAM_LOCAL_DIR, else .local."""
+    return Path(os.environ.get(LOCAL_DIR_ENV, "").strip() or ".local")
 
 
 @dataclass
@@ -24,13 +26,17 @@ class SavedRun:
     """A stopped run, as the next one of the same feed takes it up."""
 
     feed: str
-    """Which feed the cursor belongs to: a replay (of which documents) or a live URL."""
+    """Which feed the cursor belongs to (a replay, of which documents, or a live URL), and the
+    database it went into."""
     cursor: str
     published: int = 0
     """A replay's documents published so far (the next run publishes them again at once)."""
     queue: list[dict[str, Any]] = field(default_factory=list)
     dlq: list[dict[str, Any]] = field(default_factory=list)
     """Messages as {"body": ..., "attributes": {name: {"DataType": ..., "StringValue": ...}}}."""
+    handled: list[int] = field(default_factory=list)
+    """A replay's killmails handled so far (stored, skipped, updated or dead-lettered) by the runs
+    of this feed: a resumed replay is complete once the rest are."""
 
 
 class RunState:

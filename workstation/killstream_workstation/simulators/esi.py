@@ -1,5 +1,7 @@
-"""A local ESI killmail route (docs/protocols.md, "ESI"): the documents, the `killmail` group's
-floating-window token bucket and the legacy error limit, with their headers."""
+"""A local ESI (docs/protocols.md, "ESI"): the killmail route with its documents and the
+`killmail` group's floating-window token bucket, the universe routes answering for every id of
+those killmails from a generated universe (universe.py), and the legacy error limit over all of
+them, with their headers."""
 
 from __future__ import annotations
 
@@ -12,9 +14,13 @@ from collections.abc import Iterable
 
 from killstream_workstation.simulators.faults import FaultRates
 from killstream_workstation.simulators.http_server import Request, Response, SimulatorServer, json_response
+from killstream_workstation.simulators.universe import GeneratedUniverse
 
 KILLMAIL_PATH = re.compile(r"/killmails/(\d+)/(\w+)/?")
+NAMES_PATH = "/universe/names/"
+LOOKUP_PATH = re.compile(r"/universe/(systems|constellations|regions|types|groups|categories)/(\d+)/?")
 INVALID_KILLMAIL = {"error": "Invalid killmail_id and/or killmail_hash"}
+UNKNOWN_NAMES = {"error": "Ensure all IDs are valid before resolving."}
 ERROR_LIMITED = {"error": "This software has exceeded the error limit for ESI."}
 TOKEN_COST = {2: 2, 3: 1, 4: 5, 5: 0}
 # Refused before any work is done: they cost no tokens, and a 420 is the error limit itself.
@@ -22,7 +28,9 @@ REFUSALS = (420, 429)
 
 
 class EsiServer(SimulatorServer):
-    """Serves `/killmails/{id}/{hash}/`; point ESI_URL at `url`.
+    """Serves `/killmails/{id}/{hash}/`, `POST /universe/names/` and `GET /universe/{kind}/{id}/`;
+    point ESI_URL at `url`. `universe.forget(id)` makes an id unknown (404, its whole names batch
+    too); faults apply to every route (`faults.script(503, when="/universe/names/")`).
 
     Every answer on the route spends tokens from a bucket of `rate_limit_tokens` that come back
     `rate_limit_window` seconds later; an empty bucket answers 429 with Retry-After. More than
@@ -47,7 +55,11 @@ class EsiServer(SimulatorServer):
         self.rate_limit_window = rate_limit_window
         self.error_limit = error_limit
         self.error_window = error_window
-        self.hits: Counter[int] = Counter()
+        self.hits: Counter[int] = Counter()  # killmail route, by killmail id
+        self.route_hits: Counter[str] = Counter()  # every request, by route: killmails, names, systems, ...
+        self.lookups: Counter[tuple[str, int]] = Counter()  # universe GETs, by (kind, id)
+        self.names_batches: list[list[int]] = []
+        self.universe = GeneratedUniverse()
         self.user_agents: Counter[str | None] = Counter()
         self.compatibility_dates: Counter[str | None] = Counter()
         self._killmails: dict[int, tuple[str, bytes]] = {}
@@ -63,6 +75,7 @@ class EsiServer(SimulatorServer):
     def add(self, esi_doc: dict, killmail_hash: str) -> None:
         esi = {key: value for key, value in esi_doc.items() if key != "killmail_hash"}
         self._killmails[esi["killmail_id"]] = (killmail_hash, json.dumps(esi).encode())
+        self.universe.add_killmail(esi)
 
     def add_many(self, corpus_docs: Iterable[dict]) -> None:
         for doc in corpus_docs:
@@ -107,6 +120,11 @@ class EsiServer(SimulatorServer):
     def respond(self, request: Request) -> Response:
         if self.errors_remaining == 0:
             return json_response(ERROR_LIMITED, 420)
+        if request.path == NAMES_PATH and request.method == "POST":
+            return self._names(request)
+        if lookup := LOOKUP_PATH.fullmatch(request.path):
+            doc = self.universe.lookup(lookup[1], int(lookup[2]))
+            return json_response({"error": "Not found"}, 404) if doc is None else json_response(doc)
         match = KILLMAIL_PATH.fullmatch(request.path)
         if match is None:
             return json_response({"error": "Not found"}, 404)
@@ -119,12 +137,32 @@ class EsiServer(SimulatorServer):
             return json_response(INVALID_KILLMAIL, self.invalid_status)
         return Response(200, body, {"Content-Type": "application/json"})
 
+    def _names(self, request: Request) -> Response:
+        try:
+            ids = json.loads(request.body)
+        except ValueError:
+            ids = None
+        if not isinstance(ids, list) or not 1 <= len(ids) <= 1000 or not all(type(i) is int for i in ids):
+            return json_response({"error": "ids: between 1 and 1000 integers"}, 400)
+        answer = self.universe.names(ids)
+        return json_response(UNKNOWN_NAMES, 404) if answer is None else json_response(answer)
+
     def received(self, request: Request) -> None:
         with self._lock:
             self.user_agents[request.headers.get("User-Agent")] += 1
             self.compatibility_dates[request.headers.get("X-Compatibility-Date")] += 1
             if match := KILLMAIL_PATH.fullmatch(request.path):
                 self.hits[int(match[1])] += 1
+                self.route_hits["killmails"] += 1
+            elif lookup := LOOKUP_PATH.fullmatch(request.path):
+                self.lookups[(lookup[1], int(lookup[2]))] += 1
+                self.route_hits[lookup[1]] += 1
+            elif request.path == NAMES_PATH:
+                self.route_hits["names"] += 1
+                try:
+                    self.names_batches.append(json.loads(request.body))
+                except ValueError:
+                    self.names_batches.append([])
 
     def observe(self, request: Request, response: Response) -> None:
         now = time.monotonic()

@@ -40,6 +40,7 @@ class Request:
     headers: HTTPMessage
     status: int | None = None
     fault: str | None = None
+    body: bytes = b""
 
 
 def fault_answer(fault: Fault) -> Response:
@@ -66,6 +67,9 @@ class _Handler(BaseHTTPRequestHandler):
         super().finish()
 
     def do_GET(self) -> None:
+        self.server.simulator._serve(self)
+
+    def do_POST(self) -> None:
         self.server.simulator._serve(self)
 
     def log_message(self, format: str, *args: object) -> None:
@@ -161,7 +165,10 @@ class SimulatorServer:
     def _serve(self, handler: _Handler) -> None:
         url = urlsplit(handler.path)
         query = {key: values[-1] for key, values in parse_qs(url.query, keep_blank_values=True).items()}
-        request = Request(time.monotonic(), handler.command, url.path, query, handler.headers)  # type: ignore[arg-type]  # an HTTPMessage at run time; typeshed says Message
+        # The body is read whatever comes next, so a kept-alive connection stays usable.
+        length = int(handler.headers.get("Content-Length") or 0)
+        body = handler.rfile.read(length) if length > 0 else b""
+        request = Request(time.monotonic(), handler.command, url.path, query, handler.headers, body=body)  # type: ignore[arg-type]  # an HTTPMessage at run time; typeshed says Message
         with self._lock:
             self.requests.append(request)
         self.received(request)

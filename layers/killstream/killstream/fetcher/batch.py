@@ -18,8 +18,8 @@ from psycopg2.extensions import connection
 
 from killstream.config import FetcherConfig
 from killstream.errors import DatabaseUnavailable, FetchError, KillmailValidationError, PermanentError, TransientError
+from killstream.esi.killmails import KillmailClient
 from killstream.fetcher.dead_letters import DeadLetter, DeadLetterQueue
-from killstream.fetcher.esi import EsiClient
 from killstream.fetcher.messages import (
     DISPOSITION_OF,
     Disposition,
@@ -80,7 +80,7 @@ class Fetcher:
     def __init__(
         self,
         *,
-        esi: EsiClient,
+        esi: KillmailClient,
         database: Database,
         dead_letters: DeadLetterQueue,
         parallelism: int = 4,
@@ -99,7 +99,7 @@ class Fetcher:
     @classmethod
     def from_config(cls, config: FetcherConfig) -> Fetcher:
         return cls(
-            esi=EsiClient(config.esi_url, config.user_agent),
+            esi=KillmailClient(config.esi_url, config.user_agent),
             database=Database(config.database),
             dead_letters=DeadLetterQueue(config.dlq_url),
             parallelism=config.esi_parallelism,

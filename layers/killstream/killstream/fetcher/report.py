@@ -1,5 +1,6 @@
 """What a processed batch tells: one log line per message (the `outcome` the console and the
-Logs Insights queries read) and the batch's metrics."""
+Logs Insights queries read; a stored killmail's line also carries the ids a reader names it by:
+victim, ship, system) and the batch's metrics."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from killstream.fetcher.messages import Disposition, Item, MessageResult, Stored, Work
+from killstream.killmail import Killmail
 from killstream.observability import Metric, MetricUnit, logger, metrics
 
 # The one place the queue's word becomes a metric.
@@ -29,6 +31,8 @@ def report_batch(
     for work in batch:
         result = results[work.message.message_id]
         keys = {"killmail_id": result.killmail_id, "total_value": work.total_value}
+        if isinstance(work, Item) and isinstance(work.stage, Stored):
+            keys |= _who_and_where(work.stage.killmail)
         if result.error is None:
             logger.info(
                 f"{result.disposition.value} {result.killmail_id}", extra={**keys, "outcome": result.disposition.value}
@@ -56,3 +60,13 @@ def report_batch(
     metrics.add_metric(name=Metric.ESI_RATE_LIMITED, unit=MetricUnit.Count, value=esi_counts["rate_limited"])
     if write_ms is not None:
         metrics.add_metric(name=Metric.DB_WRITE_MS, unit=MetricUnit.Milliseconds, value=write_ms)
+
+
+def _who_and_where(killmail: Killmail) -> dict[str, int | None]:
+    """The killmail's ids the console names it by (its names come later, from the enricher)."""
+    return {
+        "victim_ship_type_id": killmail.victim_ship_type_id,
+        "victim_character_id": killmail.victim_character_id,
+        "victim_corporation_id": killmail.victim_corporation_id,
+        "solar_system_id": killmail.solar_system_id,
+    }

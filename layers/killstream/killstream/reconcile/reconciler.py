@@ -29,9 +29,9 @@ import boto3
 
 from killstream.config import ReconcilerConfig
 from killstream.errors import REMAINING_TIME, SOURCE_REFUSED, StopTick
+from killstream.esi.killmails import KillmailClient
 from killstream.fetcher.batch import Fetcher
 from killstream.fetcher.dead_letters import AWS_CLIENT_CONFIG, DeadLetterQueue
-from killstream.fetcher.esi import EsiClient
 from killstream.observability import Metric, MetricUnit, logger, metrics
 from killstream.poller.sink import SqsSink
 from killstream.reconcile.history import HistoryClient, HistoryError, HistoryRefused
@@ -194,7 +194,7 @@ class Reconciler:
             few = QueueRecovery(SqsSink(boto3.client("sqs", config=AWS_CLIENT_CONFIG), config.queue_url))
         else:
             dead_letters = DeadLetterQueue(config.dlq_url) if config.dlq_url else FailuresTableOnly()
-            esi = EsiClient(config.esi_url, config.user_agent)
+            esi = KillmailClient(config.esi_url, config.user_agent)
             fetcher = Fetcher(esi=esi, database=database, dead_letters=dead_letters, parallelism=config.esi_parallelism)
             few = FetcherRecovery(fetcher)
         return cls(history, database, few, raw_threshold=config.raw_threshold)

@@ -1,10 +1,13 @@
-"""ESI's killmail route: one validated killmail per call, within ESI's limits
+"""ESI's client core: every call to ESI, whatever the route, within ESI's limits
 (docs/protocols.md, "ESI").
 
-Every way a fetch can end that is not a killmail is a typed error: `PermanentError` when asking
-again can never help (and would burn ESI's budget), `TransientError` when a later delivery may
-succeed. The rate limit and the error limit belong to the source IP, not to a thread, so the
-pauses they impose are shared by every thread using one client."""
+The core owns what every route shares: the session and its headers, timeouts cut to the caller's
+deadline, retries with jittered backoff for 5xx and transport failures, 429's Retry-After, the
+420 error limit and the slow-down when a rate-limit bucket runs low. A call ends with the
+route's reading of a 2xx answer, a `TransientError`, or `EsiStatusError` for any other status,
+whose meaning the route decides (killmails.py, universe.py). The rate limit and the error limit
+belong to the source IP, not to a thread, so the pauses they impose are shared by every thread
+using one client."""
 
 from __future__ import annotations
 
@@ -15,15 +18,15 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 import requests
 from requests.adapters import HTTPAdapter
 
-from killstream.errors import KillmailValidationError, PermanentError, TransientError
-from killstream.killmail import Killmail, parse_killmail
+from killstream.errors import EsiStatusError, TransientError
 
+T = TypeVar("T")
 COMPATIBILITY_DATE = "2025-11-06"
-INVALID_KILLMAIL_STATUSES = frozenset({400, 404, 422})
 # A 2xx costs 2 tokens of the killmail group's bucket: the pace that bucket sustains.
 SUCCESS_COST = 2
 _WINDOW = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*([smh])\s*$")
@@ -56,6 +59,8 @@ class _Limits:
         self.retry_after_until = 0.0  # 429: wait (if there is time) before this
         self.next_slot = 0.0  # pacing while the bucket runs low
         self.interval = 0.0
+        self.errors_remain: float | None = None  # X-ESI-Error-Limit-Remain, until errors_reset_at
+        self.errors_reset_at = 0.0
 
     def observe_bucket(self, response: requests.Response) -> None:
         remaining = _number(response.headers.get("X-Ratelimit-Remaining"))
@@ -66,15 +71,22 @@ class _Limits:
         with self.lock:
             self.interval = sustainable if remaining <= tokens * self.low_water else 0.0
 
+    def observe_error_limit(self, response: requests.Response, now: float) -> None:
+        remain = _number(response.headers.get("X-ESI-Error-Limit-Remain"))
+        reset = _number(response.headers.get("X-ESI-Error-Limit-Reset"))
+        if remain is None or reset is None:
+            return
+        with self.lock:
+            self.errors_remain, self.errors_reset_at = remain, now + max(reset, 0.0)
+
 
 class EsiClient:
-    """Fetches killmails from `{base_url}/killmails/{id}/{hash}/` over the given session.
+    """Calls `{base_url}{path}` over the given session (see `call`).
 
-    `fetch` returns a validated `Killmail` whose id is the one asked for, or raises
-    `PermanentError` / `TransientError`. `deadline` is a time on `clock` by which the call
-    must have returned; waits and timeouts are cut to fit it. `take_counts()` returns and resets
-    what was spent: `requests` sent, `errors` (non-2xx answers and transport failures) and
-    `rate_limited` (420/429 answers, and calls refused locally because of one)."""
+    `deadline` is a time on `clock` by which a call must have returned; waits and timeouts are
+    cut to fit it. `take_counts()` returns and resets what was spent: `requests` sent, `errors`
+    (non-2xx answers and transport failures) and `rate_limited` (420/429 answers, and calls
+    refused locally because of one)."""
 
     def __init__(
         self,
@@ -114,9 +126,6 @@ class EsiClient:
         self._counts: Counter[str] = Counter()
         self._counts_lock = threading.Lock()
 
-    def url(self, killmail_id: int, killmail_hash: str) -> str:
-        return f"{self.base_url}/killmails/{killmail_id}/{killmail_hash}/"
-
     def take_counts(self) -> dict[str, int]:
         with self._counts_lock:
             counts = {key: self._counts[key] for key in ("requests", "errors", "rate_limited")}
@@ -127,13 +136,37 @@ class EsiClient:
         with self._counts_lock:
             self._counts[key] += 1
 
-    def fetch(self, killmail_id: int, killmail_hash: str, deadline: float) -> Killmail:
-        url = self.url(killmail_id, killmail_hash)
+    @property
+    def errors_remaining(self) -> float | None:
+        """What ESI last said is left of its error limit, while that window lasts (else None)."""
+        with self._limits.lock:
+            if self._limits.errors_remain is None or self._clock() >= self._limits.errors_reset_at:
+                return None
+            return self._limits.errors_remain
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        deadline: float,
+        read: Callable[[requests.Response], T],
+        *,
+        body: Any = None,
+    ) -> T:
+        """`method` `path` (with its leading slash; `body` sent as JSON). A 200 answer is given
+        to `read`, whose result is returned; a ValueError from `read` means a cut-off body and is
+        retried like a transport failure. 5xx and transport failures are retried (`retries`
+        times, jittered backoff), 429 waits out its Retry-After, 420 stops every call until ESI's
+        reset: each ends as a `TransientError` when it cannot be cured in time. Any other status
+        raises `EsiStatusError`: its meaning is the route's."""
+        url = f"{self.base_url}{path}"
         failures = 0
         while True:
             self._wait_for_turn(deadline)
             try:
-                response = self.session.get(url, timeout=(self.connect_timeout, self._read_timeout(deadline)))
+                response = self.session.request(
+                    method, url, json=body, timeout=(self.connect_timeout, self._read_timeout(deadline))
+                )
             except requests.RequestException as exc:
                 self._count("requests")
                 self._count("errors")
@@ -142,9 +175,10 @@ class EsiClient:
                 continue
             self._count("requests")
             self._limits.observe_bucket(response)
+            self._limits.observe_error_limit(response, self._clock())
             if response.status_code == 200:
                 try:
-                    return self._killmail(response, killmail_id)
+                    return read(response)
                 except ValueError as exc:
                     # A cut-off body is a transport failure: the document itself never changes.
                     self._count("errors")
@@ -153,8 +187,6 @@ class EsiClient:
                     continue
             self._count("errors")
             status = response.status_code
-            if status in INVALID_KILLMAIL_STATUSES:
-                raise PermanentError("esi_invalid_killmail", f"ESI answered {status}: {_excerpt(response)}")
             if status == 420:
                 self._count("rate_limited")
                 reset = _number(response.headers.get("X-ESI-Error-Limit-Reset"))
@@ -176,22 +208,7 @@ class EsiClient:
                 failures += 1
                 self._back_off(failures, deadline, f"ESI answered {status}")
                 continue
-            raise TransientError("esi_error", f"ESI answered {status}: {_excerpt(response)}")
-
-    def _killmail(self, response: requests.Response, killmail_id: int) -> Killmail:
-        try:
-            doc = json.loads(response.content)
-        except RecursionError:
-            # Not a cut-off body (those raise ValueError and are retried): nesting this deep is
-            # what ESI serves, and asking again would only get the same answer.
-            raise PermanentError("validation_error", "ESI's document: JSON nested too deeply") from None
-        try:
-            killmail = parse_killmail(doc)
-        except KillmailValidationError as exc:
-            raise PermanentError("validation_error", f"ESI's document: {exc}") from None
-        if killmail.killmail_id != killmail_id:
-            raise PermanentError("esi_mismatch", f"asked ESI for {killmail_id}, it answered {killmail.killmail_id}")
-        return killmail
+            raise EsiStatusError(status, _excerpt(response))
 
     def _wait_for_turn(self, deadline: float) -> None:
         """Honour the shared limits before a request: refuse while error-limited, sleep out a
@@ -227,6 +244,12 @@ class EsiClient:
 
     def _read_timeout(self, deadline: float) -> float:
         return max(0.1, min(self.read_timeout, deadline - self._clock()))
+
+
+def read_json(response: requests.Response) -> Any:
+    """The answer's JSON. A cut-off body raises ValueError (retried); a body nested deeper than
+    Python parses raises RecursionError, which asking again would not cure."""
+    return json.loads(response.content)
 
 
 def _excerpt(response: requests.Response) -> str:
