@@ -310,6 +310,34 @@ def test_two_runs_on_one_local_directory_the_second_refuses(local_dir, database_
     assert first.returncode == 0 and "📊 Final Statistics:" in out and "Traceback" not in err
 
 
+def test_reconcile_in_another_shell_uses_the_running_stack(local_dir, database_url):
+    env = environment(local_dir, DATABASE_URL=database_url)
+    run = subprocess.Popen(
+        [str(KILLSTREAM), "run", "--replay", "--rate", "50", "--pacing-ms", "5", "--duration", "120"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert run.stdout is not None
+        for line in run.stdout:
+            if line.startswith("🏁 Replay complete"):
+                break
+        # another shell: no AWS settings, no queue, no database named — the run's stack has them
+        shell_env = environment(local_dir, USER_AGENT=AGENT)
+        result = killstream("reconcile", "--from", "2026-11-01", "--to", "2026-11-03", env=shell_env)
+        assert result.stderr == "" and "Traceback" not in result.stdout, result.stderr
+        assert "Using the local stack of the running `killstream run`: queue http://127.0.0.1:" in result.stdout
+        assert "through the queue http://127.0.0.1:" in result.stdout
+        assert "reconcile: days=3 complete=3 " in result.stdout and result.returncode == 0, result.stdout
+    finally:
+        run.send_signal(signal.SIGINT)
+        out, err = run.communicate(timeout=60)
+    assert run.returncode == 0 and "Traceback" not in err
+
+
 def test_a_run_whose_reader_goes_away_exits_cleanly(local_dir, database_url):
     env = environment(local_dir, DATABASE_URL=database_url)
     started = time.monotonic()

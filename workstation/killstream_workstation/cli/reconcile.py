@@ -25,6 +25,7 @@ from killstream.reconcile.reconciler import DayCheck, Reconciler, RunReport, Sta
 from killstream.reconcile.recovery import FetcherRecovery
 from killstream.reconcile.store import ReconciliationStore
 from killstream.storage.connection import connect
+from killstream_workstation.local.aws import LOCAL_CREDENTIALS, REAL_CREDENTIALS
 from killstream_workstation.local.console import RunStats, install
 from killstream_workstation.local.database import DatabaseProblem, database_url, migrate_database, url_origin
 from killstream_workstation.local.preflight import PLACEHOLDERS, ConfigProblem
@@ -100,6 +101,11 @@ def _environment(args: argparse.Namespace) -> tuple[dict[str, str], str]:
         for key, variable in STACK_VARIABLES.items():
             if stack.get(key):
                 env.setdefault(variable, stack[key])
+        if env.get("AWS_ENDPOINT_URL") == stack.get("aws_endpoint_url"):
+            # the local endpoint, as the run's functions reach it: its region, no real credentials
+            env.update(LOCAL_CREDENTIALS)
+            for name in REAL_CREDENTIALS:
+                env.pop(name, None)
         if not (args.database_url or os.environ.get("DATABASE_URL", "").strip()) and stack.get("database_url"):
             env["DATABASE_URL"] = stack["database_url"]
             origin = STACK_ORIGIN
@@ -148,7 +154,12 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     if not env.get("DATABASE_URL", "").strip():
         env["DATABASE_URL"] = database_url(None)
     config = _config(env)
-    os.environ.update({k: v for k, v in env.items() if k in ("AWS_ENDPOINT_URL", "POWERTOOLS_METRICS_DISABLED")})
+    aws = ("AWS_ENDPOINT_URL", "POWERTOOLS_METRICS_DISABLED", *LOCAL_CREDENTIALS, *REAL_CREDENTIALS)
+    for name in aws:  # what boto3 reads from the process's environment
+        if name in env:
+            os.environ[name] = env[name]
+        elif name in REAL_CREDENTIALS:
+            os.environ.pop(name, None)
     applied = migrate_database(env["DATABASE_URL"], origin)  # out of reach: one line from main(), status 1
     if applied:
         print(f"Schema: applied {', '.join(applied)}")
