@@ -222,7 +222,7 @@ class QuietFilter(logging.Filter):
             self.verbose
             or record.levelno >= logging.WARNING
             or "outcome" in record.__dict__
-            or getattr(record, "msg", "") in ("tick done", "enrichment done")
+            or getattr(record, "msg", "") in ("tick done", "reconcile done", "enrichment done")
         )
 
 
