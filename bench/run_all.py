@@ -2,7 +2,8 @@
 Each benchmark's lines are shown as it prints them (a line per phase), with its time at the end.
 
 make bench                       # all
-make bench ARGS="fetcher memory" # some: store, pipeline, drain, fetcher, parallelism, coldstart, memory, summary
+make bench ARGS="fetcher memory" # some: store, pipeline, drain, fetcher, parallelism, coldstart, memory, reconcile,
+                                 # summary
 
 KILLSTREAM_PEER=<a checkout of eve-killmap/process-kills> adds the peer's write path to `fetcher`."""
 
@@ -25,6 +26,7 @@ BENCHES = {
     "parallelism": "bench_fetcher.py",
     "coldstart": "bench_coldstart.py",
     "memory": "bench_memory.py",
+    "reconcile": "bench_reconcile.py",
     "summary": "bench_summary.py",
 }
 

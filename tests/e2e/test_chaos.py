@@ -12,7 +12,7 @@ def test_nothing_lost_nothing_doubled_under_faults(database_url, restore_environ
     # higher rates than make chaos, so a short run still meets every fault
     rates = ChaosRates(
         invalid=0.03,
-        gap=0.005,
+        gap=0.01,
         republish=0.02,
         update_in_place=0.06,
         placeholder=0.02,
@@ -22,6 +22,8 @@ def test_nothing_lost_nothing_doubled_under_faults(database_url, restore_environ
         sqs_hang=0.02,
         poller_kill=0.5,
         database_downtime=16.0,
+        outage_at=0.7,
+        outage_publications=40,
     )
     progress: list[str] = []
     report = run_chaos(
@@ -29,15 +31,17 @@ def test_nothing_lost_nothing_doubled_under_faults(database_url, restore_environ
     )
     print("\n".join(report.lines()))
     # a long run shows where it is: a line per phase
-    assert [line.split(" — ")[0] for line in progress if " of 3 — " in line] == [
-        f"chaos: phase {n} of 3" for n in (1, 2, 3)
+    assert [line.split(" — ")[0] for line in progress if " of 4 — " in line] == [
+        f"chaos: phase {n} of 4" for n in (1, 2, 3, 4)
     ]
     assert report.lost == 0 and report.duplicates == 0
     assert report.stale_zkb == 0
     assert report.stored == report.published - report.injected_invalid
     assert report.injected_invalid > 0 and report.unencodable > 0
     assert set(report.dlq_by_reason) == {"esi_invalid_killmail", "invalid_message"}
-    assert report.dlq == report.injected_invalid + report.unencodable
+    # each bad message is there once, or again when it was delivered twice
+    bad = report.injected_invalid + report.unencodable
+    assert bad <= report.dlq <= bad + report.injected["duplicate_delivery"]
     assert report.unexpected_in_dlq == 0 and report.poller_overruns == 0
     assert report.updated_in_place > 0 and report.republished > 0
     for fault in (
@@ -49,8 +53,12 @@ def test_nothing_lost_nothing_doubled_under_faults(database_url, restore_environ
         "placeholder",
         "stale_404",
         "stale_404_in_gap",
+        "poller_outage",
     ):
         assert report.injected[fault] > 0, f"{fault} was never injected"
+    # the outage outlasted R2Z2's files: lost until the reconciler queued them, home after
+    assert report.lost_before_reconcile > 0 and report.reconciled >= report.lost_before_reconcile
+    assert set(report.days.values()) <= {"complete", "incomplete"}
     # the outage outlasted 5 receives: those killmails went to the DLQ and the redrive brought them home
     assert report.redriven > 0
 

@@ -96,7 +96,7 @@ def tool(name: str) -> str | None:
 # ------------------------------------------------------------------ functions and layers
 
 
-FUNCTIONS = ("PollerFunction", "FetcherFunction", "EnricherFunction")
+FUNCTIONS = ("PollerFunction", "FetcherFunction", "EnricherFunction", "ReconcilerFunction")
 
 
 def test_functions_run_python313_on_arm64_built_by_makefiles():
@@ -122,6 +122,27 @@ def test_poller_runs_alone_every_minute_without_retries():
     expression = event["Properties"].get("Schedule") or event["Properties"].get("ScheduleExpression")
     assert expression in ("rate(1 minute)", "cron(* * * * ? *)")
     assert int(env("PollerFunction")["POLL_BUDGET_SECONDS"]) < p["Timeout"]
+
+
+def test_reconciler_runs_daily_on_a_parameter_with_lambdas_longest_timeout():
+    p = props("ReconcilerFunction")
+    assert p["Timeout"] == 900 and p["MemorySize"] >= 256
+    (event,) = p["Events"].values()
+    assert event["Type"] == "Schedule" and event["Properties"]["Schedule"] == REF("ReconcileSchedule")
+    schedule = T["Parameters"]["ReconcileSchedule"]
+    assert re.fullmatch(r"cron\(0 [1-9] \* \* \? \*\)", schedule["Default"])  # a few hours after midnight UTC
+    assert re.fullmatch(schedule["AllowedPattern"], schedule["Default"])
+    assert p["EventInvokeConfig"]["MaximumRetryAttempts"] == 0
+    variables = env("ReconcilerFunction")
+    assert variables["HISTORY_URL"] == "https://r2z2.zkillboard.com/history"
+    assert variables["QUEUE_URL"] == REF("KillmailQueue")
+    assert variables["RECONCILE_DAYS"] == REF("ReconcileDays") and T["Parameters"]["ReconcileDays"]["Default"] == 7
+    assert variables["RECONCILE_RAW_THRESHOLD"] == REF("ReconcileRawThreshold")
+    assert int(variables["HISTORY_PACING_MS"]) >= 500  # well under R2Z2's ~15-20 requests a second
+    # it reaches the database where the fetcher does
+    assert p["VpcConfig"] == props("FetcherFunction")["VpcConfig"]
+    for name in ("DATABASE_URL", "DB_SECRET_ARN", "DB_SSLMODE", "DB_SSLROOTCERT"):
+        assert variables[name] == env("FetcherFunction")[name], name
 
 
 def test_enricher_runs_alone_every_minute_within_its_minute_and_beside_the_database():
@@ -238,16 +259,31 @@ def test_fetcher_may_only_consume_dead_letter_and_read_the_secret():
         "ec2:AssignPrivateIpAddresses",
         "ec2:UnassignPrivateIpAddresses",
     }
-    for role in ("FetcherRole", "EnricherRole"):
+    for role in ("FetcherRole", "EnricherRole", "ReconcilerRole"):
         granted = {action for condition in grants(role).values() for action, _ in condition}
         assert managed - granted == {"logs:CreateLogGroup"}, role
+
+
+def test_reconciler_may_only_enqueue_and_read_the_secret():
+    secret = {
+        "Fn::If": ["CreateDb", {"Fn::GetAtt": ["Database", "MasterUserSecret.SecretArn"]}, REF("DatabaseSecretArn")]
+    }
+    fetcher = grants("FetcherRole")
+    assert grants("ReconcilerRole") == {
+        None: (
+            pairs(["logs:CreateLogStream", "logs:PutLogEvents"], ARN("ReconcilerLogGroup"))
+            | pairs(["sqs:SendMessage"], ARN("KillmailQueue"))
+            | pairs(["secretsmanager:GetSecretValue"], secret)
+        ),
+        "InVpc": fetcher["InVpc"],  # Lambda's ENI management, only in the VPC, as the fetcher's
+    }
 
 
 def test_no_wildcards_and_no_other_policies():
     assert not [
         n for n, r in R.items() if r["Type"] in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy", "AWS::IAM::RolePolicy")
     ]
-    for role in ("PollerRole", "FetcherRole", "EnricherRole"):
+    for role in ("PollerRole", "FetcherRole", "EnricherRole", "ReconcilerRole"):
         p = props(role)
         assert "ManagedPolicyArns" not in p
         assert p["AssumeRolePolicyDocument"]["Statement"] == [
@@ -304,12 +340,29 @@ def test_environment_names_equal_the_config_contract():
         "DB_SSLMODE",
         "DB_SSLROOTCERT",
     }
+    # The reconciler's own, and the database's; ESI_URL, ESI_COMPATIBILITY_DATE, ESI_PARALLELISM and
+    # DLQ_URL it reads too, for the CLI without a queue, and the template leaves them out: with
+    # QUEUE_URL set it never calls ESI.
+    reconciler = {
+        "HISTORY_URL",
+        "HISTORY_PACING_MS",
+        "RECONCILE_DAYS",
+        "RECONCILE_RAW_THRESHOLD",
+        "QUEUE_URL",
+        "USER_AGENT",
+        "DATABASE_URL",
+        "DB_SECRET_ARN",
+        "DB_SSLMODE",
+        "DB_SSLROOTCERT",
+    }
     # Both ways against killstream/config.py: every name it reads is set, and it reads every name set.
     config = (ROOT / "layers/killstream/killstream/config.py").read_text()
-    assert set(re.findall(r'"([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+)"', config)) == poller | fetcher | enricher
+    assert set(re.findall(r'"([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+)"', config)) == poller | fetcher | enricher | reconciler
     assert set(env("PollerFunction")) == poller | powertools
     assert set(env("FetcherFunction")) == fetcher | powertools
     assert set(env("EnricherFunction")) == enricher | powertools
+    assert set(env("ReconcilerFunction")) == reconciler | powertools
+    assert env("ReconcilerFunction")["POWERTOOLS_SERVICE_NAME"] == "reconciler"
     assert env("PollerFunction")["POWERTOOLS_SERVICE_NAME"] == "poller"
     assert env("FetcherFunction")["POWERTOOLS_SERVICE_NAME"] == "fetcher"
     assert env("EnricherFunction")["POWERTOOLS_SERVICE_NAME"] == "enricher"
@@ -338,6 +391,8 @@ ALARMS = {  # logical id: (namespace, metric, dimension name, dimension value)
     "StreamStalledAlarm": ("killstream", "PackagesReceived", "service", "poller"),
     "FetcherErrorsAlarm": ("AWS/Lambda", "Errors", "FunctionName", REF("FetcherFunction")),
     "PermanentFailuresAlarm": ("killstream", "PermanentFailures", "service", "fetcher"),
+    "DayIncompleteAlarm": ("killstream", "DaysStillIncomplete", "service", "reconciler"),
+    "ReconcilerErrorsAlarm": ("AWS/Lambda", "Errors", "FunctionName", REF("ReconcilerFunction")),
     "NamesBacklogAlarm": ("killstream", "NamesPending", "service", "enricher"),
     "EnricherErrorsAlarm": ("AWS/Lambda", "Errors", "FunctionName", REF("EnricherFunction")),
 }
@@ -356,6 +411,8 @@ def test_alarms_exist_and_notify_the_topic():
             [{"Name": dimension, "Value": value}],
         )
     assert props("QueueBacklogAlarm")["Threshold"] == 300
+    incomplete = props("DayIncompleteAlarm")  # the day's run, once a day; the state holds between runs
+    assert (incomplete["Period"], incomplete["Threshold"], incomplete["TreatMissingData"]) == (86400, 1, "ignore")
     stalled = props("StreamStalledAlarm")
     assert stalled["Period"] * stalled["EvaluationPeriods"] == 1800 and stalled["TreatMissingData"] == "breaching"
     throttled = [m["MetricStat"]["Metric"] for m in props("ThrottlesAlarm")["Metrics"] if "MetricStat" in m]
@@ -379,13 +436,15 @@ def test_dashboard_is_json_and_shows_every_metric():
         "SequenceGaps CursorLag PollSeconds SourceRefused EnqueueFailures KillmailsStored KillmailsDuplicate "
         "ZkbUpdated EsiFetches EsiErrors EsiRateLimited PermanentFailures TransientFailures IngestLagSeconds DbWriteMs "
         "NamesResolved NamesUnresolvable NamesPending "
-        "PlaceholderPackages UpdatePointersFollowed UpdatePointersExpired"
+        "PlaceholderPackages UpdatePointersFollowed UpdatePointersExpired "
+        "DaysChecked KillmailsMissing KillmailsRecovered DaysIncomplete DaysStillIncomplete HistoryErrors "
+        "HistoryRequests"
     )
     assert [m for m in metrics.split() if f'"{m}"' not in text] == []
     from killstream.observability import Metric
 
     published = {value for name, value in vars(Metric).items() if name.isupper()}
-    assert published == set(metrics.split())
+    assert published == set(metrics.split()), "a metric constant without its widget, or a widget for none"
     alarms = {n for n, r in R.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
     assert [a for a in alarms if f"${{{a}.Arn}}" not in props("Dashboard")["DashboardBody"]["Fn::Sub"]] == []
 
@@ -398,6 +457,8 @@ def test_outputs_and_optional_database():
         "FetcherFunctionName",
         "EnricherFunctionName",
         "EnricherLogGroupName",
+        "ReconcilerFunctionName",
+        "ReconcilerLogGroupName",
         "DashboardUrl",
     } <= set(T["Outputs"])
     db = R["Database"]
@@ -563,6 +624,9 @@ def test_the_local_pipeline_mirrors_the_template():
     )
     assert pipeline.POLLER_TIMEOUT_SECONDS == props("PollerFunction")["Timeout"]
     assert pipeline.ENRICHER_TIMEOUT_SECONDS == props("EnricherFunction")["Timeout"]
+    assert pipeline.RECONCILER_TIMEOUT_SECONDS == props("ReconcilerFunction")["Timeout"]
+    schedule = T["Parameters"]["ReconcileSchedule"]["Default"]
+    assert schedule == f"cron(0 {pipeline.RECONCILE_HOUR_UTC} * * ? *)"
     assert pipeline.PipelineSettings(database_url="", user_agent="").visibility_timeout == queue["VisibilityTimeout"]
     assert aws.MAX_RECEIVE_COUNT == queue["RedrivePolicy"]["maxReceiveCount"]
     assert aws.MAX_MESSAGE_SIZE == queue["MaximumMessageSize"] == props("KillmailDLQ")["MaximumMessageSize"]

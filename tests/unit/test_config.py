@@ -2,7 +2,7 @@
 
 import pytest
 
-from killstream.config import DatabaseConfig, EnricherConfig, FetcherConfig, PollerConfig
+from killstream.config import DatabaseConfig, EnricherConfig, FetcherConfig, PollerConfig, ReconcilerConfig
 from killstream.errors import ConfigError
 
 POLLER = {
@@ -112,3 +112,35 @@ def test_tls_is_verified_by_default_whenever_credentials_come_from_the_secret():
     assert DatabaseConfig.from_env({"DATABASE_URL": "postgresql://localhost/db"}).sslmode is None
     with pytest.raises(ConfigError, match="DATABASE_URL"):
         DatabaseConfig.from_env({})
+
+
+RECONCILER = {"DATABASE_URL": "postgresql://h/db", "USER_AGENT": "killstream/0.1 (ops@example.com)"}
+
+
+def test_reconciler_defaults_and_the_cli_shape_without_a_queue():
+    config = ReconcilerConfig.from_env(RECONCILER)
+    assert config.history_url == "https://r2z2.zkillboard.com/history"
+    assert (config.days, config.raw_threshold, config.pacing_ms) == (7, 500, 1000)
+    assert config.queue_url is None and config.dlq_url is None and config.esi_url == "https://esi.evetech.net"
+    assert config.esi_compatibility_date == "2026-08-18"
+    deployed = ReconcilerConfig.from_env(RECONCILER | {"QUEUE_URL": POLLER["QUEUE_URL"], "HISTORY_URL": "http://h/x/"})
+    assert deployed.queue_url == POLLER["QUEUE_URL"] and deployed.history_url == "http://h/x"
+
+
+@pytest.mark.parametrize(
+    "variable, value",
+    [
+        ("HISTORY_URL", "r2z2.zkillboard.com/history"),
+        ("RECONCILE_DAYS", "0"),
+        ("RECONCILE_DAYS", "a week"),
+        ("RECONCILE_RAW_THRESHOLD", "0"),
+        ("HISTORY_PACING_MS", "-5"),
+        ("ESI_COMPATIBILITY_DATE", "2026-8-18"),  # the CLI's reconcile asks ESI itself without a queue
+        ("QUEUE_URL", "not a url"),
+        ("USER_AGENT", "curl"),
+    ],
+)
+def test_bad_reconciler_values_name_their_variable(variable, value):
+    with pytest.raises(ConfigError) as raised:
+        ReconcilerConfig.from_env(RECONCILER | {variable: value})
+    assert raised.value.variable == variable

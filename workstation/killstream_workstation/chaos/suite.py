@@ -1,11 +1,13 @@
 """Fault injection over the whole local pipeline: replay thousands of killmails while the
-feed, ESI, SQS, the database and the poller itself misbehave, then prove that every killmail
-is stored exactly once, with zKillboard's latest values, that the DLQ holds only what was
-injected as permanently bad, and that a redrive brings home everything that failed for transient
-reasons. The feed behaves as zKillboard's publisher does (docs/protocols.md, "R2Z2"): files
-rewritten in place and pointed at from later ones, null placeholders, gaps, stale 404s (inside
-gap searches too); SQS fails and hangs; messages that cannot be encoded land in the queue.
-The RedisQ phase (chaos/redisq.py) drains a backlog with short ticks.
+feed, ESI, SQS, the database and the poller itself misbehave — the poller down longer than
+R2Z2's live window among them, so files expire unread — then prove that every killmail is stored
+exactly once, with zKillboard's latest values, that the DLQ holds only what was injected as
+permanently bad, that a redrive brings home everything that failed for transient reasons, and
+that the reconciler brings home what expired. The feed behaves as zKillboard's publisher does
+(docs/protocols.md, "R2Z2"): files rewritten in place and pointed at from later ones, null
+placeholders, gaps, stale 404s (inside gap searches too); SQS fails and hangs; messages that
+cannot be encoded land in the queue. The RedisQ phase (chaos/redisq.py) drains a backlog with
+short ticks.
 
 Run by `make chaos` (bench/chaos.py); a smaller run is part of `make test`."""
 
@@ -16,6 +18,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import boto3
 
@@ -73,7 +76,10 @@ def run_chaos(
     rng = random.Random(seed)
     report = ChaosReport()
     started = time.monotonic()
-    docs = corpus.renumber(corpus.sample(), count, first_id=500_000_000)
+    # over three complete UTC days that zKillboard's history (the local one) already serves
+    today = datetime.now(UTC).date()
+    days = [today - timedelta(days=n) for n in (4, 3, 2)]
+    docs = corpus.on_days(corpus.renumber(corpus.sample(), count, first_id=500_000_000), days)
     by_id = {doc["killmail_id"]: doc for doc in docs}
 
     settings = PipelineSettings(
@@ -111,18 +117,34 @@ def run_chaos(
     unencodable_ids: set[int] = set()
     latest_zkb: dict[int, dict] = {}
     sequence_of: dict[int, int] = {}
+    """The file each killmail was last published as, while it is still served (not expired)."""
     restart_after = int(count * rates.database_restart_at) if restart_database else None
+    outage_from = int(count * rates.outage_at) if rates.outage_publications else None
+    outage_until = None if outage_from is None else min(count, outage_from + rates.outage_publications)
     feed_sqs = pipeline.aws.client("sqs")
     published = 0
 
-    def revalue(killmail_id: int) -> dict:
+    def in_outage(n: int) -> bool:
+        return outage_from is not None and outage_until is not None and outage_from <= n < outage_until
+
+    def revalue(killmail_id: int, *, read: bool = True) -> dict:
+        """New values for a killmail; the ones to expect stored only when the poller will `read` them."""
         zkb = latest_zkb[killmail_id]
         revalued = dict(zkb, totalValue=round(zkb["totalValue"] * 1.1 + 1, 2), labels=[*zkb["labels"], "ganked"])
-        latest_zkb[killmail_id] = revalued
+        if read:
+            latest_zkb[killmail_id] = revalued
         return revalued
+
+    def pointer_served(n: int) -> bool:
+        """Whether an update made now has its pointer ride on a file the poller will read: the
+        pending pointers go one per new file, and the files of an outage expire unread."""
+        if outage_from is None or outage_until is None or n >= outage_until:
+            return True
+        return outage_from - n - 1 > r2z2.pending_pointers
 
     def publish_all():
         nonlocal published
+        outage_first = 0
         gap_before = False
         for n, doc in enumerate(docs):
             published = n + 1
@@ -136,38 +158,62 @@ def run_chaos(
             else:
                 esi.add(esi_doc, killmail_hash)
             latest_zkb[doc["killmail_id"]] = zkb
-            sequence = r2z2.publish(esi_doc, killmail_hash, zkb, include_esi=inline, esi_null=rng.random() < 0.5)
-            sequence_of[doc["killmail_id"]] = sequence
-            # the first file after the first gap always meets the gap search with a stale 404
-            first_gap_after = gap_before and not report.injected["stale_404_in_gap"]
-            if first_gap_after or rng.random() < (rates.stale_after_gap if gap_before else rates.stale_404):
-                r2z2.stale_404(sequence)
-                report.injected["stale_404_in_gap" if gap_before else "stale_404"] += 1
+            if n == outage_from:
+                pipeline.poller_paused.set()  # the poller is down: its tick ends, no other starts
+                report.injected["poller_outage"] += 1
+                outage_first = r2z2.head + 1
+            sequence = r2z2.publish(
+                esi_doc,
+                killmail_hash,
+                zkb,
+                include_esi=inline,
+                esi_null=rng.random() < 0.5,
+                raw=doc["killmail_id"] not in invalid_ids,
+            )
+            if not in_outage(n):
+                sequence_of[doc["killmail_id"]] = sequence
+                # the first file after the first gap always meets the gap search with a stale 404
+                first_gap_after = gap_before and not report.injected["stale_404_in_gap"]
+                if first_gap_after or rng.random() < (rates.stale_after_gap if gap_before else rates.stale_404):
+                    r2z2.stale_404(sequence)
+                    report.injected["stale_404_in_gap" if gap_before else "stale_404"] += 1
             gap_before = False
             # at least one gap a run, however the dice fall
             forced_gap = rates.gap > 0 and n == len(docs) // 2 and not report.injected["sequence_gap"]
             if forced_gap or rng.random() < rates.gap:
                 r2z2.skip(rng.randint(1, 3))
                 report.injected["sequence_gap"] += 1
-                gap_before = True
+                gap_before = not in_outage(n)
             if rng.random() < rates.placeholder:
                 r2z2.publish_placeholder()
                 report.injected["placeholder"] += 1
             updatable = [k for k in sequence_of if k not in invalid_ids]
             # each update's pointer rides on a later new file: only while enough are still to come
-            if updatable and r2z2.pending_pointers < len(docs) - n - 2 and rng.random() < rates.update_in_place:
+            if (
+                updatable
+                and r2z2.pending_pointers < len(docs) - n - 2
+                and pointer_served(n)
+                and rng.random() < rates.update_in_place
+            ):
                 again = rng.choice(updatable)
                 r2z2.update_in_place(sequence_of[again], revalue(again))
                 report.updated_in_place += 1
             if updatable and rng.random() < rates.republish:
                 again = rng.choice(updatable)
-                sequence_of[again] = r2z2.republish(again, revalue(again))
+                # a re-publication while the poller is down expires unread
+                republished = r2z2.republish(again, revalue(again, read=not in_outage(n)))
+                if not in_outage(n):
+                    sequence_of[again] = republished
                 report.republished += 1
             if rng.random() < rates.unencodable:
                 killmail_id = UNENCODABLE_FIRST_ID + len(unencodable_ids)
                 unencodable_ids.add(killmail_id)
                 feed_sqs.send_message(QueueUrl=pipeline.aws.queue_url, MessageBody=unencodable_body(doc, killmail_id))
                 report.unencodable += 1
+            if n + 1 == outage_until:
+                # down longer than R2Z2 keeps files: those published meanwhile 404 for good
+                r2z2.expire(r2z2.head, from_sequence=outage_first)
+                pipeline.poller_paused.clear()
             if restart_after is not None and n == restart_after:
                 report.injected["database_restart"] += 1
                 outage.start()
@@ -207,11 +253,11 @@ def run_chaos(
         return drained() and drained()
 
     try:
-        progress(f"chaos: phase 1 of 3 — publishing {count} killmails under faults, until the pipeline drains")
+        progress(f"chaos: phase 1 of 4 — publishing {count} killmails under faults, until the pipeline drains")
         if not pipeline.wait_until(drained_twice, timeout=timeout, poll=1.0):
             progress("chaos: the pipeline did not drain in time")
         progress(
-            f"chaos: phase 2 of 3 — drained after {time.monotonic() - started:.0f} s: faults cleared, "
+            f"chaos: phase 2 of 4 — drained after {time.monotonic() - started:.0f} s: faults cleared, "
             "redriving the transient failures from the DLQ"
         )
         with aws_faults.lock:
@@ -230,7 +276,17 @@ def run_chaos(
             report.redriven = result.moved
             progress(f"chaos: redrove {result.moved} transient failures ({', '.join(transient)})")
             pipeline.wait_until(drained_twice, timeout=timeout, poll=1.0)
-        progress("chaos: phase 3 of 3 — counting what the DLQ and the database hold")
+        _count_database(database_url, by_id, invalid_ids | unencodable_ids, latest_zkb, report)
+        report.lost_before_reconcile = report.lost
+        # The reconciler's Lambda, as its schedule would run it, on the days published: what expired
+        # goes onto the queue as history packages, and the fetcher brings it home.
+        progress(f"chaos: phase 3 of 4 — {report.lost} killmails missing: the reconciler over {days[0]} to {days[-1]}")
+        window = {"from": f"{days[0]}", "to": f"{days[-1]}"}
+        report.reconciled = pipeline.run_reconciler(window)["killmails_enqueued"]
+        progress(f"chaos: reconciler: {report.reconciled} killmails queued; draining")
+        pipeline.wait_until(drained_twice, timeout=timeout, poll=1.0)
+        report.days = pipeline.run_reconciler(window)["days"]  # and the next run finds the days settled
+        progress("chaos: phase 4 of 4 — counting what the DLQ and the database hold")
         final = inspect_dlq(sqs, pipeline.aws.dlq_url)
     finally:
         publisher.join()
@@ -267,13 +323,13 @@ def _count_database(
     url: str, by_id: dict[int, dict], invalid_ids: set[int], latest_zkb: dict[int, dict], report: ChaosReport
 ) -> None:
     """What the database holds of this run's killmails (and of those injected bad, which must
-    not be there)."""
+    not be there; the RedisQ phase's, in the same database, are not this run's)."""
     ids = sorted(set(by_id) | invalid_ids)
     conn = connect(url)
     try:
         with conn, conn.cursor() as cur:
             cur.execute("SELECT killmail_id, zkb_total_value FROM killmails WHERE killmail_id = ANY(%s)", (ids,))
-            stored = {kid: float(value) for kid, value in cur.fetchall()}
+            stored = {kid: None if value is None else float(value) for kid, value in cur.fetchall()}
             cur.execute(
                 "SELECT (SELECT count(*) FROM attackers WHERE killmail_id = ANY(%s)),"
                 " (SELECT count(*) FROM items WHERE killmail_id = ANY(%s))",
@@ -289,7 +345,11 @@ def _count_database(
     report.lost = len(good - set(stored))
     # the primary key makes a doubled killmail row impossible; doubled children are what to look for
     report.duplicates = (attackers - expected_attackers) + (items - expected_items) + len(set(stored) - good)
+    # a killmail stored from history has no zkb until a live publication brings it: not stale
+    report.without_zkb = sum(1 for value in stored.values() if value is None)
     report.stale_zkb = sum(
-        1 for kid, value in stored.items() if kid in latest_zkb and abs(value - latest_zkb[kid]["totalValue"]) > 0.005
+        1
+        for kid, value in stored.items()
+        if kid in latest_zkb and value is not None and abs(value - latest_zkb[kid]["totalValue"]) > 0.005
     )
     logger.debug("chaos counted", extra={"stored": len(stored), "attackers": attackers, "items": items})

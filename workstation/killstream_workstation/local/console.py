@@ -235,7 +235,7 @@ class QuietFilter(logging.Filter):
             or record.levelno >= logging.WARNING
             or "outcome" in record.__dict__
             or bool(killmail_lines(record.__dict__))
-            or getattr(record, "msg", "") in ("tick done", "enrichment done")
+            or getattr(record, "msg", "") in ("tick done", "reconcile done", "enrichment done")
         )
 
 

@@ -53,17 +53,18 @@ class Stop(Protocol):
 
 
 class StoppableContext(LambdaContext):
-    """A Lambda context that also says when a stop was asked for (Ctrl+C, SIGTERM): stopping is
-    not dying. The poller then ends its budget (no new work) and finishes what it began — a
-    package RedisQ already popped is read and sent — then flushes and saves the cursor, all
-    within the remaining time, which stays what it is."""
+    """A Lambda context that also says when a stop was asked for (any of `stops` set: Ctrl+C,
+    SIGTERM, a paused poller): stopping is not dying. The poller then ends its budget (no new
+    work) and finishes what it began — a package RedisQ already popped is read and sent — then
+    flushes and saves the cursor, all within the remaining time, which stays what it is. The
+    enricher and the reconciler end their runs on it too."""
 
-    def __init__(self, function_name: str, timeout_seconds: float, stop: Stop, **options):
+    def __init__(self, function_name: str, timeout_seconds: float, *stops: Stop, **options):
         super().__init__(function_name, timeout_seconds, **options)
-        self._stop = stop
+        self._stops = stops
 
     def stop_requested(self) -> bool:
-        return self._stop.is_set()
+        return any(stop.is_set() for stop in self._stops)
 
 
 LOCAL_QUEUE_ARN = f"arn:aws:sqs:{REGION}:000000000000:killstream-local-killmails"

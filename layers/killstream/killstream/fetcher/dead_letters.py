@@ -7,9 +7,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from killstream import sqs_limits
+
+if TYPE_CHECKING:
+    from botocore.config import Config
 from killstream.errors import FetchError
 from killstream.fetcher.messages import ERROR_MESSAGE_CHARS, Message
 from killstream.observability import logger
@@ -19,6 +22,14 @@ from killstream.package import Package
 ERROR_TYPE = "error_type"
 ERROR_MESSAGE = "error_message"
 FAILURE_ATTRIBUTES = (ERROR_TYPE, ERROR_MESSAGE)
+
+
+def client_config() -> Config:
+    """The botocore Config of the DLQ's (and the reconciler's) SQS client. A function, so that
+    importing this module imports no botocore."""
+    from botocore.config import Config
+
+    return Config(connect_timeout=3, read_timeout=5, retries={"mode": "standard", "max_attempts": 3})
 
 
 @dataclass(frozen=True)
@@ -41,12 +52,10 @@ class DeadLetterQueue:
     def client(self) -> Any:
         if self._client is None:
             import boto3
-            from botocore.config import Config
 
             # boto3 is imported, and the client made, on the first dead letter: most invocations
             # send none, and the fetcher's cold start does not pay for it.
-            config = Config(connect_timeout=3, read_timeout=5, retries={"mode": "standard", "max_attempts": 3})
-            self._client = boto3.client("sqs", config=config)
+            self._client = boto3.client("sqs", config=client_config())
         return self._client
 
     def send(self, letters: Sequence[DeadLetter]) -> set[str]:

@@ -1,17 +1,22 @@
-"""The HTTP plumbing every poller request shares, written once: one requests Session with the
-User-Agent, timeouts, retries with backoff, redirects, and the reading of 429s and refusals.
-Every attempt passes the gate first, and is over, its whole answer read, by the deadline the
-gate gives it and by its timeouts added up (killstream.http.bounded)."""
+"""The HTTP plumbing every upstream request shares (the poller's feed, the reconciler's history
+files), written once: one requests Session with the User-Agent, timeouts, retries with backoff,
+redirects, the reading of 429s and refusals, and bodies streamed when they are too large to hold.
+Every attempt passes the gate first, and a whole answer is read by the deadline the gate gives it
+and by its timeouts added up (killstream.http.bounded), however slowly it drips in."""
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
+from typing import TypeVar
 from urllib.parse import urljoin
 
 import requests
+import urllib3
 
 from killstream.http import bounded
 from killstream.http.gate import Gate
@@ -27,6 +32,8 @@ RATE_LIMIT_FIRST = 5.0
 RATE_LIMIT_CEILING = 60.0
 MAX_REDIRECTS = 5
 REDIRECTS = (301, 302, 303, 307, 308)
+CHUNK_BYTES = 64 * 1024
+T = TypeVar("T", "Reply", requests.Response)
 
 
 @dataclass(frozen=True)
@@ -67,7 +74,7 @@ class HttpClient:
 
     @property
     def longest_request(self) -> float:
-        """The longest one attempt can take: its timeouts added up bound the whole of it."""
+        """The longest one attempt of `get` can take: its timeouts added up bound the whole of it."""
         return sum(self.timeout)
 
     def get(
@@ -78,51 +85,137 @@ class HttpClient:
         follow_redirects: bool = True,
         finishing: bool = False,
     ) -> Reply:
-        """Each attempt, a redirect's included, is a request of its own through the gate.
-        `finishing`: work that must be done once begun (Gate.pace): past the budget too."""
-        reply = self._attempt_all(url, params, finishing)
+        """Each attempt, a redirect's included, is a request of its own through the gate, its
+        answer read whole. `finishing`: work that must be done once begun (Gate.pace): past
+        the budget too."""
+        reply = self._attempt_all(url, partial(self._read, url, params), finishing)
         for _ in range(MAX_REDIRECTS if follow_redirects else 0):
             location = redirect_location(reply)
             if location is None:
                 break
-            reply = self._attempt_all(location, None, finishing)
+            reply = self._attempt_all(location, partial(self._read, location, None), finishing)
         return reply
 
-    def _attempt_all(self, url: str, params: Mapping[str, object] | None, finishing: bool) -> Reply:
+    @contextmanager
+    def stream(self, url: str, *, deadline: float | None = None) -> Iterator[Streamed]:
+        """The answer with its body still to be read, chunk by chunk (a file too large to hold),
+        closed on leaving. Retried like `get` until the headers arrive; a body cut off after them
+        is the caller's to handle (Interrupted). `deadline` (on the gate's clock) bounds the whole
+        download, so a body that drips in cannot hold the caller for ever."""
+        response = self._attempt_all(url, partial(self._open, url), False)
+        for _ in range(MAX_REDIRECTS):
+            location = redirect_location(_reply(response, text=""))
+            if location is None:
+                break
+            response.close()
+            response = self._attempt_all(location, partial(self._open, location), False)
+        try:
+            yield Streamed(response, clock=self.gate.clock, deadline=deadline)
+        finally:
+            response.close()
+
+    def _read(self, url: str, params: Mapping[str, object] | None, deadline: float) -> Reply:
+        """One GET, its answer read whole by `deadline` and by its timeouts added up."""
+        answer = bounded.get(
+            self.session,
+            url,
+            params=params,
+            deadline=min(deadline, self.gate.clock() + self.longest_request),
+            timeout=self.timeout,
+            clock=self.gate.clock,
+        )
+        return Reply(answer.status, answer.text, answer.headers, answer.url)
+
+    def _open(self, url: str, deadline: float) -> requests.Response:
+        """One GET up to its headers (the body is the caller's: Streamed bounds it), its timeouts
+        cut to what is left before `deadline`."""
+        left = max(0.01, deadline - self.gate.clock())  # the gate let it start before the deadline
+        connect, read = self.timeout
+        return self.session.get(url, timeout=(min(connect, left), min(read, left)), allow_redirects=False, stream=True)
+
+    def _attempt_all(self, url: str, attempt: Callable[[float], T], finishing: bool) -> T:
+        """`attempt(deadline)` until an answer below 500, through the gate each time."""
         problem = ""
-        for attempt in range(self.retries + 1):
+        for attempt_number in range(self.retries + 1):
             deadline = self.gate.pace(finishing=finishing)
             try:
-                answer = bounded.get(
-                    self.session,
-                    url,
-                    params=params,
-                    deadline=min(deadline, self.gate.clock() + self.longest_request),
-                    timeout=self.timeout,
-                    clock=self.gate.clock,
-                )
+                answer = attempt(deadline)
             except requests.RequestException as error:
                 problem = f"{type(error).__name__}: {error}"
             else:
-                if answer.status < 500:
+                status = answer.status if isinstance(answer, Reply) else answer.status_code
+                if status < 500:
                     self._failures_in_a_row = 0
-                    return Reply(answer.status, answer.text, answer.headers, answer.url)
-                problem = f"HTTP {answer.status}"
+                    return answer
+                problem = f"HTTP {status}"
+                if isinstance(answer, requests.Response):
+                    answer.close()
             self._failures_in_a_row += 1
             self.on_failed_attempt()
-            backoff = ERROR_STREAK_BACKOFF if self._failures_in_a_row >= ERROR_STREAK else RETRY_BACKOFF * 2**attempt
+            backoff = (
+                ERROR_STREAK_BACKOFF if self._failures_in_a_row >= ERROR_STREAK else RETRY_BACKOFF * 2**attempt_number
+            )
             self.gate.hold(backoff)
             logger.warning(
                 "request failed",
                 extra={
                     "url": url,
                     "problem": problem,
-                    "attempt": attempt + 1,
+                    "attempt": attempt_number + 1,
                     "failures_in_a_row": self._failures_in_a_row,
                     "backoff_seconds": backoff,
                 },
             )
         raise Unreachable(problem)
+
+
+def _reply(response: requests.Response, text: str | None = None) -> Reply:
+    return Reply(response.status_code, response.text if text is None else text, response.headers, response.url)
+
+
+class Interrupted(Exception):
+    """A streamed body that stopped before its end: the connection broke, a read timed out, or
+    the download ran past its deadline. `received` bytes had arrived."""
+
+    def __init__(self, reason: str, received: int):
+        super().__init__(f"{reason} after {received:,} bytes")
+        self.reason = reason
+        self.received = received
+
+
+class Streamed:
+    """An answer whose body is read as it arrives."""
+
+    def __init__(self, response: requests.Response, *, clock: Callable[[], float], deadline: float | None):
+        self.status = response.status_code
+        self.headers = response.headers
+        self.url = response.url
+        self.received = 0
+        self._response = response
+        self._clock = clock
+        self._deadline = deadline
+
+    def text(self, limit: int = 2000) -> str:
+        """The start of a (short) body, for an error message."""
+        return next(self.chunks(limit), b"").decode("utf-8", "replace")
+
+    def chunks(self, size: int = CHUNK_BYTES) -> Iterator[bytes]:
+        """The body in chunks of at most `size` bytes (decompressed, as sent); Interrupted when
+        it stops before its end."""
+        # read1: whatever has arrived, up to `size`, so the deadline is checked while bytes drip in
+        # (iter_content would wait for a whole chunk).
+        raw = self._response.raw
+        while True:
+            if self._deadline is not None and self._clock() > self._deadline:
+                raise Interrupted("the download took too long", self.received)
+            try:
+                chunk = raw.read1(size, decode_content=True)
+            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as error:
+                raise Interrupted(f"{type(error).__name__}: {error}", self.received) from None
+            if not chunk:
+                return
+            self.received += len(chunk)
+            yield chunk
 
 
 class RateLimitBackoff:

@@ -20,14 +20,14 @@ when the values are the same. When either lacks an uploaded_at (a row stored bef
 but both have a sequence_id, the greater sequence wins, and the same sequence wins when its
 values differ and it brings the uploaded_at the row lacks. When either has no key at all
 (RedisQ packages), the incoming values win when they differ, as they always did, and the stored
-key stays."""
+key stays. A record with no zkb values at all (history, backfill) never replaces stored ones."""
 
 from __future__ import annotations
 
 import io
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -62,6 +62,11 @@ class KillmailRecord:
     @property
     def killmail_id(self) -> int:
         return self.killmail.killmail_id
+
+    @property
+    def has_zkb(self) -> bool:
+        """Whether it carries zKillboard values at all: history and backfill records do not."""
+        return any(value is not None for value in astuple(self.zkb))
 
 
 _ZKB_COLUMNS = (
@@ -165,6 +170,9 @@ ON CONFLICT (killmail_id) DO UPDATE SET
     uploaded_at = CASE WHEN {_keyed} THEN EXCLUDED.uploaded_at ELSE killmails.uploaded_at END,
     zkb_updated_at = CASE WHEN {_zkb_differ} THEN now() ELSE killmails.zkb_updated_at END
 WHERE {_NEWER}
+  -- A record with no zkb values (history, backfill) never replaces stored ones: for a killmail
+  -- already stored it is a duplicate. A later live publication fills NULL zkb columns in.
+  AND NOT (({_zkb_new}) IS NULL)
 RETURNING killmail_id,
     CASE WHEN xmax = 0 THEN 'inserted' WHEN zkb_updated_at = now() THEN 'zkb_updated' ELSE 'duplicate' END
 """
@@ -303,13 +311,18 @@ class StoredKey:
 
 
 def _latest_per_killmail(records: Sequence[KillmailRecord]) -> list[KillmailRecord]:
-    """One record per killmail id: the newest publication (of equals, the last given)."""
+    """One record per killmail id: the newest publication (of equals, the last given); one
+    carrying zkb values before one without."""
     chosen: dict[int, KillmailRecord] = {}
     for record in records:
         current = chosen.get(record.killmail_id)
-        if current is None or publication_key(record) >= publication_key(current):
+        if current is None or _rank(record) >= _rank(current):
             chosen[record.killmail_id] = record
     return list(chosen.values())
+
+
+def _rank(record: KillmailRecord) -> tuple[bool, tuple[datetime, int]]:
+    return record.has_zkb, publication_key(record)
 
 
 class KillmailStore:
