@@ -90,22 +90,30 @@ def pip_target(target: Path, *requirements: str) -> None:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--target", str(target), *requirements], check=True)
 
 
-def import_ms(paths: list[Path], module: str, runs: int) -> float:
+def import_ms(paths: list[Path], module: str) -> float:
+    """One fresh interpreter's import of `module`, in ms."""
     code = (
         f"import sys, time; sys.path[:0] = {[str(p) for p in paths]!r}; t = time.perf_counter(); import {module}; "
         "print((time.perf_counter() - t) * 1000)"
     )
     env = {"PATH": os.environ.get("PATH", ""), "AWS_DEFAULT_REGION": "us-east-1"}
-    times = []
+    # -S: no site-packages, only the paths given; -E: no PYTHON* variables; -B: write no
+    # bytecode, so every run compiles what it imports, as Lambda does with a layer that ships
+    # none (/opt is read-only)
+    out = subprocess.run(
+        [sys.executable, "-S", "-E", "-B", "-c", code], capture_output=True, text=True, env=env, cwd="/", check=True
+    )
+    return float(out.stdout.strip())
+
+
+def import_medians(cases: dict[str, tuple[list[Path], str]], runs: int) -> dict[str, float]:
+    """The median import time of each case, the cases taken in turn within every round, so that
+    other work on the machine weighs on each of them alike (the ratios are the figures)."""
+    times: dict[str, list[float]] = {label: [] for label in cases}
     for _ in range(runs):
-        # -S: no site-packages, only the paths given; -E: no PYTHON* variables; -B: write no
-        # bytecode, so every run compiles what it imports, as Lambda does with a layer that ships
-        # none (/opt is read-only)
-        out = subprocess.run(
-            [sys.executable, "-S", "-E", "-B", "-c", code], capture_output=True, text=True, env=env, cwd="/", check=True
-        )
-        times.append(float(out.stdout.strip()))
-    return statistics.median(times)
+        for label, (paths, module) in cases.items():
+            times[label].append(import_ms(paths, module))
+    return {label: statistics.median(values) for label, values in times.items()}
 
 
 def main() -> None:
@@ -149,12 +157,13 @@ def main() -> None:
         ("with bytecode", with_bytecode(core_src), with_bytecode(deps_src)),
     ):
         paths = [core_tree, deps_tree, runtime]
-        timings[label] = {
-            "hello": import_ms([hello_dir, deps_tree, runtime], "hello_app", args.runs),
-            "hello_boto3": import_ms([hello_dir, deps_tree, runtime], "hello_boto3_app", args.runs),
-            "poller": import_ms([ROOT / "functions/poller", *paths], "app", args.runs),
-            "fetcher": import_ms([ROOT / "functions/fetcher", *paths], "app", args.runs),
+        cases = {
+            "hello": ([hello_dir, deps_tree, runtime], "hello_app"),
+            "hello_boto3": ([hello_dir, deps_tree, runtime], "hello_boto3_app"),
+            "poller": ([ROOT / "functions/poller", *paths], "app"),
+            "fetcher": ([ROOT / "functions/fetcher", *paths], "app"),
         }
+        timings[label] = import_medians(cases, args.runs)
     for label, t in timings.items():
         worst = max(t["poller"], t["fetcher"])
         print(

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 
-from support import fresh_database, use_real_corpus
+from support import fetcher_environment, fresh_database, use_real_corpus
 
 from killstream.observability import logger
 from killstream_workstation import corpus
@@ -39,17 +38,7 @@ def batches(docs: list[dict], size: int = 10) -> list[dict]:
 
 
 def run(parallelism: int, docs: list[dict], url: str, esi: EsiServer) -> float:
-    os.environ.update(
-        {
-            "ESI_URL": esi.url,
-            "ESI_PARALLELISM": str(parallelism),
-            "DATABASE_URL": url,
-            "DLQ_URL": "http://127.0.0.1:9/000000000000/unused",
-            "USER_AGENT": "killstream-bench/0.1 (b@example.com)",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "POWERTOOLS_METRICS_DISABLED": "true",
-        }
-    )
+    fetcher_environment(url, esi.url, ESI_PARALLELISM=str(parallelism))
     handler = load_handler_module("fetcher").handler
     started = time.perf_counter()
     for event in batches(docs):

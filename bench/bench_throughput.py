@@ -33,7 +33,7 @@ from pathlib import Path
 
 import psycopg2
 from bench_store import bench_per_row, rows_of
-from support import create_database, postgres_server, use_real_corpus
+from support import create_database, fetcher_environment, postgres_server, use_real_corpus
 
 from killstream.killmail import parse_killmail, parse_zkb
 from killstream.observability import logger
@@ -115,16 +115,7 @@ def quiet_logs() -> None:
 
 def run_handler(url: str, evts: list[dict], *, profile: cProfile.Profile | None = None) -> float:
     """Seconds for the real fetcher handler over `evts` on the database at `url`."""
-    os.environ.update(
-        {
-            "ESI_URL": "http://127.0.0.1:9",  # never asked: every package carries its ESI document
-            "DATABASE_URL": url,
-            "DLQ_URL": "http://127.0.0.1:9/000000000000/unused",
-            "USER_AGENT": "killstream-bench/0.1 (b@example.com)",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "POWERTOOLS_METRICS_DISABLED": "true",
-        }
-    )
+    fetcher_environment(url, "http://127.0.0.1:9")  # ESI never asked: every package carries its document
     handler = load_handler_module("fetcher").handler
     quiet_logs()
     started = time.perf_counter()
@@ -263,13 +254,7 @@ def peer_kills(bodies: list[tuple[Package, str]]) -> list[dict]:
 
 
 def run_peer(admin_url: str, name: str, checkout: Path, kills: list[dict], size: int) -> float:
-    conn = psycopg2.connect(admin_url)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        cur.execute(f'CREATE DATABASE "{name}"')
-    conn.close()
-    conn = psycopg2.connect(admin_url.rsplit("/", 1)[0] + "/" + name)
+    conn = psycopg2.connect(create_database(admin_url, name, schema=False))
     with conn, conn.cursor() as cur:
         cur.execute(peer_schema(checkout))
     insert_kills_batch = peer_writer(checkout)

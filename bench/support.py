@@ -43,8 +43,8 @@ def postgres_server(*, durable: bool = True):
         shutil.rmtree(root, ignore_errors=True)
 
 
-def create_database(admin_url: str, name: str) -> str:
-    """A new database with the schema; returns its URL."""
+def create_database(admin_url: str, name: str, *, schema: bool = True) -> str:
+    """A new database with the schema (or, `schema=False`, empty); returns its URL."""
     conn = psycopg2.connect(admin_url)
     conn.autocommit = True
     with conn.cursor() as cur:
@@ -52,8 +52,24 @@ def create_database(admin_url: str, name: str) -> str:
         cur.execute(f'CREATE DATABASE "{name}"')
     conn.close()
     url = admin_url.rsplit("/", 1)[0] + "/" + name
-    migrate_database(url)
+    if schema:
+        migrate_database(url)
     return url
+
+
+def fetcher_environment(database_url: str, esi_url: str, **more: str) -> None:
+    """The fetcher handler's variables for a benchmark (a DLQ it never reaches, no EMF metrics)."""
+    os.environ.update(
+        {
+            "ESI_URL": esi_url,
+            "DATABASE_URL": database_url,
+            "DLQ_URL": "http://127.0.0.1:9/000000000000/unused",
+            "USER_AGENT": "killstream-bench/0.1 (b@example.com)",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "POWERTOOLS_METRICS_DISABLED": "true",
+            **more,
+        }
+    )
 
 
 @contextlib.contextmanager

@@ -137,17 +137,10 @@ class Read:
 
 
 @dataclass(frozen=True)
-class Duplicate:
+class Duplicate(Read):
     """A re-delivery settled before its documents were parsed: the killmail is stored, and the
     stored publication is at least as new as this one's (StoredKey.settles), so writing it would
     change nothing."""
-
-    message: Message
-    package: Package
-
-    @property
-    def killmail_id(self) -> int:
-        return self.package.killmail_id
 
     @property
     def total_value(self) -> float | None:
