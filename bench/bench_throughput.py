@@ -277,7 +277,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="default: the template's FetcherBatchSize")
     parser.add_argument("--peer", default=os.environ.get(PEER_ENV), help=f"process-kills checkout (or ${PEER_ENV})")
     parser.add_argument("--profile", default=None, help="write a cProfile of one end-to-end pass here")
+    parser.add_argument("--only", default=None, help="just these paths, e.g. e2e,redelivery (a partial last line)")
     args = parser.parse_args()
+    only = set(args.only.split(",")) if args.only else None
     size = args.batch_size or template_batch_size()
     peer = Path(args.peer) if args.peer else None
     use_real_corpus()
@@ -298,19 +300,30 @@ def main() -> None:
         seconds.setdefault(name, []).append(value)
 
     with postgres_server() as admin_url:
+
+        def wanted(name: str) -> bool:
+            return only is None or name in only
+
         for run in range(args.runs):
-            url = create_database(admin_url, "bench_e2e")
-            profile = cProfile.Profile() if args.profile and run == 0 else None
-            add("e2e", run_handler(url, evts, profile=profile))
-            if profile:
-                profile.dump_stats(args.profile)
-            add("redelivery", run_handler(url, evts))
-            add("writer", run_writer(create_database(admin_url, "bench_writer"), records, size))
-            add("writer10", run_writer(create_database(admin_url, "bench_writer10"), records, 10))
-            add("copy_bound", run_copy_bound(create_database(admin_url, "bench_copy"), records, size))
-            add("per_row", bench_per_row(create_database(admin_url, "bench_per_row"), records[: args.per_row_count]))
-            if peer:
+            if wanted("e2e") or wanted("redelivery"):
+                url = create_database(admin_url, "bench_e2e")
+                profile = cProfile.Profile() if args.profile and run == 0 else None
+                add("e2e", run_handler(url, evts, profile=profile))
+                if profile:
+                    profile.dump_stats(args.profile)
+                add("redelivery", run_handler(url, evts))
+            if wanted("writer"):
+                add("writer", run_writer(create_database(admin_url, "bench_writer"), records, size))
+            if wanted("writer10"):
+                add("writer10", run_writer(create_database(admin_url, "bench_writer10"), records, 10))
+            if wanted("copy_bound"):
+                add("copy_bound", run_copy_bound(create_database(admin_url, "bench_copy"), records, size))
+            if wanted("per_row"):
+                per_row_url = create_database(admin_url, "bench_per_row")
+                add("per_row", bench_per_row(per_row_url, records[: args.per_row_count]))
+            if peer and wanted("peer10"):
                 add("peer10", run_peer(admin_url, "bench_peer10", peer, kills, 10))
+            if peer and wanted("peer"):
                 add("peer", run_peer(admin_url, "bench_peer", peer, kills, size))
     rate = {
         name: {"per_row": args.per_row_count, "peer10": len(kills), "peer": len(kills)}.get(name, len(docs))
@@ -331,6 +344,9 @@ def main() -> None:
             ("peer process-kills insert_kills_batch, 10 per transaction", "peer10", peer_rows),
             (f"peer process-kills insert_kills_batch, {size} per transaction", "peer", peer_rows),
         ]
+    if only is not None:
+        print("fetcher (partial): " + " ".join(f"{name}={value:.0f}" for name, value in rate.items()))
+        return
     for label, name, rows_each in lines:
         extra = f", {rate[name] * rows_each:,.0f} rows/s ({rows_each:.1f} rows each)" if rows_each else ""
         print(f"{label}: {rate[name]:,.0f} killmails/s{extra}")
