@@ -38,6 +38,9 @@ class KillmailRecord:
     source: str
     sequence_id: int | None = None
     received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    publish: bool = False
+    """Its events go to the event bus after the write (the live fetcher's); otherwise it is
+    stored as published already: history is not news (sql/005_events.sql)."""
 
     @property
     def killmail_id(self) -> int:
@@ -78,6 +81,7 @@ KILLMAIL_COLUMNS = (
     "source",
     "sequence_id",
     "received_at",
+    "published_version",
 )
 ATTACKER_COLUMNS = (
     "killmail_id",
@@ -122,6 +126,7 @@ SELECT {_killmail_list} FROM stage_killmails ORDER BY killmail_id
 ON CONFLICT (killmail_id) DO UPDATE SET
     {_zkb_set},
     sequence_id = COALESCE(EXCLUDED.sequence_id, killmails.sequence_id),
+    zkb_version = killmails.zkb_version + 1,
     zkb_updated_at = now()
 -- The latest zKillboard values win; a late redelivery of an older sequence does not.
 WHERE (EXCLUDED.sequence_id IS NULL OR killmails.sequence_id IS NULL OR EXCLUDED.sequence_id > killmails.sequence_id)
@@ -200,6 +205,7 @@ def killmail_row(record: KillmailRecord) -> tuple:
         record.source,
         record.sequence_id,
         record.received_at,
+        None if record.publish else 0,  # NULL: its "Killmail Stored" event is still to go
     )
 
 
