@@ -1,6 +1,6 @@
-"""The HTTP plumbing every poller request shares, written once: one requests Session with the
-User-Agent, timeouts, retries with backoff, redirects, and the reading of 429s and refusals.
-Every attempt passes the gate first."""
+"""The HTTP plumbing every poller request (and every alert's webhook post) shares, written once:
+one requests Session with the User-Agent, timeouts, retries with backoff, redirects, and the
+reading of 429s and refusals. Every attempt passes the gate first."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urljoin
 
 import requests
@@ -54,8 +55,11 @@ class HttpClient:
         read_timeout: float = READ_TIMEOUT,
         retries: int = RETRIES,
         on_failed_attempt: Callable[[], None] = lambda: None,
+        redact: Callable[[str], str] = lambda text: text,
     ):
         self.gate = gate
+        self.redact = redact
+        """Applied to every URL and problem this client logs or raises (a webhook URL is a secret)."""
         self.timeout = (connect_timeout, read_timeout)
         self.retries = retries
         self.on_failed_attempt = on_failed_attempt
@@ -78,19 +82,27 @@ class HttpClient:
             reply = self._attempt_all(location, None)
         return reply
 
-    def _attempt_all(self, url: str, params: Mapping[str, object] | None) -> Reply:
+    def post(self, url: str, body: Any) -> Reply:
+        """`body` as JSON, retried like a GET; a redirect is returned, not followed."""
+        return self._attempt_all(url, None, method="POST", body=body)
+
+    def _attempt_all(
+        self, url: str, params: Mapping[str, object] | None, *, method: str = "GET", body: Any = None
+    ) -> Reply:
         problem = ""
         for attempt in range(self.retries + 1):
             self.gate.pace()
             try:
-                response = self.session.get(
+                response = self.session.request(
+                    method,
                     url,
                     params=params,  # type: ignore[arg-type]  # requests takes any str()-able value; its stub is narrower
+                    json=body,
                     timeout=self.timeout,
                     allow_redirects=False,
                 )
             except requests.RequestException as error:
-                problem = f"{type(error).__name__}: {error}"
+                problem = self.redact(f"{type(error).__name__}: {error}")
             else:
                 if response.status_code < 500:
                     self._failures_in_a_row = 0
@@ -103,7 +115,7 @@ class HttpClient:
             logger.warning(
                 "request failed",
                 extra={
-                    "url": url,
+                    "url": self.redact(url),
                     "problem": problem,
                     "attempt": attempt + 1,
                     "failures_in_a_row": self._failures_in_a_row,
