@@ -43,8 +43,8 @@ GONE = (401, 403, 404, 410)
 MAX_RATE_LIMITED = 10
 """429s one alert may meet in an invocation before it goes back to the queue."""
 MIN_RATE_LIMIT_WAIT = 0.2
-RESERVE_SECONDS = 3.0
-"""Left for the DLQ sends and the answer when posts run against the invocation's deadline."""
+RESERVE_SECONDS = 2.0
+"""Left for the DLQ sends and the answer, after the longest post that may still start."""
 REMEMBERED = 10_000
 SECRET_MAX_AGE_SECONDS = 300
 
@@ -154,7 +154,9 @@ class Notifier:
 
     def process(self, messages: Sequence[Message], time_left: float) -> dict[str, AlertResult]:
         client = self._connect()
-        deadline = self._clock() + max(0.0, time_left - RESERVE_SECONDS)
+        # A post that starts may take its whole connect and read timeouts: none starts that could
+        # end past the invocation's deadline (the batch would be retried, its posts made twice).
+        deadline = self._clock() + max(0.0, time_left - RESERVE_SECONDS - client.longest_request)
         client.gate.begin(lambda: (deadline - self._clock(), REMAINING_TIME), lambda until: None)
         results: dict[str, AlertResult] = {}
         letters: list[DeadLetter] = []
