@@ -183,7 +183,7 @@ def test_an_event_the_bus_refused_goes_with_the_redelivery_without_writing_again
         committed.append(set(marks(database_url, ids)) == set(ids))
         return RecordingEvents.put_events(client, Entries)
 
-    client.put_events = put_events  # type: ignore[method-assign]
+    client.put_events = put_events
     results = fetcher.process(messages([body(doc) for doc in docs]), time_left=30)
     assert committed == [True]  # after the commit, never before
     by_id = {r.killmail_id: r for r in results.values()}

@@ -1,4 +1,4 @@
-"""The `killstream` command: migrate, run, stats, enrich, invoke, dlq, redrive."""
+"""The `killstream` command: migrate, run, stats, enrich, invoke, dlq, redrive, alerts."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 from killstream.errors import ConfigError
 from killstream.storage.connection import connect
-from killstream_workstation.cli import dlq, enrich
+from killstream_workstation.cli import alerts, dlq, enrich
 from killstream_workstation.local.database import database_url, migrate_database
 from killstream_workstation.local.invoke import add_invoke_arguments, invoke
 from killstream_workstation.local.runner import add_run_arguments, run
@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     invoke_parser.set_defaults(func=invoke)
     enrich.add_commands(sub)
     dlq.add_commands(sub)
+    alerts.add_commands(sub)
     return parser
 
 

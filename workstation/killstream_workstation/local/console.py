@@ -48,6 +48,15 @@ _QUIET_KEYS = {
     "victim_character_id",
     "victim_corporation_id",
     "solar_system_id",
+    "alert",
+    "kind",
+    "error_type",
+}
+ALERT_ICONS = {
+    "posted": "🚨 Alert posted",
+    "duplicate": "🚨 Alert already posted",
+    "retry": "🚨 Alert not posted yet",
+    "dead_lettered": "🚨 Alert dead-lettered",
 }
 _PLACE_KEYS = ("victim_ship_type_id", "victim_character_id", "victim_corporation_id", "solar_system_id")
 
@@ -69,6 +78,7 @@ class RunStats:
     outcomes: Counter = field(default_factory=Counter)
     errors: int = 0
     in_dlq: int = 0
+    alerts: Counter = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -94,6 +104,7 @@ class RunStats:
                 f"   Updated: {o['updated']}",
                 f"   Errors: {self.errors + o['failed']}",
                 f"   In DLQ: {self.in_dlq}",
+                *([f"   Alerts posted: {self.alerts['posted']}"] if self.alerts else []),
                 f"   Runtime: {self.runtime:.0f} seconds",
             ]
         )
@@ -110,7 +121,9 @@ class StatsCounter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         outcome = record.__dict__.get("outcome")
         with self.stats.lock:
-            if outcome in ICONS:
+            if record.__dict__.get("alert") in ALERT_ICONS:
+                self.stats.alerts[record.__dict__["alert"]] += 1
+            elif outcome in ICONS:
                 self.stats.outcomes[outcome] += 1
             elif record.msg == "package received":
                 self.stats.received += 1
@@ -158,6 +171,9 @@ class ConsoleFormatter(LambdaPowertoolsFormatter):
             if outcome == "failed":
                 return f"{text} ({doc.get('reason', 'unknown reason')})"
             return text
+        if doc.get("alert") in ALERT_ICONS:
+            text = f"{ALERT_ICONS[doc['alert']]}: {doc.get('killmail_id')} ({doc.get('kind')})"
+            return f"{text} — {doc['reason']}" if doc.get("reason") else text
         if doc.get("message") == "enrichment done":
             return _enrichment_line(doc)
         extra = " ".join(
@@ -188,6 +204,7 @@ class QuietFilter(logging.Filter):
             self.verbose
             or record.levelno >= logging.WARNING
             or "outcome" in record.__dict__
+            or "alert" in record.__dict__
             or getattr(record, "msg", "") in ("tick done", "enrichment done")
         )
 

@@ -5,7 +5,9 @@ the enricher's runs, periodic stats, final statistics on Ctrl+C/SIGTERM."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import signal
 import sys
 import time
@@ -13,12 +15,14 @@ import time
 import requests
 
 from killstream import __version__
+from killstream.alerts.webhook import redact_url, webhook_kind
 from killstream.config import DEFAULT_ESI_URL, DEFAULT_R2Z2_URL, PollerConfig, int_setting, user_agent
 from killstream.errors import ConfigError
 from killstream.observability import logger
+from killstream_workstation.alerts.patterns import DEFAULT_PATTERN, PatternError, check_pattern_text, load_pattern
 from killstream_workstation.local.console import RunStats, install
 from killstream_workstation.local.database import database_url, migrate_database
-from killstream_workstation.local.pipeline import LocalPipeline, PipelineSettings
+from killstream_workstation.local.pipeline import AlertSettings, LocalPipeline, PipelineSettings
 from killstream_workstation.local.replay import BUILT_IN_COUNT, replay_documents
 from killstream_workstation.names import NameBook
 
@@ -64,7 +68,40 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"seconds between enricher runs (default {ENRICH_EVERY_LIVE:g} live, as deployed; "
         f"{ENRICH_EVERY_REPLAY:g} in a replay)",
     )
+    parser.add_argument(
+        "--alert-webhook",
+        metavar="URL",
+        help="post the killmails the alert pattern matches to this Discord or Slack webhook (real requests)",
+    )
+    parser.add_argument(
+        "--alert-pattern",
+        metavar="FILE",
+        help="the alert rule's EventBridge event pattern (JSON; default: kills worth >= 10B ISK, as deployed)",
+    )
+    parser.add_argument(
+        "--alert-kind",
+        choices=["discord", "slack"],
+        help="what the webhook speaks, when its URL is not discord.com/api/webhooks/… or hooks.slack.com/services/…",
+    )
     parser.add_argument("--verbose", action="store_true", help="show every log line, not only killmails and problems")
+
+
+def alert_settings(args: argparse.Namespace) -> AlertSettings | None:
+    """The alert rule `--alert-webhook` asks for, checked before anything starts: the pattern's
+    grammar, and that the webhook's kind is known (from its URL or --alert-kind)."""
+    if not args.alert_webhook:
+        if args.alert_pattern or args.alert_kind:
+            raise ConfigError("--alert-webhook", "--alert-pattern and --alert-kind need a webhook to post to")
+        return None
+    if not re.match(r"^https?://[^/\s]+/", args.alert_webhook):
+        raise ConfigError("--alert-webhook", "must be an http(s) URL")
+    webhook_kind(args.alert_webhook, args.alert_kind, variable="--alert-kind")
+    pattern = (
+        load_pattern(args.alert_pattern)
+        if args.alert_pattern
+        else check_pattern_text(json.dumps(DEFAULT_PATTERN), "the default pattern")
+    )
+    return AlertSettings(webhook_url=args.alert_webhook, pattern=pattern, kind=args.alert_kind)
 
 
 def _live_feed_reachable(url: str, agent: str) -> str | None:
@@ -133,6 +170,12 @@ def run(args: argparse.Namespace) -> int:
             )
             return 1
 
+    try:
+        alert = alert_settings(args)
+    except (ConfigError, PatternError) as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+
     url = database_url(args.database_url)
     applied = migrate_database(url)
     print(f"Schema: {'applied ' + ', '.join(applied) if applied else 'up to date'}")
@@ -148,6 +191,7 @@ def run(args: argparse.Namespace) -> int:
         budget_seconds=budget,
         tick_interval=budget + 10 if replay is None else budget,
         enrich_interval=args.enrich_every or (ENRICH_EVERY_LIVE if replay is None else ENRICH_EVERY_REPLAY),
+        alert=alert,
     )
     stats = RunStats()
     pipeline = LocalPipeline(settings, stats)
@@ -173,6 +217,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"⏱️  Poll pacing: {pacing} ms, tick budget {budget} s")
     print(f"🗄️  Database: {url.rsplit('@', 1)[-1]}")
     print(f"🏷️  Enricher: every {settings.enrich_interval:g} s, names from {os.environ.get('ESI_URL', DEFAULT_ESI_URL)}")
+    print(f"📣 Events: bus {pipeline.aws.event_bus_name}")
+    if alert is not None:
+        kind = webhook_kind(alert.webhook_url, alert.kind)
+        rule = args.alert_pattern or "kills worth >= 10B ISK"
+        print(f"🚨 Alerts: {rule} → {kind} webhook {redact_url(alert.webhook_url)}")
     print(RULE)
     print("🎯 Listening for killmails...  (Ctrl+C to stop)\n")
     pipeline.start()

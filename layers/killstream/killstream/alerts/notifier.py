@@ -131,8 +131,12 @@ class Notifier:
 
     @classmethod
     def from_config(cls, config: NotifierConfig) -> Notifier:
+        # A provider of its own (not Powertools' shared default): its client is made from the
+        # environment this notifier was built in.
+        secrets = parameters.SecretsProvider()
+
         def webhook_url() -> str:
-            value = parameters.get_secret(config.webhook_secret_arn, max_age=SECRET_MAX_AGE_SECONDS)
+            value = secrets.get(config.webhook_secret_arn, max_age=SECRET_MAX_AGE_SECONDS)
             return (value.decode() if isinstance(value, bytes) else str(value)).strip()
 
         return cls(
@@ -160,14 +164,14 @@ class Notifier:
         client.gate.begin(lambda: (deadline - self._clock(), REMAINING_TIME), lambda until: None)
         results: dict[str, AlertResult] = {}
         letters: list[DeadLetter] = []
-        out_of_time: TransientError | None = None
+        out_of_time: FetchError | None = None
         rate_limited = 0
         for message in messages:
             try:
                 alert = read_alert(message.body)
-            except PermanentError as error:
-                letters.append(DeadLetter(message, error))
-                results[message.message_id] = AlertResult(Outcome.DEAD_LETTERED, None, error)
+            except PermanentError as unreadable:
+                letters.append(DeadLetter(message, unreadable))
+                results[message.message_id] = AlertResult(Outcome.DEAD_LETTERED, None, unreadable)
                 continue
             if alert.key in self._posted:
                 results[message.message_id] = AlertResult(Outcome.DUPLICATE, alert.killmail_id)
