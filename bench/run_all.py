@@ -1,7 +1,7 @@
 """make bench: every benchmark, each in a fresh interpreter, then their figure lines together.
 
 make bench                       # all
-make bench ARGS="fetcher memory" # some: store, pipeline, fetcher, coldstart, memory, summary"""
+make bench ARGS="fetcher memory" # some: store, pipeline, fetcher, coldstart, memory, summary, events"""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ BENCHES = {
     "coldstart": "bench_coldstart.py",
     "memory": "bench_memory.py",
     "summary": "bench_summary.py",
+    "events": "bench_events.py",
 }
 
 
