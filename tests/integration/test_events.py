@@ -30,6 +30,7 @@ from killstream.storage.publication import PublicationStore
 from killstream.storage.writer import KillmailRecord, KillmailStore
 from killstream_workstation.corpus import split_hash, zkb_for
 from killstream_workstation.local.lambda_runtime import LambdaContext, load_handler_module, sqs_record
+from killstream_workstation.stats import database_report
 from tests.support.fakes import RecordingEvents
 from tests.support.sqs import drain
 
@@ -89,9 +90,11 @@ def test_the_writer_versions_zkb_updates_and_only_live_writes_wait_for_publicati
     }
     assert float(rows[live["killmail_id"]]["zkb_total_value"]) == 5e9  # the row's values, the latest
     assert publication.backlog()[0] == 2
+    assert "Events waiting for the bus: 2 (oldest stored " in database_report(conn)
     assert publication.mark_published({history["killmail_id"]: 1, live["killmail_id"]: 1}) == 2
     assert publication.mark_published({live["killmail_id"]: 0}) == 0  # never back
     assert publication.unpublished(ids) == [] and publication.backlog() == (0, None)
+    assert "Events waiting for the bus: 0\n" in database_report(conn)
     assert len(publication.stored_since(timedelta(hours=1), 10)) == 2
 
 
