@@ -126,3 +126,12 @@ def test_eventbridge_is_asked_once_per_killmail_with_a_whole_event(stored, datab
         match_with_eventbridge('{"x": [{"numric": [1]}]}', events, client, region="eu-west-1")
     with pytest.raises(PatternError):  # refused even when no killmail is in the window
         match_with_eventbridge('{"x": [{"numric": [1]}]}', [], client, region="eu-west-1")
+
+
+def test_against_moto_without_local_the_missing_test_event_pattern_is_one_line(
+    aws, stored, database_url, tmp_path, capsys
+):
+    path = pattern_file(tmp_path, {"source": ["killstream"]})
+    status = main(["alerts", "test", "--pattern", path, "--database-url", database_url])
+    err = capsys.readouterr().err
+    assert status == 1 and "does not implement it): use --local" in err and err.count("\n") == 1

@@ -63,6 +63,10 @@ def match_with_eventbridge(
             if exc.response.get("Error", {}).get("Code") == "InvalidEventPatternException":
                 raise PatternError(f"EventBridge refuses the pattern: {exc.response['Error'].get('Message')}") from None
             raise
+        if "Result" not in answer:  # moto answers an empty 200: it does not implement the call
+            raise LocalEndpointError(
+                "the endpoint answered TestEventPattern without a Result (moto does not implement it): use --local"
+            )
         return bool(answer["Result"])
 
     if not events:  # still ask once, so an invalid pattern is refused even over no killmails
