@@ -55,7 +55,7 @@ def test_local_shows_the_killmails_the_pattern_matches(stored, database_url, tmp
     status = main(["alerts", "test", "--local", "--pattern", path, "--database-url", database_url, "--show", "100"])
     out = capsys.readouterr().out
     assert status == 0, out
-    assert f"{len(expected)} of {len(stored)} killmails stored in the last 1d match (moto's matcher" in out
+    assert f"{len(expected)} of {len(stored)} killmails stored in the last 24h match (moto's matcher" in out
     listed = {int(line.split()[0]) for line in out.splitlines()[1:] if line.startswith("   ")}
     assert listed == expected
 
@@ -68,7 +68,7 @@ def test_only_killmails_stored_in_the_window_are_tested(stored, database_url, tm
         )
     path = pattern_file(tmp_path, {"source": ["killstream"]})
     assert main(["alerts", "test", "--local", "--pattern", path, "--database-url", database_url]) == 0
-    assert "10 of 10 killmails stored in the last 1d match" in capsys.readouterr().out
+    assert "10 of 10 killmails stored in the last 24h match" in capsys.readouterr().out
     assert main(["alerts", "test", "--local", "--pattern", path, "--database-url", database_url, "--last", "4d"]) == 0
     assert "40 of 40 killmails stored in the last 4d match" in capsys.readouterr().out
 

@@ -140,7 +140,7 @@ def _match(pattern: str, events, *, local: bool) -> tuple[list[Verdict], str]:
 def _ago(age: timedelta) -> str:
     seconds = age.total_seconds()
     for size, unit in ((86400, "d"), (3600, "h"), (60, "m")):
-        if seconds >= size and seconds % size == 0:
+        if seconds >= size and seconds % size == 0 and (unit != "d" or seconds > 86400):
             return f"{seconds / size:g}{unit}"
     return f"{seconds:g}s"
 
