@@ -359,8 +359,8 @@ def test_dashboard_is_json_and_shows_every_metric():
         "PackagesReceived PackagesEnqueued EmptyPolls RateLimited SourceErrors InvalidPackages EsiDroppedForSize "
         "SequenceGaps CursorLag PollSeconds SourceRefused EnqueueFailures KillmailsStored KillmailsDuplicate "
         "ZkbUpdated EsiFetches EsiErrors EsiRateLimited PermanentFailures TransientFailures IngestLagSeconds DbWriteMs "
-        "NamesResolved NamesUnresolvable NamesPending EventsPublished EventPublishFailures AlertsPosted AlertsDuplicate "
-        "AlertsRetried AlertsDeadLettered WebhookRateLimited"
+        "NamesResolved NamesUnresolvable NamesPending EventsPublished EventPublishFailures AlertsPosted "
+        "AlertsDuplicate AlertsRetried AlertsDeadLettered WebhookRateLimited"
     )
     assert [m for m in metrics.split() if f'"{m}"' not in text] == []
     from killstream.observability import Metric

@@ -5,7 +5,6 @@ EventBridge's TestEventPattern, one call per killmail's event."""
 from __future__ import annotations
 
 import json
-import os
 from contextlib import closing
 
 import pytest
@@ -18,14 +17,6 @@ from killstream_workstation.alerts.patterns import PatternError
 from killstream_workstation.alerts.tester import match_with_eventbridge, stored_events
 from killstream_workstation.cli.main import main
 from tests.support.names import store_killmails
-
-
-@pytest.fixture
-def restore_environ():
-    saved = dict(os.environ)
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
 
 
 @pytest.fixture
