@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: help venv run test unit lint bench bench-store chaos migrate invoke-poller invoke-fetcher sam-local redrive dlq postgres stop clean
+.PHONY: help venv run test unit lint bench bench-store chaos migrate invoke-poller invoke-fetcher sam-local redrive dlq postgres psql stop wipe clean
 
 help:
 	@echo "make run     — the whole pipeline on this machine (ARGS=--replay for offline, ARGS=\"--replay DIR\" for a folder)"
@@ -14,6 +14,7 @@ help:
 	@echo "make lint    — ruff check, ruff format --check and mypy"
 	@echo "make bench   — benchmarks; make bench-store — the storage benchmark; make chaos — fault injection"
 	@echo "make sam-local — sam build + sam local invoke on events/ in a Lambda-like container (podman if no Docker)"
+	@echo "make psql    — psql on the local database; make stop — stop it; make wipe — delete it; make clean — the rest"
 
 $(STAMP): requirements-dev.txt layers/dependencies/requirements.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "killstream needs Python >= 3.11, found " + sys.version.split()[0]'
@@ -83,9 +84,20 @@ dlq: $(STAMP)
 redrive: $(STAMP)
 	$(VENV)/bin/killstream redrive $(ARGS)
 
-# The embedded PostgreSQL `make run` leaves running (its data stays in .local/).
-stop: $(STAMP)
-	$(PY) -c "from killstream_workstation.local.postgres import EmbeddedPostgres as P; P('.local/postgres').stop(); print('embedded PostgreSQL stopped')"
+# psql on the database the commands use ($$DATABASE_URL, else the embedded server, started if needed).
+psql: $(STAMP) postgres
+	@command -v psql >/dev/null || { echo "make psql: psql not found: install the PostgreSQL client (Debian/Ubuntu: apt-get install postgresql-client), or use the URL killstream db url prints" >&2; exit 1; }
+	@url=$$($(VENV)/bin/killstream db url) && exec psql "$$url" $(ARGS)
 
+# The embedded PostgreSQL `make run` leaves running, in $$KILLSTREAM_LOCAL_DIR (default .local): stop
+# keeps its data, wipe deletes it. Neither needs the venv.
+stop:
+	@bash scripts/local-postgres.sh stop
+
+wipe:
+	@bash scripts/local-postgres.sh wipe
+
+# Everything built or cached; the local database stays (make wipe deletes it).
 clean:
-	rm -rf $(VENV) .aws-sam .pytest_cache
+	rm -rf $(VENV) .aws-sam .pytest_cache .hypothesis .mypy_cache .ruff_cache *.egg-info
+	@echo "kept $${KILLSTREAM_LOCAL_DIR:-.local} (the local database): make wipe deletes it"

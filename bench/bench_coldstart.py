@@ -113,6 +113,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=9)
     args = parser.parse_args()
     requirements = ROOT / "layers" / "dependencies" / "requirements.txt"
+    print("building the layers as Lambda gets them (cached after the first run)…", flush=True)
     deps_lambda = _cached_build(
         "deps-aarch64", [requirements, ROOT / "layers/dependencies/Makefile"], lambda t: build_layer("dependencies", t)
     )
@@ -137,6 +138,10 @@ def main() -> None:
     core_src, deps_src = without_bytecode(core / "python"), without_bytecode(deps_here)
     hello_dir = without_bytecode(hello_dir)
     timings = {}
+    print(
+        f"timing the handlers' imports, {args.runs} fresh interpreters each, layers as shipped and with bytecode…",
+        flush=True,
+    )
     for label, core_tree, deps_tree in (
         ("as shipped", core_src, deps_src),
         ("with bytecode", with_bytecode(core_src), with_bytecode(deps_src)),

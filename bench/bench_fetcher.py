@@ -70,7 +70,9 @@ def main() -> None:
     four = corpus.renumber(base, count, first_id=700_000_000)
     with EsiServer(latency=0.150) as esi, fresh_database("bench_fetcher") as url:
         esi.add_many(one + four)
+        print(f"ESI_PARALLELISM=1: {count} metadata-only killmails…", flush=True)
         p1 = run(1, one, url, esi)
+        print(f"ESI_PARALLELISM=4: {count} more…", flush=True)
         p4 = run(4, four, url, esi)
     print(
         f"{count} metadata-only killmails in batches of 10, ESI latency 150 ms: "

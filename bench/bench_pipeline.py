@@ -76,6 +76,7 @@ def main() -> None:
     args = parser.parse_args()
     use_real_corpus()
     base = corpus.sample()
+    print(f"burst: {args.count} killmails published at once, through the whole pipeline…", flush=True)
     with fresh_database("bench_pipeline_burst") as url:
         throughput, _ = run_once(
             url,
@@ -84,6 +85,10 @@ def main() -> None:
             pacing_ms=args.pacing_ms,
             workers=args.fetchers,
         )
+    print(
+        f"steady: {args.count} killmails published at {args.rate:g}/s (about {args.count / args.rate:.0f} s)…",
+        flush=True,
+    )
     with fresh_database("bench_pipeline_steady") as url:
         _, latencies = run_once(
             url,

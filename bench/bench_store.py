@@ -123,8 +123,10 @@ def main() -> None:
             f"(parsed and validated in {parse_s:.2f} s, {len(records) / parse_s:,.0f}/s)"
         )
 
+        print(f"batch writer: storing {len(records):,} killmails, {args.batch_size} per transaction…", flush=True)
         batch_s = bench_batch(create_database(admin_url, "bench_batch"), records, args.batch_size)
         baseline = records[: args.per_row_count]
+        print(f"per-row baseline: storing {len(baseline):,} killmails one row at a time…", flush=True)
         per_row_s = bench_per_row(create_database(admin_url, "bench_per_row"), baseline)
 
         batch_rate = len(records) / batch_s

@@ -29,7 +29,7 @@ from killstream.storage.writer import KillmailRecord, KillmailStore
 from killstream_workstation import corpus
 from killstream_workstation.simulators.esi import EsiServer
 
-# The queries README shows ("What is stored"), with the value each one filters on.
+# The queries README shows ("Querying by name"), with the value each one filters on.
 QUERIES = {
     "recent": (
         "recent kills",

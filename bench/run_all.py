@@ -1,4 +1,5 @@
 """make bench: every benchmark, each in a fresh interpreter, then their figure lines together.
+Each benchmark's lines are shown as it prints them (a line per phase), with its time at the end.
 
 make bench                       # all
 make bench ARGS="fetcher memory" # some: store, pipeline, fetcher, coldstart, memory, summary, events"""
@@ -9,6 +10,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -47,18 +49,41 @@ def main() -> int:
         f"{time.strftime('%Y-%m-%d')}"
     )
     figures = []
-    for name in chosen:
-        print(f"\n== {name}", flush=True)
-        result = subprocess.run([sys.executable, str(HERE / BENCHES[name])], capture_output=True, text=True)
-        lines = [line for line in result.stdout.splitlines() if not line.startswith("{")]
-        print("\n".join(lines))
-        if result.returncode != 0:
-            print(result.stderr[-3000:], file=sys.stderr)
-            return result.returncode
-        figures.append(lines[-1])
+    for number, name in enumerate(chosen, 1):
+        print(f"\n== {name} ({number} of {len(chosen)})", flush=True)
+        status, last, seconds = run_one(HERE / BENCHES[name])
+        if status != 0:
+            return status
+        print(f"   ({name}: {seconds:.0f} s)", flush=True)
+        figures.append(last)
     print("\n== figures")
     print("\n".join(figures))
     return 0
+
+
+def run_one(script: Path) -> tuple[int, str, float]:
+    """Run one benchmark, showing its lines as they come (EMF metric documents left out);
+    returns its exit status, its last line (the figure line) and how long it took."""
+    started = time.monotonic()
+    last = ""
+    with tempfile.TemporaryFile("w+") as errors:
+        child = subprocess.Popen(
+            [sys.executable, str(script)],
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        assert child.stdout is not None
+        for line in child.stdout:
+            if not line.startswith("{"):
+                print(line, end="", flush=True)
+                last = line.rstrip("\n") or last
+        status = child.wait()
+        if status != 0:
+            errors.seek(0)
+            print(errors.read()[-3000:], file=sys.stderr)
+    return status, last, time.monotonic() - started
 
 
 if __name__ == "__main__":

@@ -380,13 +380,11 @@ def _port(url: str) -> int:
 def _fresh_database() -> str:
     """A new empty database on the embedded server (started if needed): the fetcher in the
     container applies the schema itself, as on its first deployment."""
-    from killstream_workstation.local.database import local_postgres_dir
-    from killstream_workstation.local.postgres import EmbeddedPostgres
+    from killstream_workstation.local.database import local_dir, start_local_server
 
-    server = EmbeddedPostgres(ROOT / local_postgres_dir()).start()
-    print(
-        f"PostgreSQL: embedded server, data in {server.data_dir.relative_to(ROOT)}, 127.0.0.1:{server.port}; "
-        f"fresh database {DATABASE_NAME}"
+    # the embedded server of `make run`, on its usual address
+    server = start_local_server(
+        ROOT / local_dir(), announce=lambda line: print(f"{line}; fresh database {DATABASE_NAME}")
     )
     return server.create_database(DATABASE_NAME)
 

@@ -12,10 +12,15 @@ def test_nothing_lost_nothing_doubled_under_faults(database_url, restore_environ
     rates = ChaosRates(
         invalid=0.03, gap=0.01, republish=0.05, sqs_send_failure=0.2, poller_kill=0.5, database_downtime=16.0
     )
+    progress: list[str] = []
     report = run_chaos(
-        database_url, count=300, rates=rates, seed=11, restart_database=restart, timeout=240, progress=lambda line: None
+        database_url, count=300, rates=rates, seed=11, restart_database=restart, timeout=240, progress=progress.append
     )
     print("\n".join(report.lines()))
+    # a long run shows where it is: a line per phase
+    assert [line.split(" — ")[0] for line in progress if " of 3 — " in line] == [
+        f"chaos: phase {n} of 3" for n in (1, 2, 3)
+    ]
     assert report.lost == 0 and report.duplicates == 0
     assert report.stale_zkb == 0
     assert report.stored == report.published - report.injected_invalid

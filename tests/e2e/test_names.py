@@ -77,3 +77,15 @@ def test_a_replay_names_every_id_with_the_promised_esi_calls(pipeline_factory, d
         out = capsys.readouterr().out
         assert status == 0 and fresh.route_hits.total() == 0, out
     assert f"{len(docs)} killmails read: 0 ids named, 0 unresolvable, 0 pending" in out
+
+
+def test_a_stopping_replay_names_what_it_stored_after_the_last_scheduled_run(pipeline_factory, database_url):
+    """The schedule here would first fire in an hour: only the run a stopping replay makes after its
+    last batch can name anything (README's Quick start queries rely on it)."""
+    docs = corpus.sample()[:10]
+    pipeline = pipeline_factory(docs, inline_ratio=1.0, enrich_interval=3600)
+    assert pipeline.wait_until(lambda: pipeline.stats.outcomes["saved"] == len(docs), timeout=120)
+    assert pipeline.enrich_runs == []
+    pipeline.stop()
+    assert len(pipeline.enrich_runs) == 1
+    assert all_named(database_url, len(ids_of(docs).entities))

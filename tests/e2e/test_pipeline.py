@@ -54,3 +54,25 @@ def test_a_second_run_over_the_same_feed_stores_nothing_twice(pipeline_factory, 
     )
     second.stop()
     assert stored_count(database_url) == len(docs)
+
+
+def test_a_redisq_replay_is_served_by_a_local_redisq_not_the_internet(pipeline_factory, database_url):
+    docs = corpus.sample()[:12]
+    pipeline = pipeline_factory(docs, source="redisq", inline_ratio=0.5)
+    assert pipeline.wait_until(lambda: stored_count(database_url) >= len(docs), timeout=120), (
+        f"stored {stored_count(database_url)} of {len(docs)}"
+    )
+    url = pipeline.replay.url
+    pipeline.stop()
+    assert url.startswith("http://127.0.0.1:") and url.endswith("/listen.php")
+    assert any(request.path == "/listen.php" for request in pipeline.replay.feed.requests)
+    conn = connect(database_url)
+    try:
+        for doc in docs:
+            esi, killmail_hash = corpus.split_hash(doc)
+            assert_stored_as(conn, esi, corpus.zkb_for(doc), killmail_hash=killmail_hash, source="redisq")
+    finally:
+        conn.close()
+    # RedisQ's metadata-only packages were fetched from the local ESI
+    assert 0 < pipeline.replay.esi.total_hits < len(docs)
+    assert pipeline.stats.handled == {doc["killmail_id"] for doc in docs}

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tomllib
@@ -507,11 +508,9 @@ def test_samconfig_environments_match_the_parameters():
     for stage, environment in (("dev", config["default"]), ("prod", config["prod"])):
         assert environment["build"]["parameters"] == {"cached": True, "parallel": True}
         deploy = environment["deploy"]["parameters"]
-        assert (
-            deploy["resolve_s3"] is True
-            and deploy["confirm_changeset"] is True
-            and "CAPABILITY_IAM" in deploy["capabilities"]
-        )
+        assert deploy["confirm_changeset"] is True and "CAPABILITY_IAM" in deploy["capabilities"]
+        # the artifact bucket is the user's choice (--resolve-s3 or --s3-bucket): neither is forced
+        assert "resolve_s3" not in deploy and "s3_bucket" not in deploy
         overrides = dict(item.split("=", 1) for item in deploy["parameter_overrides"])
         assert overrides["Stage"] == stage
         for key, value in overrides.items():
@@ -544,13 +543,14 @@ def required_tool(name: str) -> str:
     return path
 
 
-def run(command: list[str], cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    environment = {
+def run(command: list[str], cwd: Path = ROOT, environment: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {
         **os.environ,
         "SAM_CLI_TELEMETRY": "0",
         "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+        **(environment or {}),
     }
-    return subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=600)
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
 def test_cfn_lint_is_clean():
@@ -608,6 +608,35 @@ def test_more_alert_rules_are_the_alert_template_again_not_a_fork(tmp_path):
     ):
         result = run(command)
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    "flags, says",
+    [
+        (["--s3-bucket", "my-own-bucket"], "/my-own-bucket/killstream-dev/"),  # uploads to the user's bucket
+        (["--resolve-s3"], "Could not connect to the endpoint URL"),  # looks up SAM's managed bucket
+        ([], "S3 Bucket not specified, use --s3-bucket to specify a bucket name, or use --resolve-s3"),
+    ],
+    ids=["own bucket", "managed bucket", "neither"],
+)
+def test_sam_deploy_takes_either_bucket_choice_with_samconfig(flags, says):
+    """As far as it gets without AWS: to the upload (an endpoint nobody answers on), never to
+    "Cannot use both --resolve-s3 and --s3-bucket"."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        nowhere = f"http://127.0.0.1:{s.getsockname()[1]}"
+    result = run(
+        [required_tool("sam"), "deploy", "--template-file", "template.yaml", "--no-confirm-changeset", *flags],
+        environment={
+            "AWS_ACCESS_KEY_ID": "local",
+            "AWS_SECRET_ACCESS_KEY": "local",
+            "AWS_ENDPOINT_URL": nowhere,
+            "AWS_MAX_ATTEMPTS": "1",
+        },
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "Cannot use both" not in output
+    assert says in output, output
 
 
 @pytest.fixture(scope="module")

@@ -73,7 +73,7 @@ def test_an_invalid_pattern_is_refused_in_one_line_before_anything_runs(
     status = main(["alerts", "test", "--pattern", pattern_file(tmp_path, pattern), "--database-url", database_url])
     captured = capsys.readouterr()
     assert status == 2 and captured.out == ""
-    assert captured.err.startswith("❌ ") and captured.err.count("\n") == 1
+    assert captured.err.startswith("killstream alerts: ") and captured.err.count("\n") == 1
 
 
 class EventBridgeLike:

@@ -304,5 +304,17 @@ def test_cli_redrive_dry_run_without_move_task_moves_nothing(mixed_dlq, monkeypa
     monkeypatch.setenv("QUEUE_URL", mixed_dlq.queue_url)
 
     assert run_cli(["redrive", "--dlq-url", mixed_dlq.dlq_url, "--dry-run", "--no-move-task"]) == 0
-    assert "would move 15" in capsys.readouterr().out
+    # a dry run reads as one: no progress of a move, only what would move
+    out = capsys.readouterr().out
+    assert out.splitlines() == ["would move 15 (esi_not_found 12, retries_exhausted 2, invalid_package 1)"]
     assert counts(mixed_dlq.sqs, mixed_dlq.queue_url) == (0, 0)
+
+
+def test_cli_redrive_dry_run_of_one_error_type_says_only_what_would_move(mixed_dlq, monkeypatch, capsys):
+    monkeypatch.setenv("DLQ_URL", mixed_dlq.dlq_url)
+    monkeypatch.setenv("QUEUE_URL", mixed_dlq.queue_url)
+
+    assert run_cli(["redrive", "--error-type", "retries_exhausted", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines() == ["would move 2 (retries_exhausted 2)", "left in the DLQ, not selected: 13"]
+    assert "RUNNING" not in out and "COMPLETED" not in out and "moved" not in out

@@ -134,7 +134,10 @@ def zkb_for(doc: dict, rng: random.Random | None = None) -> dict:
     fitted = round(rng.uniform(1e5, 5e9), 2)
     dropped = round(fitted * rng.uniform(0, 0.6), 2)
     destroyed = round(fitted - dropped, 2)
-    npc = all("character_id" not in a for a in doc["attackers"])
+    # A replayed file may lack a usable attackers list: the fetcher's validation names that later.
+    listed = doc.get("attackers")
+    attackers = [a for a in listed if isinstance(a, dict)] if isinstance(listed, list) else []
+    npc = all("character_id" not in a for a in attackers)
     killmail_id, killmail_hash = doc["killmail_id"], doc["killmail_hash"]
     return {
         "locationID": 40_000_000 + rng.randrange(10**6),
@@ -145,13 +148,13 @@ def zkb_for(doc: dict, rng: random.Random | None = None) -> dict:
         "totalValue": round(fitted + rng.uniform(0, 1e6), 2),
         "points": rng.randrange(1, 100),
         "npc": npc,
-        "solo": len(doc["attackers"]) == 1 and not npc,
+        "solo": len(attackers) == 1 and not npc,
         "awox": False,
         "labels": [
             "cat:6",
             "npc" if npc else "pvp",
             rng.choice(["loc:highsec", "loc:lowsec", "loc:nullsec", "loc:w-space"]),
         ],
-        "attackerCount": len(doc["attackers"]),
+        "attackerCount": len(attackers),
         "href": f"https://esi.evetech.net/killmails/{killmail_id}/{killmail_hash}/",
     }

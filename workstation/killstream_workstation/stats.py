@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from killstream_workstation.local.console import isk
+from killstream_workstation.local.console import isk, plural
 from killstream_workstation.names import describe
 
 _QUERIES = {
@@ -75,7 +75,7 @@ def database_report(conn) -> str:
         place = describe(ship_id, character_id, corporation_id, system_id, (names[0], names[1], names[2], names[3]))
         lines.append(f"     {killmail_id} — {place}, {isk(value)}")
     lines += [
-        f"   Ingest lag, last hour ({lag_count} live killmails): "
+        f"   Ingest lag, last hour ({plural(lag_count, 'live killmail')}): "
         f"p50 {_seconds(p50)}  p95 {_seconds(p95)}  p99 {_seconds(p99)}",
         f"   Names: {entities:,} characters/corporations/alliances/factions, {systems:,} systems, {types:,} types; "
         f"{unresolvable:,} unresolvable",
@@ -85,7 +85,7 @@ def database_report(conn) -> str:
         "   Busiest systems (24 h before the newest killmail):",
     ]
     lines += [
-        f"     {_system(system_id, name, region, security)}: {count} kills, {isk(value)}"
+        f"     {_system(system_id, name, region, security)}: {plural(count, 'kill')}, {isk(value)}"
         for system_id, name, region, security, count, value in results["systems"]
     ] or ["     none"]
     return "\n".join(lines)

@@ -56,15 +56,29 @@ def _url(env: Mapping[str, str], name: str, default: str | None = None) -> str:
 
 # The template's UserAgent pattern: "app/version (contact)".
 USER_AGENT_RE = re.compile(r"^[^\s/]+/\S+ \(.*\S.*\)$")
+APP_VERSION_RE = re.compile(r"^[^\s/()]+/[^\s()]+$")
 
 
 def user_agent(env: Mapping[str, str]) -> str:
     """zKillboard and ESI refuse anonymous clients: insist on `app/version (contact)`."""
     value = _required_text(env, "USER_AGENT")
-    if not USER_AGENT_RE.match(value):
+    if USER_AGENT_RE.match(value):
+        return value
+    if APP_VERSION_RE.match(value):
         raise ConfigError(
-            "USER_AGENT", f"must be 'app/version (contact)', e.g. 'killstream/0.1 (you@example.com)', got {value!r}"
+            "USER_AGENT",
+            f"{value!r} has no contact: zKillboard and ESI want one to reach you by, e.g. '{value} (you@example.com)'",
         )
+    raise ConfigError(
+        "USER_AGENT", f"must be 'app/version (contact)', e.g. 'killstream/0.1 (you@example.com)', got {value!r}"
+    )
+
+
+def _redisq_queue_id(env: Mapping[str, str], source: str) -> str | None:
+    value = _text(env, "REDISQ_QUEUE_ID")
+    if value is None and source == "redisq":
+        # docs/protocols.md, "RedisQ": the queue's position is kept per queueID
+        raise ConfigError("REDISQ_QUEUE_ID", "is required when the source is redisq (one id per deployment)")
     return value
 
 
@@ -92,7 +106,7 @@ class PollerConfig:
             source=source,
             r2z2_url=_url(env, "R2Z2_URL", DEFAULT_R2Z2_URL),
             redisq_url=_url(env, "REDISQ_URL", DEFAULT_REDISQ_URL),
-            redisq_queue_id=_text(env, "REDISQ_QUEUE_ID", required=source == "redisq"),
+            redisq_queue_id=_redisq_queue_id(env, source),
             redisq_ttw=int_setting(env, "REDISQ_TTW", 1, 1, 10),
             redisq_filter=_text(env, "REDISQ_FILTER"),
             pacing_ms=int_setting(env, "POLL_PACING_MS", 500, 0, 60_000),

@@ -48,7 +48,10 @@ def run_chaos(
     restart_database: Callable[[float], None] | None = None,
     timeout: float = 900.0,
     progress: Callable[[str], None] = print,
+    progress_every: float = 15.0,
 ) -> ChaosReport:
+    """`progress` gets a line per phase, and one every `progress_every` seconds while the
+    pipeline drains."""
     rates = rates or ChaosRates()
     rng = random.Random(seed)
     report = ChaosReport()
@@ -90,9 +93,12 @@ def run_chaos(
     invalid_ids: set[int] = set()
     latest_zkb: dict[int, dict] = {}
     restart_after = int(count * rates.database_restart_at) if restart_database else None
+    published = 0
 
     def publish_all():
+        nonlocal published
         for n, doc in enumerate(docs):
+            published = n + 1
             esi_doc, killmail_hash = corpus.split_hash(doc)
             zkb = corpus.zkb_for(doc)
             inline = rng.random() < 0.5
@@ -136,10 +142,29 @@ def run_chaos(
             and _cursor(pipeline) >= r2z2.head
         )
 
+    next_report = time.monotonic() + progress_every
+
+    def drained_twice() -> bool:
+        nonlocal next_report
+        if time.monotonic() >= next_report:
+            next_report += progress_every
+            with pipeline.stats.lock:
+                saved = pipeline.stats.outcomes["saved"]
+            progress(
+                f"chaos: {time.monotonic() - started:.0f} s — published {published} of {count}, saved {saved}, "
+                f"queue {pipeline.aws.queue_depth(pipeline.aws.queue_url)}, "
+                f"DLQ {pipeline.aws.queue_depth(pipeline.aws.dlq_url)}"
+            )
+        return drained() and drained()
+
     try:
-        if not pipeline.wait_until(lambda: drained() and drained(), timeout=timeout, poll=1.0):
+        progress(f"chaos: phase 1 of 3 — publishing {count} killmails under faults, until the pipeline drains")
+        if not pipeline.wait_until(drained_twice, timeout=timeout, poll=1.0):
             progress("chaos: the pipeline did not drain in time")
-        progress(f"main phase done in {time.monotonic() - started:.0f}s: clearing the faults")
+        progress(
+            f"chaos: phase 2 of 3 — drained after {time.monotonic() - started:.0f} s: faults cleared, "
+            "redriving the transient failures from the DLQ"
+        )
         with aws_faults.lock:
             aws_faults.active = False
         r2z2.faults.clear()
@@ -154,8 +179,9 @@ def run_chaos(
                 sqs, pipeline.aws.dlq_url, pipeline.aws.queue_url, error_types=transient, prefer_move_task=False
             )
             report.redriven = result.moved
-            progress(f"redrove {result.moved} transient failures ({', '.join(transient)})")
-            pipeline.wait_until(lambda: drained() and drained(), timeout=timeout, poll=1.0)
+            progress(f"chaos: redrove {result.moved} transient failures ({', '.join(transient)})")
+            pipeline.wait_until(drained_twice, timeout=timeout, poll=1.0)
+        progress("chaos: phase 3 of 3 — counting what the DLQ and the database hold")
         final = inspect_dlq(sqs, pipeline.aws.dlq_url)
     finally:
         publisher.join()

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import argparse
 import re
-import sys
 from datetime import timedelta
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError, NoRegionError
-from psycopg2 import OperationalError
 
-from killstream.storage.connection import connect
 from killstream.storage.publication import PublicationStore
 from killstream_workstation.alerts.patterns import PatternError, load_pattern
 from killstream_workstation.alerts.tester import (
@@ -23,7 +20,8 @@ from killstream_workstation.alerts.tester import (
     match_with_local_endpoint,
     stored_events,
 )
-from killstream_workstation.local.database import database_url
+from killstream_workstation.local.database import database_url, open_connection, url_origin
+from killstream_workstation.problems import Problem, UsageProblem
 
 DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 UNIT = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -69,17 +67,13 @@ def add_commands(subparsers) -> None:
 
 
 def cmd_test(args: argparse.Namespace) -> int:
+    """A bad pattern or no region is a UsageProblem (exit 2), the matcher failing a Problem (1):
+    one line each, from the command's error boundary (cli/main.py)."""
     try:
         pattern = load_pattern(args.pattern)
     except PatternError as exc:
-        print(f"❌ {exc}", file=sys.stderr)
-        return 2
-    url = database_url(args.database_url)
-    try:
-        conn = connect(url)
-    except OperationalError as exc:
-        print(f"❌ cannot reach PostgreSQL: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
-        return 1
+        raise UsageProblem(str(exc)) from None
+    conn = open_connection(database_url(args.database_url), url_origin(args.database_url))
     try:
         rows = PublicationStore(conn).stored_since(args.last, args.limit)
     finally:
@@ -88,14 +82,12 @@ def cmd_test(args: argparse.Namespace) -> int:
     try:
         verdicts, matcher = _match(pattern, events, local=args.local)
     except PatternError as exc:
-        print(f"❌ {exc}", file=sys.stderr)
-        return 2
+        raise UsageProblem(str(exc)) from None
     except NoRegionError:
-        print("❌ no AWS region: set AWS_REGION (or use --local)", file=sys.stderr)
-        return 2
+        raise UsageProblem("no AWS region: set AWS_REGION (or use --local)") from None
     except (BotoCoreError, ClientError, LocalEndpointError) as exc:
-        print(f"❌ {matcher_name(args.local)} failed: {exc}", file=sys.stderr)
-        return 1
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise Problem(f"{matcher_name(args.local)} failed: {first}") from None
     matched = [v for v in verdicts if v.matched]
     print(
         f"🎯 {args.pattern}: {len(matched)} of {len(events)} killmails stored in the last {_ago(args.last)} "

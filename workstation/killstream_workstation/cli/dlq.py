@@ -60,11 +60,11 @@ def _url_or_env(explicit: str | None, variable: str, option: str) -> str | None:
 
 
 def sqs_client(queue_url: str):
-    """An SQS client in the queue's own region when the URL names one (AWS_ENDPOINT_URL still wins)."""
+    """An SQS client in AWS_REGION (boto3 itself reads only AWS_DEFAULT_REGION), else in the
+    queue's own region when the URL names one (AWS_ENDPOINT_URL still wins)."""
     match = re.match(r"^https://sqs\.([a-z0-9-]+)\.amazonaws\.com/", queue_url)
-    if match and not (os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")):
-        return boto3.client("sqs", region_name=match.group(1))
-    return boto3.client("sqs")
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or (match and match.group(1))
+    return boto3.client("sqs", region_name=region) if region else boto3.client("sqs")
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
@@ -93,7 +93,8 @@ def cmd_redrive(args: argparse.Namespace) -> int:
             error_types=args.error_types,
             dry_run=args.dry_run,
             prefer_move_task=args.move_task,
-            progress=lambda p: print(format_progress(p), flush=True),
+            # a dry run moves nothing: its one line is the result ("would move N (…)")
+            progress=None if args.dry_run else lambda p: print(format_progress(p), flush=True),
         )
     except (BotoCoreError, ClientError) as exc:
         print(f"error: redrive stopped: {exc}", file=sys.stderr)

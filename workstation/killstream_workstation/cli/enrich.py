@@ -10,7 +10,11 @@ from killstream.config import EnricherConfig
 from killstream.enrich.enricher import Enricher
 from killstream.errors import DatabaseUnavailable
 from killstream.observability import logger
-from killstream_workstation.local.database import database_url, migrate_database
+from killstream_workstation.local.database import DatabaseProblem, database_url, migrate_database, url_origin
+
+PLACEHOLDER_URL = "postgresql://127.0.0.1/postgres"
+"""Stands in for the database URL while the other settings are checked (database_url() may start
+the embedded server, which a bad setting should not)."""
 
 
 def add_commands(subparsers) -> None:
@@ -31,23 +35,23 @@ def add_commands(subparsers) -> None:
 
 
 def cmd_enrich(args: argparse.Namespace) -> int:
-    url = database_url(args.database_url)
     env = {
         "ESI_URL": args.esi_url or os.environ.get("ESI_URL", ""),
         "USER_AGENT": args.user_agent or os.environ.get("USER_AGENT", ""),
-        "DATABASE_URL": url,
     }
-    config = EnricherConfig.from_env(env)  # a bad value: main() prints it, naming the variable
-    migrate_database(url)
+    # a bad value: main() prints it, naming the variable — checked before the embedded server starts
+    EnricherConfig.from_env({**env, "DATABASE_URL": PLACEHOLDER_URL})
+    url = database_url(args.database_url)
+    config = EnricherConfig.from_env({**env, "DATABASE_URL": url})
+    migrate_database(url, url_origin(args.database_url))  # out of reach: one line from main(), nothing asked
     level = logger.log_level
     if not args.verbose:
         logger.setLevel("WARNING")  # unresolvable ids and trouble only
     enricher = Enricher.from_config(config, budget=float("inf"))
     try:
         report = enricher.run(from_start=args.from_start)
-    except DatabaseUnavailable as exc:
-        print(f"❌ {exc}")
-        return 1
+    except DatabaseUnavailable as exc:  # lost mid-run: main() prints the one line, status 1
+        raise DatabaseProblem(f"the database went away during the run ({exc}): run it again once it is back") from exc
     finally:
         enricher.database.close()
         logger.setLevel(level)

@@ -1,65 +1,86 @@
-"""The `killstream` command: migrate, run, stats, enrich, invoke, dlq, redrive, alerts."""
+"""The `killstream` command's entry point and its one error boundary (the parser and commands
+are in commands.py).
+
+A failure we know — a bad flag or setting, an unreadable replay folder, a database or AWS
+endpoint out of reach, a busy local directory, Ctrl+C before the pipeline is up — is one line on
+stderr naming what is wrong and what to do. Exit status: 0 done (also when the reader of the
+output went away, `… | head`), 1 the environment (unreachable, busy, missing), 2 a bad input or
+setting, 130 interrupted. Anything else is a bug: one line too, and `--debug` (or
+KILLSTREAM_DEBUG=1) shows its traceback.
+
+Only the standard library is imported at the top: Ctrl+C while boto3 and the rest load (a second
+or two) is then caught here too."""
 
 from __future__ import annotations
 
-import argparse
+import os
 import sys
 
-from killstream.errors import ConfigError
-from killstream.storage.connection import connect
-from killstream_workstation.cli import alerts, dlq, enrich
-from killstream_workstation.local.database import database_url, migrate_database
-from killstream_workstation.local.invoke import add_invoke_arguments, invoke
-from killstream_workstation.local.runner import add_run_arguments, run
-from killstream_workstation.stats import database_report
-
-
-def cmd_migrate(args: argparse.Namespace) -> int:
-    applied = migrate_database(database_url(args.database_url))
-    print(f"migrations applied: {', '.join(applied)}" if applied else "schema up to date: nothing to apply")
-    return 0
-
-
-def cmd_stats(args: argparse.Namespace) -> int:
-    conn = connect(database_url(args.database_url))
-    try:
-        print(database_report(conn))
-    finally:
-        conn.close()
-    return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="killstream", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    migrate = sub.add_parser("migrate", help="apply the schema migrations")
-    migrate.add_argument("--database-url", help="default: $DATABASE_URL, else the embedded server")
-    migrate.set_defaults(func=cmd_migrate)
-    run_parser = sub.add_parser("run", help="the whole pipeline on this machine (live feed, or --replay [DIR] offline)")
-    add_run_arguments(run_parser)
-    run_parser.set_defaults(func=run)
-    stats = sub.add_parser("stats", help="what the database holds: counts, newest killmail, ingest lag")
-    stats.add_argument("--database-url", help="default: $DATABASE_URL, else the embedded server")
-    stats.set_defaults(func=cmd_stats)
-    invoke_parser = sub.add_parser(
-        "invoke", help="run one handler on an event file against local endpoints (no Docker)"
-    )
-    add_invoke_arguments(invoke_parser)
-    invoke_parser.set_defaults(func=invoke)
-    enrich.add_commands(sub)
-    dlq.add_commands(sub)
-    alerts.add_commands(sub)
-    return parser
+INTERRUPTED = 130
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("killstream: interrupted (Ctrl+C)", file=sys.stderr)
+        return INTERRUPTED
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def _main(argv: list[str] | None) -> int:
+    import psycopg2
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from killstream.errors import ConfigError
+    from killstream_workstation.cli.commands import build_parser
+    from killstream_workstation.local.console import discard_stdout
+    from killstream_workstation.problems import Problem
+
     args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get("KILLSTREAM_DEBUG", "").strip() not in ("", "0")
+    name = f"killstream {args.command}"
+
+    def fail(message: str, status: int) -> int:
+        print(f"{name}: {message}", file=sys.stderr)
+        return status
+
     try:
         status: int = args.func(args)
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
-    return status
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:  # the reader went away (`… | head`): nothing left to say, nothing failed
+        discard_stdout()
+        return 0
+    except KeyboardInterrupt:
+        if args.command != "run":
+            return fail("interrupted (Ctrl+C)", INTERRUPTED)
+        embedded = not (getattr(args, "database_url", None) or os.environ.get("DATABASE_URL", "").strip())
+        left = "; the embedded PostgreSQL keeps running (make stop stops it)" if embedded else ""
+        return fail(f"interrupted (Ctrl+C) before the pipeline was up: what had started is stopped{left}", INTERRUPTED)
+    except Problem as problem:
+        return fail(str(problem), problem.exit_code)
+    except ConfigError as error:
+        return fail(f"configuration error: {error}", 2)
+    except (BotoCoreError, ClientError) as error:
+        if debug:
+            raise
+        return fail(f"AWS: {_first_line(error)} (check AWS_REGION, credentials and AWS_ENDPOINT_URL)", 1)
+    except psycopg2.Error as error:
+        if debug:
+            raise
+        return fail(f"database error: {_first_line(error)}", 1)
+    except Exception as error:
+        if debug:
+            raise
+        return fail(
+            f"unexpected error: {type(error).__name__}: {_first_line(error)} — a bug: run it again with --debug "
+            "for the traceback, and report it",
+            1,
+        )
 
 
 if __name__ == "__main__":

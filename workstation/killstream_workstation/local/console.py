@@ -5,13 +5,17 @@ what the functions log in AWS."""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import os
 import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TextIO
 
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 
@@ -71,14 +75,31 @@ def isk(value) -> str:
     return f"{value:.0f} ISK"
 
 
+FINAL_OUTCOMES = ("saved", "skipped", "updated")
+"""A killmail with one of these outcomes is done with; a failure is done with only when it is
+permanent (dead-lettered), not when it is handed back for another delivery."""
+INVOCATION_FAILED = "invocation_failed"
+"""The log key the local pipeline marks a failed Lambda invocation with (the function's name)."""
+
+
+def plural(count: int, word: str, words: str | None = None) -> str:
+    """`1 kill`, `2 kills`, `1,024 kills`."""
+    return f"{count:,} {word if count == 1 else words or word + 's'}"
+
+
 @dataclass
 class RunStats:
     started: float = field(default_factory=time.monotonic)
     received: int = 0
     outcomes: Counter = field(default_factory=Counter)
     errors: int = 0
+    """The feed's errors as the poller's ticks report them (`tick done ... errors=`), plus failed
+    invocations, which end without a tick summary."""
     in_dlq: int = 0
+    handled: set[int] = field(default_factory=set)
+    """Killmails the fetcher is done with: stored, found stored already, updated, or dead-lettered."""
     alerts: Counter = field(default_factory=Counter)
+    """The notifier's alerts by what became of them (posted, duplicate, retry, dead_lettered)."""
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -102,7 +123,8 @@ class RunStats:
                 f"   Saved: {o['saved']}",
                 f"   Skipped: {o['skipped']}",
                 f"   Updated: {o['updated']}",
-                f"   Errors: {self.errors + o['failed']}",
+                f"   Failed: {o['failed']}",
+                f"   Errors: {self.errors}",
                 f"   In DLQ: {self.in_dlq}",
                 *([f"   Alerts posted: {self.alerts['posted']}"] if self.alerts else []),
                 f"   Runtime: {self.runtime:.0f} seconds",
@@ -112,22 +134,30 @@ class RunStats:
 
 class StatsCounter(logging.Filter):
     """Counts, from the handlers' own log records, what the console and tests report:
-    packages received, killmail outcomes, errors. Filters nothing."""
+    packages received, killmail outcomes, the ticks' errors. Filters nothing."""
 
     def __init__(self, stats: RunStats):
         super().__init__()
         self.stats = stats
 
     def filter(self, record: logging.LogRecord) -> bool:
-        outcome = record.__dict__.get("outcome")
+        fields = record.__dict__
+        outcome = fields.get("outcome")
         with self.stats.lock:
-            if record.__dict__.get("alert") in ALERT_ICONS:
-                self.stats.alerts[record.__dict__["alert"]] += 1
+            if fields.get("alert") in ALERT_ICONS:
+                self.stats.alerts[fields["alert"]] += 1
             elif outcome in ICONS:
                 self.stats.outcomes[outcome] += 1
+                killmail_id = fields.get("killmail_id")
+                done = outcome in FINAL_OUTCOMES or (outcome == "failed" and fields.get("retry") is False)
+                if done and isinstance(killmail_id, int):
+                    self.stats.handled.add(killmail_id)
             elif record.msg == "package received":
                 self.stats.received += 1
-            elif record.levelno >= logging.ERROR:
+            elif record.msg == "tick done":
+                errors = fields.get("errors")
+                self.stats.errors += errors if isinstance(errors, int) else 0
+            elif fields.get(INVOCATION_FAILED):
                 self.stats.errors += 1
         return True
 
@@ -183,11 +213,16 @@ class ConsoleFormatter(LambdaPowertoolsFormatter):
         return f"{line}\n{doc['exception']}" if doc.get("exception") else line
 
 
+def _count(doc: dict, key: str) -> int:
+    value = doc.get(key)
+    return value if isinstance(value, int) else 0
+
+
 def _enrichment_line(doc: dict) -> str:
     line = (
-        f"🏷️  Names: {doc.get('named', 0)} named, {doc.get('unresolvable', 0)} unresolvable, "
-        f"{doc.get('pending', 0)} pending ({doc.get('requests', 0)} ESI calls, "
-        f"{doc.get('killmails', 0)} killmails read)"
+        f"🏷️  Names: {_count(doc, 'named'):,} named, {_count(doc, 'unresolvable'):,} unresolvable, "
+        f"{_count(doc, 'pending'):,} pending ({plural(_count(doc, 'requests'), 'ESI call')}, "
+        f"{plural(_count(doc, 'killmails'), 'killmail')} read)"
     )
     return f"{line} — stopped: {doc['problem']}" if doc.get("stopped_because") else line
 
@@ -209,8 +244,61 @@ class QuietFilter(logging.Filter):
         )
 
 
-def install(logger, stats: RunStats, *, verbose: bool = False, names: NameBook | None = None) -> None:
+def install(
+    logger,
+    stats: RunStats,
+    *,
+    verbose: bool = False,
+    stream: TextIO | io.TextIOBase | None = None,
+    names: NameBook | None = None,
+) -> None:
     handler = logger.registered_handler
     handler.setFormatter(ConsoleFormatter(stats, names))
     handler.addFilter(QuietFilter(verbose))
-    handler.setStream(sys.stdout)
+    handler.setStream(stream or sys.stdout)
+
+
+class ConsoleStream(io.TextIOBase):
+    """The run's standard output. When its reader goes away (`killstream run … | head`), writing
+    stops — the rest of the output goes to /dev/null — and `closed_by_reader` is set, so the run
+    shuts its pipeline down instead of failing on every line."""
+
+    def __init__(self, stream: TextIO, on_reader_gone: Callable[[], None] | None = None):
+        super().__init__()
+        self.stream = stream
+        self.closed_by_reader = threading.Event()
+        self._on_reader_gone = on_reader_gone or discard_stdout
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if not self.closed_by_reader.is_set():
+            try:
+                self.stream.write(text)
+                self.stream.flush()  # a line at a time: the console is read as it happens
+            except BrokenPipeError:
+                self._reader_gone()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.closed_by_reader.is_set():
+            try:
+                self.stream.flush()
+            except BrokenPipeError:
+                self._reader_gone()
+
+    def _reader_gone(self) -> None:
+        self.closed_by_reader.set()
+        self._on_reader_gone()
+
+
+def discard_stdout() -> None:
+    """Point file descriptor 1 at /dev/null: what is still buffered for a reader that went away
+    (and the interpreter's last flush at exit) goes nowhere instead of raising BrokenPipeError."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.__stdout__.fileno() if sys.__stdout__ else 1)
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass

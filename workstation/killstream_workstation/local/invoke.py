@@ -11,8 +11,9 @@ from pathlib import Path
 
 from killstream_workstation import corpus
 from killstream_workstation.local.aws import LocalAws
-from killstream_workstation.local.database import database_url, migrate_database
+from killstream_workstation.local.database import database_url, migrate_database, url_origin
 from killstream_workstation.local.lambda_runtime import LambdaContext, load_handler_module
+from killstream_workstation.problems import UsageProblem
 from killstream_workstation.simulators.esi import EsiServer
 from killstream_workstation.simulators.r2z2 import R2Z2Server
 
@@ -33,7 +34,15 @@ def add_invoke_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _events(paths: list[str]) -> list[dict]:
-    return [json.loads(Path(p).read_text()) for p in paths]
+    events = []
+    for path in paths:
+        try:
+            events.append(json.loads(Path(path).read_text()))
+        except OSError as error:
+            raise UsageProblem(f"--event {path}: cannot be read ({error.strerror or error})") from error
+        except ValueError as error:
+            raise UsageProblem(f"--event {path}: not valid JSON ({error})") from error
+    return events
 
 
 def _invoke_poller(args, aws: LocalAws) -> dict:
@@ -60,7 +69,7 @@ def _invoke_poller(args, aws: LocalAws) -> dict:
 def _invoke_fetcher(args, aws: LocalAws) -> dict:
     records = [record for event in _events(args.event) for record in event["Records"]]
     url = database_url(args.database_url)
-    migrate_database(url)
+    migrate_database(url, url_origin(args.database_url))
     with EsiServer() as esi:
         # Serve every killmail the events name: inline ones as given, the others made from the
         # sample corpus under the event's id and hash.

@@ -15,12 +15,13 @@ import os
 import random
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from types import ModuleType
 
 from killstream.observability import logger, metrics
 from killstream_workstation.local.aws import REGION, LocalAlert, LocalAws
-from killstream_workstation.local.console import RunStats, StatsCounter
+from killstream_workstation.local.console import INVOCATION_FAILED, RunStats, StatsCounter
 from killstream_workstation.local.lambda_runtime import (
     InvocationKilled,
     LambdaContext,
@@ -28,7 +29,7 @@ from killstream_workstation.local.lambda_runtime import (
     load_handler_module,
     sqs_event,
 )
-from killstream_workstation.local.replay import Replay
+from killstream_workstation.local.replay import LOCAL_QUEUE_ID, Replay
 
 SCHEDULED_EVENT = {
     "version": "0",
@@ -131,8 +132,9 @@ class LocalPipeline:
         if s.pacing_ms is not None:
             env["POLL_PACING_MS"] = str(s.pacing_ms)
         if self.replay:
-            env["R2Z2_URL"] = self.replay.r2z2.url
-            env["ESI_URL"] = self.replay.esi.url
+            env.update(self.replay.environment())
+            if s.source == "redisq" and not os.environ.get("REDISQ_QUEUE_ID"):
+                env["REDISQ_QUEUE_ID"] = LOCAL_QUEUE_ID
         if self.alert is not None and s.alert is not None:
             env["WEBHOOK_SECRET_ARN"] = self.alert.secret_arn
             env["WEBHOOK_KIND"] = s.alert.kind or "auto"
@@ -148,13 +150,21 @@ class LocalPipeline:
         self.aws.set_cursor("0" if s.replay is not None else "none")
         if s.replay is not None:
             self.replay = Replay(
-                s.replay, rate=s.replay_rate, inline_ratio=s.inline_ratio, esi_latency=s.esi_latency, seed=s.seed
+                s.replay,
+                rate=s.replay_rate,
+                inline_ratio=s.inline_ratio,
+                esi_latency=s.esi_latency,
+                seed=s.seed,
+                source=s.source,
             ).start()
         if s.alert is not None:
             self.alert = self.aws.create_alert(
                 pattern=s.alert.pattern, webhook_url=s.alert.webhook_url, visibility_timeout=s.alert.visibility_timeout
             )
         os.environ.update(self.environment())
+        # Locally metrics are off (POWERTOOLS_METRICS_DISABLED): an invocation that recorded none,
+        # or whose set another thread's invocation flushed, is nothing to warn about.
+        warnings.filterwarnings("ignore", message="No application metrics to publish", category=UserWarning)
         self._counter = StatsCounter(self.stats)
         logging.getLogger(logger.name).addFilter(self._counter)
         self.poller = load_handler_module("poller")
@@ -202,7 +212,7 @@ class LocalPipeline:
                 logger.warning("poller instance killed mid-invocation; the next tick starts a fresh one")
                 self.poller = load_handler_module("poller")
             except Exception as exc:  # a failed invocation: Lambda logs it and the schedule fires again
-                logger.exception(f"poller invocation failed: {exc}")
+                logger.exception(f"poller invocation failed: {exc}", extra={INVOCATION_FAILED: "poller"})
             metrics.clear_metrics()
             # the next scheduled invocation
             self.stop_event.wait(max(0.0, self.settings.tick_interval - (time.monotonic() - started)))
@@ -210,12 +220,16 @@ class LocalPipeline:
     def _enrich_forever(self, enricher: ModuleType) -> None:
         interval = self.settings.enrich_interval or 0.0
         while not self.stop_event.wait(interval):  # the schedule's first run comes one interval in
-            context = StoppableContext("killstream-enricher", ENRICHER_TIMEOUT_SECONDS, self.stop_event)
-            try:
-                self.enrich_runs.append(enricher.handler(SCHEDULED_EVENT, context))
-            except Exception as exc:  # a failed run: Lambda logs it and the schedule fires again
-                logger.exception(f"enricher invocation failed: {exc}")
-            metrics.clear_metrics()
+            self._enrich_once(
+                enricher, StoppableContext("killstream-enricher", ENRICHER_TIMEOUT_SECONDS, self.stop_event)
+            )
+
+    def _enrich_once(self, enricher: ModuleType, context: LambdaContext) -> None:
+        try:
+            self.enrich_runs.append(enricher.handler(SCHEDULED_EVENT, context))
+        except Exception as exc:  # a failed run: Lambda logs it and the schedule fires again
+            logger.exception(f"enricher invocation failed: {exc}", extra={INVOCATION_FAILED: "enricher"})
+        metrics.clear_metrics()
 
     def _fetch_forever(self, fetcher) -> None:
         self._consume_forever(fetcher, self.aws.queue_url, self.run_fetcher_batch)
@@ -271,7 +285,9 @@ class LocalPipeline:
             failed = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
         except Exception as exc:  # the whole invocation failed: every record returns to the queue
             failed = {m["MessageId"] for m in messages}
-            logger.exception(f"{function} invocation failed: {exc}")
+            logger.exception(
+                f"{function} invocation failed: {exc}", extra={INVOCATION_FAILED: function.removeprefix("killstream-")}
+            )
         metrics.clear_metrics()
         done = [m for m in messages if m["MessageId"] not in failed]
         self.settle(sqs, done, queue_url)
@@ -318,6 +334,11 @@ class LocalPipeline:
         self.stop_event.set()
         for thread in self._threads:
             thread.join()
+        if self.enricher is not None and self.replay is not None:
+            # A replay's last killmails may be stored after the enricher's last scheduled run: one
+            # more run, once every batch is in, leaves the replayed data named (the local ESI answers
+            # at once; live, the next deployment's schedule would do it a minute later).
+            self._enrich_once(self.enricher, LambdaContext("killstream-enricher", ENRICHER_TIMEOUT_SECONDS))
         if self._aws:
             self.refresh_dlq_count()
         if self.replay:

@@ -1,5 +1,7 @@
 """A private PostgreSQL server for tests and `make run`: initdb + pg_ctl, bound to
-127.0.0.1 on a free port, its socket inside the data directory.
+127.0.0.1, its socket inside the data directory. Throwaway servers take a free port; the local
+one (`remember_port`) keeps one address: the port it asks for, moved only when another program
+holds it, and remembered beside the data directory for the next start.
 
 PostgreSQL refuses to run as root, so as root the data directory belongs to the `postgres`
 user (or `nobody`) and the server binaries run as that user."""
@@ -18,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from killstream_workstation.problems import Problem
+
 INSTALL_HINT = (
     "PostgreSQL server binaries (initdb, pg_ctl) not found. Install them: "
     "Debian/Ubuntu `apt-get install postgresql`, Fedora `dnf install postgresql-server`, "
@@ -25,8 +29,9 @@ INSTALL_HINT = (
 )
 
 
-class PostgresUnavailable(RuntimeError):
-    pass
+class PostgresUnavailable(Problem):
+    """The embedded server cannot be had here: no binaries, or it would not start (the message
+    is one line; the server's log holds the rest)."""
 
 
 def find_bin_dir() -> Path:
@@ -46,6 +51,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def port_is_free(port: int) -> bool:
+    """Whether a server could listen on 127.0.0.1:`port` now (as PostgreSQL binds: reusing an
+    address whose old connections linger in TIME_WAIT)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _free_port_from(port: int, tries: int = 100) -> int:
+    """The first free port after `port` (neighbours keep the address recognisable), else any."""
+    return next((p for p in range(port + 1, min(port + 1 + tries, 65536)) if port_is_free(p)), None) or _free_port()
+
+
 def _server_user() -> pwd.struct_passwd | None:
     if os.geteuid() != 0:
         return None
@@ -58,16 +80,29 @@ def _server_user() -> pwd.struct_passwd | None:
 
 
 class EmbeddedPostgres:
-    def __init__(self, data_dir: str | os.PathLike, *, durable: bool = True, port: int | None = None):
+    def __init__(
+        self,
+        data_dir: str | os.PathLike,
+        *,
+        durable: bool = True,
+        port: int | None = None,
+        remember_port: bool = False,
+    ):
+        """`port`: the one to listen on (None: any free one). With `remember_port`, `port` is the
+        one asked for the first time; the port used is kept in `port_file` and asked for at every
+        later start, and moved to a free one only when something else holds it (`moved_from`)."""
         self.data_dir = Path(data_dir).resolve()
         self.durable = durable
         self.port = port
+        self.remember_port = remember_port
+        self.moved_from: int | None = None
         self.bin_dir = find_bin_dir()
         self.user = _server_user()
         self.log_file = self.data_dir.parent / f"{self.data_dir.name}.log"
         # TCP logins need this password (scram): any local user can reach 127.0.0.1, and the
         # server's superuser can run programs. Kept beside the data directory, readable by us only.
         self.password_file = self.data_dir.parent / f"{self.data_dir.name}.password"
+        self.port_file = self.data_dir.parent / f"{self.data_dir.name}.port"
 
     @property
     def url(self) -> str:
@@ -103,10 +138,12 @@ class EmbeddedPostgres:
         running = self._running_port()
         if running:
             self.port = running
+            if self.port_file.exists():  # a server started before ports were remembered moves at its next start
+                self._remember()
             return self
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb()
-        self.port = self.port or _free_port()
+        self.port = self._choose_port()
         options = [f"-p {self.port}", "-c listen_addresses=127.0.0.1", f"-k {self.data_dir}"]
         if not self.durable:  # throwaway test servers: durability buys nothing
             options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
@@ -125,9 +162,40 @@ class EmbeddedPostgres:
             check=False,
         )
         if result.returncode != 0:
-            log = self.log_file.read_text()[-2000:] if self.log_file.exists() else ""
-            raise PostgresUnavailable(f"pg_ctl start failed: {result.stderr.strip()}\n{log}")
+            raise PostgresUnavailable(
+                f"the embedded PostgreSQL in {self.data_dir} did not start ({self._why_not_started(result)}); "
+                f"its log: {self.log_file}"
+            )
+        self._remember()
         return self
+
+    def _choose_port(self) -> int:
+        if not self.remember_port:
+            return self.port or _free_port()
+        wanted = self.remembered_port() or self.port or _free_port()
+        if port_is_free(wanted):
+            return wanted
+        self.moved_from = wanted
+        return _free_port_from(wanted)
+
+    def remembered_port(self) -> int | None:
+        """The port kept from an earlier start (`remember_port`), when there is one."""
+        try:
+            text = self.port_file.read_text().strip()
+        except OSError:
+            return None
+        return int(text) if text.isdigit() and 0 < int(text) < 65536 else None
+
+    def _remember(self) -> None:
+        if self.remember_port and self.port and self.remembered_port() != self.port:
+            self.port_file.write_text(f"{self.port}\n")
+
+    def _why_not_started(self, result: subprocess.CompletedProcess) -> str:
+        """The server log's last complaint, else what pg_ctl said."""
+        log = self.log_file.read_text(errors="replace").splitlines()[-50:] if self.log_file.exists() else []
+        complaints = [line for line in log if any(level in line for level in ("FATAL", "PANIC", "ERROR"))]
+        said = (result.stderr or result.stdout or "").strip().splitlines()
+        return (complaints[-1] if complaints else said[0] if said else f"pg_ctl exited {result.returncode}").strip()
 
     def _initdb(self) -> None:
         password = secrets.token_urlsafe(24)
@@ -155,7 +223,8 @@ class EmbeddedPostgres:
         finally:
             os.unlink(pwfile.name)
         if result.returncode != 0:
-            raise PostgresUnavailable(f"initdb failed: {result.stderr.strip() or result.stdout.strip()}")
+            said = (result.stderr.strip() or result.stdout.strip()).splitlines()
+            raise PostgresUnavailable(f"initdb of {self.data_dir} failed: {said[0] if said else result.returncode}")
 
     def stop(self) -> None:
         if (self.data_dir / "postmaster.pid").exists():
