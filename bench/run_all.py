@@ -2,7 +2,7 @@
 Each benchmark's lines are shown as it prints them (a line per phase), with its time at the end.
 
 make bench                       # all
-make bench ARGS="fetcher memory" # some: store, pipeline, fetcher, coldstart, memory, summary, events"""
+make bench ARGS="fetcher memory" # some: store, pipeline, fetcher, coldstart, memory, reconcile, summary, events"""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ BENCHES = {
     "fetcher": "bench_fetcher.py",
     "coldstart": "bench_coldstart.py",
     "memory": "bench_memory.py",
+    "reconcile": "bench_reconcile.py",
     "summary": "bench_summary.py",
     "events": "bench_events.py",
 }

@@ -2,7 +2,8 @@
 # make stop / make wipe: the embedded PostgreSQL of the local directory ($KILLSTREAM_LOCAL_DIR,
 # else .local), without the venv (a fresh clone, or after make clean, has none).
 #   stop  stop the server if it runs (its data stays)
-#   wipe  stop it, then delete its data, password, port and log: the next make run starts empty
+#   wipe  stop it, then delete its data, password, port and log, and the saved run (its cursor
+#         and queued messages belong to the data): the next make run starts empty
 # The server is signalled directly (SIGINT: PostgreSQL's fast shutdown) rather than through
 # pg_ctl, which refuses to run as root, where the server runs as the postgres user.
 set -euo pipefail
@@ -45,12 +46,13 @@ case "$action" in
       exit 1
     fi
     [ -z "$(running_pid)" ] || stop
-    if [ ! -e "$data" ] && [ ! -e "$local_dir/postgres.password" ]; then
+    if [ ! -e "$data" ] && [ ! -e "$local_dir/postgres.password" ] && [ ! -e "$local_dir/run-state.json" ]; then
       echo "nothing to wipe: no local database in $local_dir"
       exit 0
     fi
-    rm -rf -- "$data" "$local_dir/postgres.password" "$local_dir/postgres.port" "$local_dir/postgres.log"
-    echo "local database wiped: removed $data (and its password, port and log); the next make run starts empty"
+    rm -rf -- "$data" "$local_dir/postgres.password" "$local_dir/postgres.port" "$local_dir/postgres.log" \
+      "$local_dir/run-state.json" "$local_dir/stack.json"
+    echo "local database wiped: removed $data (and its password, port, log and saved run); the next make run starts empty"
     ;;
   *)
     echo "usage: $0 stop|wipe" >&2

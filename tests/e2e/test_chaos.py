@@ -10,7 +10,14 @@ def test_nothing_lost_nothing_doubled_under_faults(database_url, restore_environ
     restart = None if os.environ.get("DATABASE_URL") else request.getfixturevalue("postgres_server").restart
     # higher rates than make chaos, so a short run still meets every fault
     rates = ChaosRates(
-        invalid=0.03, gap=0.01, republish=0.05, sqs_send_failure=0.2, poller_kill=0.5, database_downtime=16.0
+        invalid=0.03,
+        gap=0.01,
+        republish=0.05,
+        sqs_send_failure=0.2,
+        poller_kill=0.5,
+        database_downtime=16.0,
+        outage_at=0.7,
+        outage_publications=40,
     )
     progress: list[str] = []
     report = run_chaos(
@@ -18,15 +25,18 @@ def test_nothing_lost_nothing_doubled_under_faults(database_url, restore_environ
     )
     print("\n".join(report.lines()))
     # a long run shows where it is: a line per phase
-    assert [line.split(" — ")[0] for line in progress if " of 3 — " in line] == [
-        f"chaos: phase {n} of 3" for n in (1, 2, 3)
+    assert [line.split(" — ")[0] for line in progress if " of 4 — " in line] == [
+        f"chaos: phase {n} of 4" for n in (1, 2, 3, 4)
     ]
     assert report.lost == 0 and report.duplicates == 0
     assert report.stale_zkb == 0
     assert report.stored == report.published - report.injected_invalid
     assert report.injected_invalid > 0 and set(report.dlq_by_reason) == {"esi_invalid_killmail"}
     assert report.unexpected_in_dlq == 0
-    for fault in ("database_restart", "sqs_send_failure", "poller_killed", "sequence_gap"):
+    for fault in ("database_restart", "sqs_send_failure", "poller_killed", "sequence_gap", "poller_outage"):
         assert report.injected[fault] > 0, f"{fault} was never injected"
+    # the outage outlasted R2Z2's files: lost until the reconciler queued them, home after
+    assert report.lost_before_reconcile > 0 and report.reconciled >= report.lost_before_reconcile
+    assert set(report.days.values()) <= {"complete", "incomplete"}
     # the outage outlasted 5 receives: those killmails went to the DLQ and the redrive brought them home
     assert report.redriven > 0

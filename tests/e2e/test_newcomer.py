@@ -44,6 +44,11 @@ CLEARED = (
     "POLL_BUDGET_SECONDS",
     "DLQ_URL",
     "QUEUE_URL",
+    "HISTORY_URL",
+    "HISTORY_PACING_MS",
+    "RECONCILE_DAYS",
+    "RECONCILE_RAW_THRESHOLD",
+    "ESI_PARALLELISM",
     "AWS_ENDPOINT_URL",
     "KILLSTREAM_DEBUG",
     "MAKEFLAGS",
@@ -153,6 +158,30 @@ EARLY = [
         1,
         f"cannot connect to the database at 127.0.0.1:{NOWHERE}/killstream",
     ),
+    (["reconcile"], {}, 2, "configuration error: USER_AGENT: is required (set by --user-agent or USER_AGENT)"),
+    (
+        ["reconcile", "--user-agent", AGENT],
+        {"HISTORY_URL": "r2z2.zkillboard.com/history"},
+        2,
+        "configuration error: HISTORY_URL: must be an http(s) URL",
+    ),
+    (["reconcile", "--user-agent", AGENT, "--history-url", "ftp://x"], {}, 2, "(set by --history-url or HISTORY_URL)"),
+    (["reconcile", "--user-agent", AGENT], {"RECONCILE_DAYS": "90"}, 2, "RECONCILE_DAYS: must be between 1 and 31"),
+    (["reconcile", "--user-agent", AGENT], {"HISTORY_PACING_MS": "fast"}, 2, "HISTORY_PACING_MS: must be a whole"),
+    (["reconcile", "--user-agent", AGENT], {"QUEUE_URL": "killmails"}, 2, "QUEUE_URL: must be an http(s) URL"),
+    (["reconcile", "--raw-threshold", "0"], {}, 2, "argument --raw-threshold: must be at least 1, got 0"),
+    (["reconcile", "--days", "many"], {}, 2, "argument --days: must be a whole number, got 'many'"),
+    (["reconcile", "--from", "2026-13-01"], {}, 2, "argument --from: not a YYYY-MM-DD day: '2026-13-01'"),
+    (["reconcile", "--user-agent", AGENT, "--to", "2026-01-02"], {}, 2, "--to needs --from"),
+    (["reconcile", "--user-agent", AGENT, "--days", "3", "--from", "2026-01-02"], {}, 2, "--days or --from/--to"),
+    (["reconcile", "--user-agent", AGENT, "--from", "2999-01-01"], {}, 2, "no complete UTC day from 2999-01-01"),
+    (
+        ["reconcile", "--user-agent", AGENT],
+        {"DATABASE_URL": f"postgresql://127.0.0.1:{NOWHERE}/killstream"},
+        1,
+        f"cannot connect to the database at 127.0.0.1:{NOWHERE}/killstream",
+    ),
+    (["run", "--replay"], {"RECONCILE_RAW_THRESHOLD": "0"}, 2, "RECONCILE_RAW_THRESHOLD: must be between 1"),
     (["dlq"], {}, 2, "no queue URL: pass --dlq-url or set DLQ_URL"),
     (["invoke", "poller", "--event", "nope.json"], {}, 2, "--event nope.json: cannot be read"),
     (["frob"], {}, 2, "invalid choice: 'frob'"),
@@ -281,6 +310,34 @@ def test_two_runs_on_one_local_directory_the_second_refuses(local_dir, database_
     assert first.returncode == 0 and "📊 Final Statistics:" in out and "Traceback" not in err
 
 
+def test_reconcile_in_another_shell_uses_the_running_stack(local_dir, database_url):
+    env = environment(local_dir, DATABASE_URL=database_url)
+    run = subprocess.Popen(
+        [str(KILLSTREAM), "run", "--replay", "--rate", "50", "--pacing-ms", "5", "--duration", "120"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert run.stdout is not None
+        for line in run.stdout:
+            if line.startswith("🏁 Replay complete"):
+                break
+        # another shell: no AWS settings, no queue, no database named — the run's stack has them
+        shell_env = environment(local_dir, USER_AGENT=AGENT)
+        result = killstream("reconcile", "--from", "2026-11-01", "--to", "2026-11-03", env=shell_env)
+        assert result.stderr == "" and "Traceback" not in result.stdout, result.stderr
+        assert "Using the local stack of the running `killstream run`: queue http://127.0.0.1:" in result.stdout
+        assert "through the queue http://127.0.0.1:" in result.stdout
+        assert "reconcile: days=3 complete=3 " in result.stdout and result.returncode == 0, result.stdout
+    finally:
+        run.send_signal(signal.SIGINT)
+        out, err = run.communicate(timeout=60)
+    assert run.returncode == 0 and "Traceback" not in err
+
+
 def test_a_run_whose_reader_goes_away_exits_cleanly(local_dir, database_url):
     env = environment(local_dir, DATABASE_URL=database_url)
     started = time.monotonic()
@@ -355,6 +412,8 @@ def test_the_quick_start_walk_through(local_dir):
 
     head = shell(HEAD, env, timeout=120)
     assert len(head.stdout.splitlines()) == 12 and "Traceback" not in head.stderr, head.stderr
+    # the same replay into the same database (the same address): it resumes where the first stopped
+    assert "↩️  Resuming the last run of this feed at cursor 106" in head.stdout, head.stdout
 
     stopped = shell(STOP, env)
     assert stopped.returncode == 0 and stopped.stdout.startswith("embedded PostgreSQL stopped")
@@ -366,7 +425,7 @@ def test_the_quick_start_walk_through(local_dir):
 
     wiped = shell(WIPE, env)
     assert wiped.returncode == 0 and "local database wiped" in wiped.stdout
-    assert not (local_dir / "postgres").exists()
+    assert not (local_dir / "postgres").exists() and not (local_dir / "run-state.json").exists()
     assert shell(WIPE, env).stdout.startswith("nothing to wipe")
 
 

@@ -3,6 +3,7 @@ ESI, PostgreSQL — replaying N killmails: exactly N stored, every field equal t
 
 from killstream.storage.connection import connect
 from killstream_workstation import corpus
+from killstream_workstation.local.state import RunState
 from tests.support.stored import assert_stored_as, count_rows
 
 
@@ -54,6 +55,28 @@ def test_a_second_run_over_the_same_feed_stores_nothing_twice(pipeline_factory, 
     )
     second.stop()
     assert stored_count(database_url) == len(docs)
+
+
+def test_a_stopped_replay_resumes_at_its_cursor_with_the_messages_it_held(pipeline_factory, database_url, tmp_path):
+    docs = corpus.sample()[:60]
+    # ESI slow: the fetcher still holds work when the first run stops
+    first = pipeline_factory(docs, state_dir=tmp_path, esi_latency=0.3)
+    assert first.wait_until(lambda: first.stats.received >= 30, timeout=60)
+    first.stop()
+    saved = RunState(tmp_path).load(first.feed())
+    assert saved is not None and int(saved.cursor) >= 30 and saved.published == len(docs)
+    assert saved.queue, "nothing was held at the stop"
+    assert stored_count(database_url) < len(docs)
+    second = pipeline_factory(docs, state_dir=tmp_path)
+    assert second.resumed == saved
+    assert second.wait_until(lambda: stored_count(database_url) >= len(docs), timeout=120)
+    second.stop()
+    # the second run read only what the first had not, and nothing was stored twice
+    assert second.stats.received == len(docs) - int(saved.cursor)
+    assert first.stats.outcomes["saved"] + second.stats.outcomes["saved"] == len(docs) == stored_count(database_url)
+    # another feed does not take the state up
+    other = pipeline_factory(docs[:10], state_dir=tmp_path)
+    assert other.resumed is None
 
 
 def test_a_redisq_replay_is_served_by_a_local_redisq_not_the_internet(pipeline_factory, database_url):

@@ -106,7 +106,7 @@ def tool(name: str) -> str | None:
 # ------------------------------------------------------------------ functions and layers
 
 
-FUNCTIONS = ("PollerFunction", "FetcherFunction", "EnricherFunction")
+FUNCTIONS = ("PollerFunction", "FetcherFunction", "EnricherFunction", "ReconcilerFunction")
 
 
 def test_functions_run_python313_on_arm64_built_by_makefiles():
@@ -132,6 +132,27 @@ def test_poller_runs_alone_every_minute_without_retries():
     expression = event["Properties"].get("Schedule") or event["Properties"].get("ScheduleExpression")
     assert expression in ("rate(1 minute)", "cron(* * * * ? *)")
     assert int(env("PollerFunction")["POLL_BUDGET_SECONDS"]) < p["Timeout"]
+
+
+def test_reconciler_runs_daily_on_a_parameter_with_lambdas_longest_timeout():
+    p = props("ReconcilerFunction")
+    assert p["Timeout"] == 900 and p["MemorySize"] >= 256
+    (event,) = p["Events"].values()
+    assert event["Type"] == "Schedule" and event["Properties"]["Schedule"] == REF("ReconcileSchedule")
+    schedule = T["Parameters"]["ReconcileSchedule"]
+    assert re.fullmatch(r"cron\(0 [1-9] \* \* \? \*\)", schedule["Default"])  # a few hours after midnight UTC
+    assert re.fullmatch(schedule["AllowedPattern"], schedule["Default"])
+    assert p["EventInvokeConfig"]["MaximumRetryAttempts"] == 0
+    variables = env("ReconcilerFunction")
+    assert variables["HISTORY_URL"] == "https://r2z2.zkillboard.com/history"
+    assert variables["QUEUE_URL"] == REF("KillmailQueue")
+    assert variables["RECONCILE_DAYS"] == REF("ReconcileDays") and T["Parameters"]["ReconcileDays"]["Default"] == 7
+    assert variables["RECONCILE_RAW_THRESHOLD"] == REF("ReconcileRawThreshold")
+    assert int(variables["HISTORY_PACING_MS"]) >= 500  # well under R2Z2's ~15-20 requests a second
+    # it reaches the database where the fetcher does
+    assert p["VpcConfig"] == props("FetcherFunction")["VpcConfig"]
+    for name in ("DATABASE_URL", "DB_SECRET_ARN", "DB_SSLMODE", "DB_SSLROOTCERT"):
+        assert variables[name] == env("FetcherFunction")[name], name
 
 
 def test_enricher_runs_alone_every_minute_within_its_minute_and_beside_the_database():
@@ -233,10 +254,25 @@ def test_fetcher_may_only_consume_dead_letter_and_read_the_secret():
     }
 
 
+def test_reconciler_may_only_enqueue_and_read_the_secret():
+    secret = {
+        "Fn::If": ["CreateDb", {"Fn::GetAtt": ["Database", "MasterUserSecret.SecretArn"]}, REF("DatabaseSecretArn")]
+    }
+    fetcher = grants("FetcherRole")
+    assert grants("ReconcilerRole") == {
+        None: (
+            pairs(["logs:CreateLogStream", "logs:PutLogEvents"], ARN("ReconcilerLogGroup"))
+            | pairs(["sqs:SendMessage"], ARN("KillmailQueue"))
+            | pairs(["secretsmanager:GetSecretValue"], secret)
+        ),
+        "InVpc": fetcher["InVpc"],  # Lambda's ENI management, only in the VPC, as the fetcher's
+    }
+
+
 def test_no_wildcards_and_no_other_policies():
     policies = ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy", "AWS::IAM::RolePolicy")
     assert not [n for resources in (R, AR) for n, r in resources.items() if r["Type"] in policies]
-    for role in ("PollerRole", "FetcherRole", "EnricherRole", "NotifierRole"):
+    for role in ("PollerRole", "FetcherRole", "EnricherRole", "ReconcilerRole", "NotifierRole"):
         p = props(role)
         assert "ManagedPolicyArns" not in p
         assert p["AssumeRolePolicyDocument"]["Statement"] == [
@@ -283,16 +319,34 @@ def test_environment_names_equal_the_config_contract():
         "DB_SSLROOTCERT",
         "EVENT_BUS_NAME",
     }
+    # The reconciler's own, and the database's; ESI_URL, ESI_PARALLELISM and DLQ_URL it reads too, for
+    # the CLI without a queue, and the template leaves them out: with QUEUE_URL set it never calls ESI.
+    reconciler = {
+        "HISTORY_URL",
+        "HISTORY_PACING_MS",
+        "RECONCILE_DAYS",
+        "RECONCILE_RAW_THRESHOLD",
+        "QUEUE_URL",
+        "USER_AGENT",
+        "DATABASE_URL",
+        "DB_SECRET_ARN",
+        "DB_SSLMODE",
+        "DB_SSLROOTCERT",
+    }
     enricher = {"ESI_URL", "USER_AGENT", "DATABASE_URL", "DB_SECRET_ARN", "DB_SSLMODE", "DB_SSLROOTCERT"}
     notifier = {"WEBHOOK_SECRET_ARN", "WEBHOOK_KIND", "ALERT_DLQ_URL", "USER_AGENT"}
     # Both ways against killstream/config.py: every name it reads is set, and it reads every name set.
     config = (ROOT / "layers/killstream/killstream/config.py").read_text()
-    assert set(re.findall(r'"([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+)"', config)) == poller | fetcher | enricher | notifier
+    assert (
+        set(re.findall(r'"([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+)"', config)) == poller | fetcher | enricher | reconciler | notifier
+    )
     assert set(alert_env()) == notifier | powertools
     assert alert_env()["POWERTOOLS_SERVICE_NAME"] == "notifier"
     assert set(env("PollerFunction")) == poller | powertools
     assert set(env("FetcherFunction")) == fetcher | powertools
     assert set(env("EnricherFunction")) == enricher | powertools
+    assert set(env("ReconcilerFunction")) == reconciler | powertools
+    assert env("ReconcilerFunction")["POWERTOOLS_SERVICE_NAME"] == "reconciler"
     assert env("PollerFunction")["POWERTOOLS_SERVICE_NAME"] == "poller"
     assert env("FetcherFunction")["POWERTOOLS_SERVICE_NAME"] == "fetcher"
     assert env("EnricherFunction")["POWERTOOLS_SERVICE_NAME"] == "enricher"
@@ -319,6 +373,8 @@ ALARMS = {  # logical id: (namespace, metric, dimension name, dimension value)
     "StreamStalledAlarm": ("killstream", "PackagesReceived", "service", "poller"),
     "FetcherErrorsAlarm": ("AWS/Lambda", "Errors", "FunctionName", REF("FetcherFunction")),
     "PermanentFailuresAlarm": ("killstream", "PermanentFailures", "service", "fetcher"),
+    "DayIncompleteAlarm": ("killstream", "DaysStillIncomplete", "service", "reconciler"),
+    "ReconcilerErrorsAlarm": ("AWS/Lambda", "Errors", "FunctionName", REF("ReconcilerFunction")),
     "NamesBacklogAlarm": ("killstream", "NamesPending", "service", "enricher"),
     "EnricherErrorsAlarm": ("AWS/Lambda", "Errors", "FunctionName", REF("EnricherFunction")),
     "EventPublishFailuresAlarm": ("killstream", "EventPublishFailures", "service", "fetcher"),
@@ -338,6 +394,8 @@ def test_alarms_exist_and_notify_the_topic():
             [{"Name": dimension, "Value": value}],
         )
     assert props("QueueBacklogAlarm")["Threshold"] == 300
+    incomplete = props("DayIncompleteAlarm")  # the day's run, once a day; the state holds between runs
+    assert (incomplete["Period"], incomplete["Threshold"], incomplete["TreatMissingData"]) == (86400, 1, "ignore")
     stalled = props("StreamStalledAlarm")
     assert stalled["Period"] * stalled["EvaluationPeriods"] == 1800 and stalled["TreatMissingData"] == "breaching"
     throttled = [m["MetricStat"]["Metric"] for m in props("ThrottlesAlarm")["Metrics"] if "MetricStat" in m]
@@ -360,14 +418,16 @@ def test_dashboard_is_json_and_shows_every_metric():
         "PackagesReceived PackagesEnqueued EmptyPolls RateLimited SourceErrors InvalidPackages EsiDroppedForSize "
         "SequenceGaps CursorLag PollSeconds SourceRefused EnqueueFailures KillmailsStored KillmailsDuplicate "
         "ZkbUpdated EsiFetches EsiErrors EsiRateLimited PermanentFailures TransientFailures IngestLagSeconds DbWriteMs "
-        "NamesResolved NamesUnresolvable NamesPending EventsPublished EventPublishFailures AlertsPosted "
+        "NamesResolved NamesUnresolvable NamesPending "
+        "DaysChecked KillmailsMissing KillmailsRecovered DaysIncomplete DaysStillIncomplete HistoryErrors "
+        "HistoryRequests EventsPublished EventPublishFailures AlertsPosted "
         "AlertsDuplicate AlertsRetried AlertsDeadLettered WebhookRateLimited"
     )
     assert [m for m in metrics.split() if f'"{m}"' not in text] == []
     from killstream.observability import Metric
 
     published = {value for name, value in vars(Metric).items() if name.isupper()}
-    assert published == set(metrics.split())
+    assert published == set(metrics.split()), "a metric constant without its widget, or a widget for none"
     alarms = {n for n, r in R.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
     assert [a for a in alarms if f"${{{a}.Arn}}" not in props("Dashboard")["DashboardBody"]["Fn::Sub"]] == []
 
@@ -380,6 +440,8 @@ def test_outputs_and_optional_database():
         "FetcherFunctionName",
         "EnricherFunctionName",
         "EnricherLogGroupName",
+        "ReconcilerFunctionName",
+        "ReconcilerLogGroupName",
         "DashboardUrl",
         "KillmailBusName",
         "KillmailBusArn",
@@ -691,6 +753,9 @@ def test_the_local_pipeline_mirrors_the_template():
     assert pipeline.FETCHER_TIMEOUT_SECONDS == props("FetcherFunction")["Timeout"]
     assert pipeline.POLLER_TIMEOUT_SECONDS == props("PollerFunction")["Timeout"]
     assert pipeline.ENRICHER_TIMEOUT_SECONDS == props("EnricherFunction")["Timeout"]
+    assert pipeline.RECONCILER_TIMEOUT_SECONDS == props("ReconcilerFunction")["Timeout"]
+    schedule = T["Parameters"]["ReconcileSchedule"]["Default"]
+    assert schedule == f"cron(0 {pipeline.RECONCILE_HOUR_UTC} * * ? *)"
     assert pipeline.PipelineSettings(database_url="", user_agent="").visibility_timeout == queue["VisibilityTimeout"]
     assert aws.MAX_RECEIVE_COUNT == queue["RedrivePolicy"]["maxReceiveCount"]
     assert aws.DLQ_RETENTION_SECONDS == props("KillmailDLQ")["MessageRetentionPeriod"]

@@ -351,6 +351,7 @@ def test_an_expired_cursor_skips_forward_counting_and_logging_the_gap(r2z2, queu
     assert metrics.metric_set["SequenceGaps"]["Value"] == [140]
     (gap,) = [r for r in caplog.records if r.getMessage().startswith("sequence gap")]
     assert (gap.first_missing, gap.last_missing, gap.count, gap.missing) == (11, 150, 140, None)
+    assert gap.sequences == "11-150" and "11-150" in gap.getMessage() and "reconciler" in gap.getMessage()
     missing_asked = {path for _, path in rig.starts} & {f"/ephemeral/{n}.json" for n in range(12, 151)}
     assert len(missing_asked) < 15  # found by search, not by asking for every missing file
 

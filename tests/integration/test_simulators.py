@@ -7,10 +7,12 @@ import http.client
 import json
 import threading
 import time
+from datetime import UTC, date, datetime
 
 import pytest
 import requests
 
+from killstream_workstation import corpus
 from killstream_workstation.corpus import generate, split_hash, zkb_for
 from killstream_workstation.simulators.esi import EsiServer
 from killstream_workstation.simulators.faults import FaultRates
@@ -33,6 +35,40 @@ def killmail_url(esi, doc, killmail_hash=None):
 def r2z2():
     with R2Z2Server(sequence_lag=0) as server:
         yield server
+
+
+def test_history_serves_what_was_published_even_expired_files_for_days_past_the_delay():
+    now = datetime(2026, 11, 3, 5, 0, tzinfo=UTC)  # 5 h into Nov 3: Nov 2 not written yet
+    docs = corpus.on_days(generate(9), [date(2026, 11, 1), date(2026, 11, 2), date(2026, 11, 3)])
+    with R2Z2Server(sequence_lag=0, history_now=lambda: now) as server:
+        publish_all(server, docs[:5])
+        publish_all(server, docs[5:6], raw=False)  # zKillboard never got its body
+        publish_all(server, docs[6:])
+        server.expire(server.head)  # the live files are gone; history keeps them
+        get = lambda path: requests.get(f"{server.history_url}/{path}", headers=UA, timeout=5)  # noqa: E731
+        assert get("totals.json").json() == {"20261101": 3}
+        assert get("20261102.json").status_code == 404
+        assert get("20261101.json").json() == {str(d["killmail_id"]): d["killmail_hash"] for d in docs[:3]}
+        now = datetime(2026, 11, 3, 6, 0, 1, tzinfo=UTC)
+        assert get("totals.json").json() == {"20261101": 3, "20261102": 3}
+        raw = get("raw/20261102.json")
+        assert raw.headers["Cache-Control"] == "max-age=31536000"
+        assert list(raw.json()) == [str(d["killmail_id"]) for d in docs[3:5]]  # sorted, without the bodiless one
+        assert raw.json()[str(docs[3]["killmail_id"])] == split_hash(docs[3])[0]
+        server.history.unlisted[date(2026, 11, 1)] = 2
+        server.history.fault(date(2026, 11, 1), "malformed_hash")
+        server.history.fault(date(2026, 11, 2), "list_garbage")
+        server.history.fault(date(2026, 11, 2), "raw_truncated")
+        assert get("totals.json").json()["20261101"] == 5
+        assert "not-a-hash" in get("20261101.json").json().values()
+        assert get("20261102.json").text.startswith("<html>")
+        with pytest.raises(ValueError):
+            get("raw/20261102.json").json()
+        server.history.fault(date(2026, 11, 1), "raw_missing")
+        assert get("raw/20261101.json").status_code == 404
+        anonymous = http.client.HTTPConnection(server.base_url.removeprefix("http://"), timeout=5)
+        anonymous.request("GET", "/history/totals.json")  # http.client sends no User-Agent
+        assert anonymous.getresponse().status == 403
 
 
 @pytest.fixture

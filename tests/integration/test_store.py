@@ -122,6 +122,26 @@ def test_newest_sequence_wins_inside_one_batch(conn, sample_killmails):
     assert_zkb(conn, doc["killmail_id"], new)
 
 
+def test_a_record_without_zkb_never_replaces_stored_values_and_a_live_one_fills_them_in(conn, sample_killmails):
+    """History and backfill records carry no zkb (docs/protocols.md, "R2Z2 history")."""
+    store = KillmailStore(conn)
+    live, recovered = sample_killmails[6], sample_killmails[7]
+    assert store.write([record(live, sequence_id=5)]) == [Outcome.INSERTED]
+    assert store.write([record(live, {}, source="history")]) == [Outcome.DUPLICATE]
+    assert_zkb(conn, live["killmail_id"], corpus.zkb_for(live))
+    assert store.write([record(recovered, {}, source="history")]) == [Outcome.INSERTED]
+    assert_zkb(conn, recovered["killmail_id"], {})
+    assert store.write([record(recovered, sequence_id=9)]) == [Outcome.ZKB_UPDATED]
+    assert_zkb(conn, recovered["killmail_id"], corpus.zkb_for(recovered))
+    with conn.cursor() as cur:
+        cur.execute("SELECT source, sequence_id FROM killmails WHERE killmail_id = %s", (recovered["killmail_id"],))
+        assert cur.fetchone() == ("history", 9)  # where the row came from; whose values it holds
+    # in one batch, the record with zkb values wins over the one without, whatever their order
+    both = sample_killmails[8]
+    assert store.write([record(both), record(both, {}, source="history")]) == [Outcome.INSERTED, Outcome.DUPLICATE]
+    assert_zkb(conn, both["killmail_id"], corpus.zkb_for(both))
+
+
 def test_stored_documents_finds_what_is_there_in_one_query(conn, sample_killmails):
     store = KillmailStore(conn)
     store.write([record(d) for d in sample_killmails[:3]])

@@ -2,7 +2,7 @@
 
 import pytest
 
-from killstream.config import DatabaseConfig, FetcherConfig, NotifierConfig, PollerConfig
+from killstream.config import DatabaseConfig, FetcherConfig, NotifierConfig, PollerConfig, ReconcilerConfig
 from killstream.errors import ConfigError
 
 POLLER = {
@@ -118,4 +118,34 @@ def test_notifier_defaults_to_the_kind_its_url_says():
 def test_a_bad_notifier_value_names_its_variable(variable, value):
     with pytest.raises(ConfigError) as raised:
         NotifierConfig.from_env({**NOTIFIER, variable: value})
+    assert raised.value.variable == variable
+
+
+RECONCILER = {"DATABASE_URL": "postgresql://h/db", "USER_AGENT": "killstream/0.1 (ops@example.com)"}
+
+
+def test_reconciler_defaults_and_the_cli_shape_without_a_queue():
+    config = ReconcilerConfig.from_env(RECONCILER)
+    assert config.history_url == "https://r2z2.zkillboard.com/history"
+    assert (config.days, config.raw_threshold, config.pacing_ms) == (7, 500, 1000)
+    assert config.queue_url is None and config.dlq_url is None and config.esi_url == "https://esi.evetech.net"
+    deployed = ReconcilerConfig.from_env(RECONCILER | {"QUEUE_URL": POLLER["QUEUE_URL"], "HISTORY_URL": "http://h/x/"})
+    assert deployed.queue_url == POLLER["QUEUE_URL"] and deployed.history_url == "http://h/x"
+
+
+@pytest.mark.parametrize(
+    "variable, value",
+    [
+        ("HISTORY_URL", "r2z2.zkillboard.com/history"),
+        ("RECONCILE_DAYS", "0"),
+        ("RECONCILE_DAYS", "a week"),
+        ("RECONCILE_RAW_THRESHOLD", "0"),
+        ("HISTORY_PACING_MS", "-5"),
+        ("QUEUE_URL", "not a url"),
+        ("USER_AGENT", "curl"),
+    ],
+)
+def test_bad_reconciler_values_name_their_variable(variable, value):
+    with pytest.raises(ConfigError) as raised:
+        ReconcilerConfig.from_env(RECONCILER | {variable: value})
     assert raised.value.variable == variable

@@ -68,6 +68,11 @@ def check(env=None, **overrides):
         ({"REDISQ_TTW": "11"}, {}, "REDISQ_TTW", None),
         ({"ESI_PARALLELISM": "0"}, {}, "ESI_PARALLELISM", None),
         ({"R2Z2_URL": "ftp://x"}, {}, "R2Z2_URL", None),
+        # the reconciler's, which `run` runs once a day
+        ({"HISTORY_URL": "ftp://x"}, {}, "HISTORY_URL", None),
+        ({"RECONCILE_DAYS": "0"}, {}, "RECONCILE_DAYS", None),
+        ({"RECONCILE_RAW_THRESHOLD": "many"}, {}, "RECONCILE_RAW_THRESHOLD", None),
+        ({"HISTORY_PACING_MS": "-1"}, {}, "HISTORY_PACING_MS", None),
     ],
 )
 def test_every_setting_is_checked_up_front_naming_the_variable_and_its_flag(env, overrides, variable, flag):
@@ -91,6 +96,8 @@ def test_a_redisq_replay_needs_no_queue_id_and_a_replay_ignores_the_live_url_it_
     assert checked.extra_env == {}
     assert check(source="redisq", replay=True, queue_id="mine").extra_env == {"REDISQ_QUEUE_ID": "mine"}
     check({"R2Z2_URL": "ftp://not-used-offline", "ESI_URL": "nope"}, replay=True)
+    # an R2Z2 replay's history is the local R2Z2's, paced as the pipeline paces it
+    check({"HISTORY_URL": "ftp://not-used-offline", "HISTORY_PACING_MS": "abc"}, replay=True)
     # the URL of the other source is still read by the poller: checked as the Lambda would
     with pytest.raises(ConfigProblem, match="R2Z2_URL"):
         check({"R2Z2_URL": "ftp://x"}, source="redisq", replay=True)

@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import random
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -158,3 +159,18 @@ def zkb_for(doc: dict, rng: random.Random | None = None) -> dict:
         "attackerCount": len(attackers),
         "href": f"https://esi.evetech.net/killmails/{killmail_id}/{killmail_hash}/",
     }
+
+
+def on_days(docs: list[dict], days: list[date], seed: int = 3) -> list[dict]:
+    """Copies of `docs` whose killmail times fall on `days` (UTC), in order: the first share of
+    the documents on the first day, and so on, each at a time of that day rising with its place."""
+    rng = random.Random(seed)
+    per_day = max(1, -(-len(docs) // len(days)))
+    out = []
+    for n, doc in enumerate(docs):
+        day, place = days[min(n // per_day, len(days) - 1)], n % per_day
+        seconds = min(86_399, int((place + rng.random()) * 86_400 / per_day))
+        moved = copy.deepcopy(doc)
+        moved["killmail_time"] = f"{datetime.combine(day, time(), UTC) + timedelta(seconds=seconds):%Y-%m-%dT%H:%M:%SZ}"
+        out.append(moved)
+    return out

@@ -14,6 +14,7 @@ SOURCES = ("r2z2", "redisq")
 DEFAULT_R2Z2_URL = "https://r2z2.zkillboard.com/ephemeral"
 DEFAULT_REDISQ_URL = "https://zkillredisq.stream/listen.php"
 DEFAULT_ESI_URL = "https://esi.evetech.net"
+DEFAULT_HISTORY_URL = "https://r2z2.zkillboard.com/history"
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 WEBHOOK_KINDS = ("auto", "discord", "slack")
 
@@ -172,6 +173,46 @@ class FetcherConfig:
             dlq_url=_url(env, "DLQ_URL"),
             database=DatabaseConfig.from_env(env),
             event_bus_name=event_bus_name(env),
+        )
+
+
+def _optional_url(env: Mapping[str, str], name: str) -> str | None:
+    return _url(env, name) if _text(env, name) else None
+
+
+@dataclass(frozen=True)
+class ReconcilerConfig:
+    """The daily reconciler (docs/protocols.md, "R2Z2 history"). Without QUEUE_URL (the CLI) it
+    fetches the few missing killmails from ESI itself, through the fetcher; DLQ_URL is then where
+    its permanent failures go, when set."""
+
+    history_url: str
+    days: int
+    raw_threshold: int
+    pacing_ms: int
+    queue_url: str | None
+    esi_url: str
+    esi_parallelism: int
+    dlq_url: str | None
+    user_agent: str
+    database: DatabaseConfig
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ReconcilerConfig:
+        env = os.environ if env is None else env
+        return cls(
+            history_url=_url(env, "HISTORY_URL", DEFAULT_HISTORY_URL),
+            days=int_setting(env, "RECONCILE_DAYS", 7, 1, 31),
+            # ESI's killmail bucket (3,600 tokens / 15 min, 2 a fetch) and a raw file's size: see
+            # docs/protocols.md, "R2Z2 history" and README, "Completeness".
+            raw_threshold=int_setting(env, "RECONCILE_RAW_THRESHOLD", 500, 1, 1_000_000),
+            pacing_ms=int_setting(env, "HISTORY_PACING_MS", 1000, 0, 60_000),
+            queue_url=_optional_url(env, "QUEUE_URL"),
+            esi_url=_url(env, "ESI_URL", DEFAULT_ESI_URL),
+            esi_parallelism=int_setting(env, "ESI_PARALLELISM", 4, 1, 16),
+            dlq_url=_optional_url(env, "DLQ_URL"),
+            user_agent=user_agent(env),
+            database=DatabaseConfig.from_env(env),
         )
 
 

@@ -45,6 +45,14 @@ class Metric:
     # fetcher, once per batch: its killmail events on the bus (killstream/events)
     EVENTS_PUBLISHED = "EventsPublished"
     EVENT_PUBLISH_FAILURES = "EventPublishFailures"
+    # reconciler, once per run
+    DAYS_CHECKED = "DaysChecked"
+    KILLMAILS_MISSING = "KillmailsMissing"
+    KILLMAILS_RECOVERED = "KillmailsRecovered"
+    DAYS_INCOMPLETE = "DaysIncomplete"
+    DAYS_STILL_INCOMPLETE = "DaysStillIncomplete"  # incomplete after two runs or more: the alarm's
+    HISTORY_ERRORS = "HistoryErrors"
+    HISTORY_REQUESTS = "HistoryRequests"
     # enricher, once per run (with EsiFetches, EsiErrors and EsiRateLimited)
     NAMES_RESOLVED = "NamesResolved"
     NAMES_UNRESOLVABLE = "NamesUnresolvable"

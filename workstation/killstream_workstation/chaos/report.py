@@ -26,6 +26,9 @@ class ChaosRates:
     database_restart_at: float = 0.4  # share of the feed published when PostgreSQL goes down
     database_downtime: float = 20.0  # seconds: longer than 5 receives x visibility, so some
     # killmails exhaust their retries and need the redrive
+    outage_at: float = 0.6  # share of the feed published when the poller goes down
+    outage_publications: int = 200  # published while it is down, and expired before it is back:
+    # an outage longer than R2Z2's live window; the reconciler brings them home
 
 
 @dataclass
@@ -41,6 +44,12 @@ class ChaosReport:
     unexpected_in_dlq: int = 0
     stale_zkb: int = 0
     republished: int = 0
+    lost_before_reconcile: int = 0
+    reconciled: int = 0
+    """Killmails the reconciler put on the queue (and the fetcher then stored)."""
+    without_zkb: int = 0
+    """Stored from history: no zkb (none published live later)."""
+    days: dict[str, str] = field(default_factory=dict)
     injected: Counter = field(default_factory=Counter)
     seconds: float = 0.0
 
@@ -53,8 +62,10 @@ class ChaosReport:
         reasons = " ".join(f"{k}={v}" for k, v in sorted(self.dlq_by_reason.items())) or "empty"
         return [
             f"faults injected: {faults}",
-            f"zkb: republished={self.republished} stale={self.stale_zkb}; "
+            f"zkb: republished={self.republished} stale={self.stale_zkb} from history without zkb={self.without_zkb}; "
             f"invalid injected={self.injected_invalid} unexpected in DLQ={self.unexpected_in_dlq}; {self.seconds:.0f}s",
+            f"reconcile: lost before={self.lost_before_reconcile} recovered through the queue={self.reconciled}; "
+            f"days: {' '.join(f'{day}={status}' for day, status in sorted(self.days.items())) or 'none'}",
             f"dlq by reason: {reasons}",
             f"chaos: published={self.published} stored={self.stored} duplicates={self.duplicates} lost={self.lost} "
             f"dlq={self.dlq} redriven={self.redriven}",

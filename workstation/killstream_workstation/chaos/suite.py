@@ -1,7 +1,9 @@
 """Fault injection over the whole local pipeline: replay thousands of killmails while the
-feed, ESI, SQS, the database and the poller itself misbehave, then prove that every killmail
-is stored exactly once, that the DLQ holds only what was injected as permanently bad, and that
-a redrive brings home everything that failed for transient reasons.
+feed, ESI, SQS, the database and the poller itself misbehave — the poller down longer than
+R2Z2's live window among them, so files expire unread — then prove that every killmail is stored
+exactly once, that the DLQ holds only what was injected as permanently bad, that a redrive brings
+home everything that failed for transient reasons, and that the reconciler brings home what
+expired.
 
 Run by `make chaos` (bench/chaos.py); a smaller run is part of `make test`."""
 
@@ -12,6 +14,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import boto3
 
@@ -56,7 +59,10 @@ def run_chaos(
     rng = random.Random(seed)
     report = ChaosReport()
     started = time.monotonic()
-    docs = corpus.renumber(corpus.sample(), count, first_id=500_000_000)
+    # over three complete UTC days that zKillboard's history (the local one) already serves
+    today = datetime.now(UTC).date()
+    days = [today - timedelta(days=n) for n in (4, 3, 2)]
+    docs = corpus.on_days(corpus.renumber(corpus.sample(), count, first_id=500_000_000), days)
     by_id = {doc["killmail_id"]: doc for doc in docs}
 
     settings = PipelineSettings(
@@ -93,10 +99,16 @@ def run_chaos(
     invalid_ids: set[int] = set()
     latest_zkb: dict[int, dict] = {}
     restart_after = int(count * rates.database_restart_at) if restart_database else None
+    outage_from = int(count * rates.outage_at) if rates.outage_publications else None
+    outage_until = None if outage_from is None else min(count, outage_from + rates.outage_publications)
     published = 0
+
+    def in_outage(n: int) -> bool:
+        return outage_from is not None and outage_until is not None and outage_from <= n < outage_until
 
     def publish_all():
         nonlocal published
+        outage_first = 0
         for n, doc in enumerate(docs):
             published = n + 1
             esi_doc, killmail_hash = corpus.split_hash(doc)
@@ -109,16 +121,25 @@ def run_chaos(
             else:
                 esi.add(esi_doc, killmail_hash)
             latest_zkb[doc["killmail_id"]] = zkb
-            r2z2.publish(esi_doc, killmail_hash, zkb, include_esi=inline)
+            if n == outage_from:
+                pipeline.poller_paused.set()  # the poller is down: its tick ends, no other starts
+                report.injected["poller_outage"] += 1
+                outage_first = r2z2.head + 1
+            r2z2.publish(esi_doc, killmail_hash, zkb, include_esi=inline, raw=doc["killmail_id"] not in invalid_ids)
             if rng.random() < rates.gap:
                 r2z2.skip(rng.randint(1, 3))
                 report.injected["sequence_gap"] += 1
             if rng.random() < rates.republish and latest_zkb:
                 again = rng.choice([k for k in latest_zkb if k not in invalid_ids] or [doc["killmail_id"]])
                 revalued = dict(latest_zkb[again], totalValue=round(latest_zkb[again]["totalValue"] * 1.1 + 1, 2))
-                latest_zkb[again] = revalued
+                if not in_outage(n):  # a re-publication while the poller is down expires unread
+                    latest_zkb[again] = revalued
                 r2z2.republish(again, revalued)
                 report.republished += 1
+            if n + 1 == outage_until:
+                # down longer than R2Z2 keeps files: those published meanwhile 404 for good
+                r2z2.expire(r2z2.head, from_sequence=outage_first)
+                pipeline.poller_paused.clear()
             if restart_after is not None and n == restart_after:
                 report.injected["database_restart"] += 1
                 outage.start()
@@ -158,11 +179,11 @@ def run_chaos(
         return drained() and drained()
 
     try:
-        progress(f"chaos: phase 1 of 3 — publishing {count} killmails under faults, until the pipeline drains")
+        progress(f"chaos: phase 1 of 4 — publishing {count} killmails under faults, until the pipeline drains")
         if not pipeline.wait_until(drained_twice, timeout=timeout, poll=1.0):
             progress("chaos: the pipeline did not drain in time")
         progress(
-            f"chaos: phase 2 of 3 — drained after {time.monotonic() - started:.0f} s: faults cleared, "
+            f"chaos: phase 2 of 4 — drained after {time.monotonic() - started:.0f} s: faults cleared, "
             "redriving the transient failures from the DLQ"
         )
         with aws_faults.lock:
@@ -181,7 +202,17 @@ def run_chaos(
             report.redriven = result.moved
             progress(f"chaos: redrove {result.moved} transient failures ({', '.join(transient)})")
             pipeline.wait_until(drained_twice, timeout=timeout, poll=1.0)
-        progress("chaos: phase 3 of 3 — counting what the DLQ and the database hold")
+        _count_database(database_url, by_id, invalid_ids, latest_zkb, report)
+        report.lost_before_reconcile = report.lost
+        # The reconciler's Lambda, as its schedule would run it, on the days published: what expired
+        # goes onto the queue as history packages, and the fetcher brings it home.
+        progress(f"chaos: phase 3 of 4 — {report.lost} killmails missing: the reconciler over {days[0]} to {days[-1]}")
+        window = {"from": f"{days[0]}", "to": f"{days[-1]}"}
+        report.reconciled = pipeline.run_reconciler(window)["killmails_enqueued"]
+        progress(f"chaos: reconciler: {report.reconciled} killmails queued; draining")
+        pipeline.wait_until(drained_twice, timeout=timeout, poll=1.0)
+        report.days = pipeline.run_reconciler(window)["days"]  # and the next run finds the days settled
+        progress("chaos: phase 4 of 4 — counting what the DLQ and the database hold")
         final = inspect_dlq(sqs, pipeline.aws.dlq_url)
     finally:
         publisher.join()
@@ -217,7 +248,7 @@ def _count_database(
     try:
         with conn, conn.cursor() as cur:
             cur.execute("SELECT killmail_id, zkb_total_value FROM killmails")
-            stored = {kid: float(value) for kid, value in cur.fetchall()}
+            stored = {kid: None if value is None else float(value) for kid, value in cur.fetchall()}
             cur.execute("SELECT (SELECT count(*) FROM attackers), (SELECT count(*) FROM items)")
             attackers, items = cur.fetchone() or (0, 0)
     finally:
@@ -229,7 +260,11 @@ def _count_database(
     report.lost = len(good - set(stored))
     # the primary key makes a doubled killmail row impossible; doubled children are what to look for
     report.duplicates = (attackers - expected_attackers) + (items - expected_items) + len(set(stored) - good)
+    # a killmail stored from history has no zkb until a live publication brings it: not stale
+    report.without_zkb = sum(1 for value in stored.values() if value is None)
     report.stale_zkb = sum(
-        1 for kid, value in stored.items() if kid in latest_zkb and abs(value - latest_zkb[kid]["totalValue"]) > 0.005
+        1
+        for kid, value in stored.items()
+        if kid in latest_zkb and value is not None and abs(value - latest_zkb[kid]["totalValue"]) > 0.005
     )
     logger.debug("chaos counted", extra={"stored": len(stored), "attackers": attackers, "items": items})

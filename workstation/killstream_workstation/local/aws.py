@@ -23,6 +23,15 @@ import boto3
 MAX_RECEIVE_COUNT = 5
 DLQ_RETENTION_SECONDS = 14 * 24 * 3600
 REGION = "us-east-1"
+# moto accepts any credentials; real ones must never leak to a local endpoint
+LOCAL_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "local",
+    "AWS_SECRET_ACCESS_KEY": "local",
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_REGION": REGION,
+}
+REAL_CREDENTIALS = ("AWS_SESSION_TOKEN", "AWS_PROFILE")
+"""Dropped wherever the local credentials are set."""
 # As in alerts/template.yaml.
 ALERT_MAX_RECEIVE_COUNT = 10
 ALERT_DLQ_RETENTION_SECONDS = 14 * 24 * 3600
@@ -72,18 +81,9 @@ class LocalAws:
         self.endpoint_url = f"http://127.0.0.1:{port}"
         # moto keeps its state per process, not per server: start from nothing
         urllib.request.urlopen(urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST"), timeout=10)
-        # moto accepts any credentials; real ones must never leak to a local endpoint
-        os.environ.update(
-            {
-                "AWS_ENDPOINT_URL": self.endpoint_url,
-                "AWS_ACCESS_KEY_ID": "local",
-                "AWS_SECRET_ACCESS_KEY": "local",
-                "AWS_DEFAULT_REGION": REGION,
-                "AWS_REGION": REGION,
-            }
-        )
-        os.environ.pop("AWS_SESSION_TOKEN", None)
-        os.environ.pop("AWS_PROFILE", None)
+        os.environ.update({"AWS_ENDPOINT_URL": self.endpoint_url, **LOCAL_CREDENTIALS})
+        for name in REAL_CREDENTIALS:
+            os.environ.pop(name, None)
         sqs = self.client("sqs")
         self.dlq_url = sqs.create_queue(
             QueueName=f"{self.prefix}-dlq", Attributes={"MessageRetentionPeriod": str(DLQ_RETENTION_SECONDS)}

@@ -240,7 +240,7 @@ class QuietFilter(logging.Filter):
             or record.levelno >= logging.WARNING
             or "outcome" in record.__dict__
             or "alert" in record.__dict__
-            or getattr(record, "msg", "") in ("tick done", "enrichment done")
+            or getattr(record, "msg", "") in ("tick done", "reconcile done", "enrichment done")
         )
 
 

@@ -18,18 +18,13 @@ import psycopg2.extensions
 from killstream.storage.connection import connect
 from killstream.storage.migrations import migrate
 from killstream_workstation.local.postgres import EmbeddedPostgres
+from killstream_workstation.local.state import local_dir
 from killstream_workstation.problems import Problem, UsageProblem
 
-LOCAL_DIR_ENV = "KILLSTREAM_LOCAL_DIR"
 DEFAULT_LOCAL_PORT = 55432
 """Where the embedded server listens unless something else already does: far from 5432, so a
 PostgreSQL of the machine's own is left alone, and below the ephemeral range clients are given."""
 URL_SHAPE = "postgresql://USER:PASSWORD@HOST:PORT/DBNAME"
-
-
-def local_dir() -> Path:
-    """The folder the local tools keep their state in: $KILLSTREAM_LOCAL_DIR, else .local."""
-    return Path(os.environ.get(LOCAL_DIR_ENV, "").strip() or ".local")
 
 
 def local_postgres_dir() -> Path:

@@ -49,15 +49,17 @@ class InvocationKilled(BaseException):
 
 
 class StoppableContext(LambdaContext):
-    """A Lambda context whose remaining time drops to zero on shutdown, so the poller ends its
-    tick the way it ends any tick: flush to SQS, save the cursor."""
+    """A Lambda context whose remaining time drops to zero on shutdown (when any of `stops` is
+    set), so the poller ends its tick the way it ends any tick: flush to SQS, save the cursor."""
 
-    def __init__(self, function_name: str, timeout_seconds: float, stop: threading.Event):
+    def __init__(self, function_name: str, timeout_seconds: float, *stops: threading.Event):
         super().__init__(function_name, timeout_seconds)
-        self._stop = stop
+        self._stops = stops
 
     def get_remaining_time_in_millis(self) -> int:
-        return 0 if self._stop.is_set() else super().get_remaining_time_in_millis()
+        if any(stop.is_set() for stop in self._stops):
+            return 0
+        return super().get_remaining_time_in_millis()
 
 
 LOCAL_QUEUE_ARN = f"arn:aws:sqs:{REGION}:000000000000:killstream-local-killmails"

@@ -6,10 +6,18 @@ The fetcher (and the notifier) are driven as Lambda's SQS event source drives th
 really received from the queue, the records the handler did not report in `batchItemFailures`
 deleted, the rest left to become visible again, and SQS itself moving them to the DLQ after
 maxReceiveCount. The fetcher publishes to the local bus, and moto routes what the rule's pattern
-matches to the alert queue, as EventBridge would (with moto's matcher: local/aws.py)."""
+matches to the alert queue, as EventBridge would (with moto's matcher: local/aws.py). The
+reconciler runs once a day, as its schedule would (`reconcile_daily`), or on demand
+(`run_reconciler`).
+
+With a `state_dir`, a stopped pipeline resumes: stop() saves the cursor, how far the replay had
+published, and every message still in the queue or the DLQ (in flight included); setup() takes
+them up again when the feed is the same (local/state.py). The alert queue is not saved: its
+alerts are posted, or lost with the run."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import random
@@ -17,11 +25,15 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import ModuleType
 
+from killstream.config import DEFAULT_R2Z2_URL, DEFAULT_REDISQ_URL
 from killstream.observability import logger, metrics
 from killstream_workstation.local.aws import REGION, LocalAlert, LocalAws
 from killstream_workstation.local.console import INVOCATION_FAILED, RunStats, StatsCounter
+from killstream_workstation.local.database import where
 from killstream_workstation.local.lambda_runtime import (
     InvocationKilled,
     LambdaContext,
@@ -30,6 +42,7 @@ from killstream_workstation.local.lambda_runtime import (
     sqs_event,
 )
 from killstream_workstation.local.replay import LOCAL_QUEUE_ID, Replay
+from killstream_workstation.local.state import RunState, SavedRun
 
 SCHEDULED_EVENT = {
     "version": "0",
@@ -45,6 +58,8 @@ POLLER_TIMEOUT_SECONDS = 60  # template.yaml: PollerFunction Timeout
 FETCHER_TIMEOUT_SECONDS = 30  # template.yaml: FetcherFunction Timeout
 ENRICHER_TIMEOUT_SECONDS = 60  # template.yaml: EnricherFunction Timeout
 NOTIFIER_TIMEOUT_SECONDS = 30  # alerts/template.yaml: NotifierFunction Timeout
+RECONCILER_TIMEOUT_SECONDS = 900  # template.yaml: ReconcilerFunction Timeout
+RECONCILE_HOUR_UTC = 4  # template.yaml: ReconcileSchedule's default, cron(0 4 * * ? *)
 
 
 @dataclass(frozen=True)
@@ -76,6 +91,12 @@ class PipelineSettings:
     alert: AlertSettings | None = None  # the alert rule, its queue and the notifier; None: none
     seed: int = 1
     extra_env: dict = field(default_factory=dict)
+    state_dir: Path | None = None
+    """Resume from, and save to, this folder (`killstream run`: .local/). None: start afresh."""
+    initial_cursor: str | None = None
+    """The cursor when there is nothing to resume: default "0" for a replay, "none" (the head) live."""
+    reconcile_daily: bool = False
+    """Run the reconciler every day at RECONCILE_HOUR_UTC, as its EventBridge schedule does."""
 
 
 class LocalPipeline:
@@ -98,11 +119,22 @@ class LocalPipeline:
         self.enricher: ModuleType | None = None
         self.enrich_runs: list[dict] = []
         """The summary each enricher run returned, in order."""
+        self.reconciler: ModuleType | None = None
         self.queue_arn = ""
         self.alert: LocalAlert | None = None
         """The alert rule's resources on the local endpoint (set by setup() when settings ask)."""
         self.notifier: ModuleType | None = None
+        self.resumed: SavedRun | None = None
+        """What setup() took up from the last run of the same feed (None: it started afresh)."""
+        self.saved: SavedRun | None = None
+        """What stop() saved for the next run (None: nothing, or it could not)."""
+        self._restored = False
+        """setup() has put the resumed messages back: only then may stop() save over them."""
+        self.poller_paused = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._held: dict[str, dict] = {}
+        """Messages a fetcher received and has not deleted: in flight, or waiting to be visible again."""
+        self._held_lock = threading.Lock()
 
     @property
     def aws(self) -> LocalAws:
@@ -133,6 +165,7 @@ class LocalPipeline:
             env["POLL_PACING_MS"] = str(s.pacing_ms)
         if self.replay:
             env.update(self.replay.environment())
+            env["HISTORY_PACING_MS"] = "50"
             if s.source == "redisq" and not os.environ.get("REDISQ_QUEUE_ID"):
                 env["REDISQ_QUEUE_ID"] = LOCAL_QUEUE_ID
         if self.alert is not None and s.alert is not None:
@@ -142,12 +175,27 @@ class LocalPipeline:
         env.update(s.extra_env)
         return env
 
+    def feed(self) -> str:
+        """Which feed a cursor belongs to, and into which database: a replay of these documents
+        (through a local R2Z2 or RedisQ), or a live URL. Another database starts afresh: a cursor
+        saved for one would skip what the other never had."""
+        s = self.settings
+        into = where(s.database_url)
+        if s.replay is not None:
+            ids = ",".join(str(doc["killmail_id"]) for doc in s.replay)
+            digest = hashlib.sha1(f"{s.source}|{ids}|{s.inline_ratio}|{s.seed}".encode()).hexdigest()[:16]
+            return f"replay:{len(s.replay)}:{digest} -> {into}"
+        name, default = ("R2Z2_URL", DEFAULT_R2Z2_URL) if s.source == "r2z2" else ("REDISQ_URL", DEFAULT_REDISQ_URL)
+        return f"live:{s.source}:{s.extra_env.get(name) or os.environ.get(name) or default} -> {into}"
+
     def setup(self) -> LocalPipeline:
         """Everything but the two Lambda loops: AWS endpoint, replay servers, environment."""
         s = self.settings
         self._aws = LocalAws(visibility_timeout=s.visibility_timeout).start()
-        # Replays start at the first sequence; the live feed at its head (no cursor yet).
-        self.aws.set_cursor("0" if s.replay is not None else "none")
+        self.resumed = RunState(s.state_dir).load(self.feed()) if s.state_dir else None
+        # Afresh, replays start at the first sequence; the live feed at its head (no cursor yet).
+        fresh = s.initial_cursor or ("0" if s.replay is not None else "none")
+        self.aws.set_cursor(self.resumed.cursor if self.resumed else fresh)
         if s.replay is not None:
             self.replay = Replay(
                 s.replay,
@@ -156,6 +204,7 @@ class LocalPipeline:
                 esi_latency=s.esi_latency,
                 seed=s.seed,
                 source=s.source,
+                published=self.resumed.published if self.resumed else 0,
             ).start()
         if s.alert is not None:
             self.alert = self.aws.create_alert(
@@ -179,6 +228,10 @@ class LocalPipeline:
         self.queue_arn = sqs.get_queue_attributes(QueueUrl=self.aws.queue_url, AttributeNames=["QueueArn"])[
             "Attributes"
         ]["QueueArn"]
+        if self.resumed:
+            _send_all(sqs, self.aws.queue_url, self.resumed.queue)
+            _send_all(sqs, self.aws.dlq_url, self.resumed.dlq)
+        self._restored = True
         return self
 
     def start(self) -> LocalPipeline:
@@ -196,6 +249,8 @@ class LocalPipeline:
             self._threads.append(
                 threading.Thread(target=self._notify_forever, args=(self.notifier, self.alert), name="notifier")
             )
+        if self.settings.reconcile_daily:
+            self._threads.append(threading.Thread(target=self._reconcile_daily, name="reconciler"))
         for thread in self._threads:
             thread.start()
         return self
@@ -204,8 +259,11 @@ class LocalPipeline:
 
     def _poll_forever(self) -> None:
         while not self.stop_event.is_set():
+            if self.poller_paused.is_set():  # an outage of the poller alone (the chaos suite's)
+                self.stop_event.wait(0.2)
+                continue
             started = time.monotonic()
-            context = StoppableContext("killstream-poller", POLLER_TIMEOUT_SECONDS, self.stop_event)
+            context = StoppableContext("killstream-poller", POLLER_TIMEOUT_SECONDS, self.stop_event, self.poller_paused)
             try:
                 self.poller.handler(SCHEDULED_EVENT, context)
             except InvocationKilled:
@@ -260,6 +318,9 @@ class LocalPipeline:
                 MessageAttributeNames=["All"],
             ).get("Messages", [])
             if messages:
+                if queue_url == self.aws.queue_url:  # the killmail queue's are saved by stop()
+                    with self._held_lock:
+                        self._held.update((m["MessageId"], m) for m in messages)
                 run(module, sqs, messages)
 
     def run_fetcher_batch(self, fetcher, sqs, messages: list[dict]) -> set[str]:
@@ -308,6 +369,28 @@ class LocalPipeline:
                 QueueUrl=queue_url,
                 Entries=[{"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(chunk)],
             )
+        with self._held_lock:
+            for message in done:
+                self._held.pop(message["MessageId"], None)
+
+    # --- the reconciler -----------------------------------------------------------------
+
+    def run_reconciler(self, event: dict | None = None) -> dict:
+        """One invocation of the reconciler's handler (its scheduled event, or one naming days)."""
+        if self.reconciler is None:
+            self.reconciler = load_handler_module("reconciler")
+        context = StoppableContext("killstream-reconciler", RECONCILER_TIMEOUT_SECONDS, self.stop_event)
+        try:
+            return self.reconciler.handler(SCHEDULED_EVENT if event is None else event, context)
+        finally:
+            metrics.clear_metrics()
+
+    def _reconcile_daily(self) -> None:
+        while not self.stop_event.wait(_seconds_until_hour(RECONCILE_HOUR_UTC)):
+            try:
+                self.run_reconciler()
+            except Exception as exc:  # a failed run: Lambda logs it, and the next day's run comes
+                logger.exception(f"reconciler invocation failed: {exc}", extra={INVOCATION_FAILED: "reconciler"})
 
     # --- running ------------------------------------------------------------------------
 
@@ -341,9 +424,86 @@ class LocalPipeline:
             self._enrich_once(self.enricher, LambdaContext("killstream-enricher", ENRICHER_TIMEOUT_SECONDS))
         if self._aws:
             self.refresh_dlq_count()
+            # interrupted before setup() had restored the last run (Ctrl+C at start-up), the saved
+            # state is left as it was: saving now would drop the messages it holds
+            if self.settings.state_dir and self._restored:
+                try:
+                    self.saved = self.save_state()
+                except Exception:  # the run still stops; the next one starts from the saved cursor
+                    logger.exception("could not save this run's state for the next one")
         if self.replay:
             self.replay.stop()
         if self._aws:
             self.aws.stop()
         if self._counter:
             logging.getLogger(logger.name).removeFilter(self._counter)
+
+    def save_state(self) -> SavedRun:
+        """The cursor, the replay's progress, and every message the queue and the DLQ hold,
+        for the next run of this feed: the local SQS dies with this process."""
+        sqs = self.aws.client("sqs")
+        cursor = self.aws.client("ssm").get_parameter(Name=self.aws.cursor_parameter)["Parameter"]["Value"]
+        queued = _receive_all(sqs, self.aws.queue_url)
+        dead = _receive_all(sqs, self.aws.dlq_url)
+        seen = {m["MessageId"] for m in queued + dead}
+        with self._held_lock:  # received by a fetcher, not finished, not visible again yet
+            queued += [m for message_id, m in self._held.items() if message_id not in seen]
+        before = self.resumed
+        with self.stats.lock:
+            handled = set(self.stats.handled)
+        saved = SavedRun(
+            feed=self.feed(),
+            cursor=cursor,
+            published=max(self.replay.published if self.replay else 0, before.published if before else 0),
+            queue=[_portable(m) for m in queued],
+            dlq=[_portable(m) for m in dead],
+            # a replay's killmails handled so far, this run's and the runs' it resumed (live: none kept)
+            handled=sorted(handled | set(before.handled if before else ())) if self.replay else [],
+        )
+        assert self.settings.state_dir is not None
+        RunState(self.settings.state_dir).save(saved)
+        return saved
+
+
+def _seconds_until_hour(hour: int) -> float:
+    now = datetime.now(UTC)
+    at = now.replace(hour=hour, minute=0, second=0, microsecond=0)
+    return ((at if at > now else at + timedelta(days=1)) - now).total_seconds()
+
+
+def _receive_all(sqs, queue_url: str) -> list[dict]:
+    """Every visible message, left on the queue (it is about to go away with the endpoint). Each
+    is hidden long enough not to come round again while the rest are read."""
+    out: dict[str, dict] = {}
+    while True:
+        messages = sqs.receive_message(
+            QueueUrl=queue_url,
+            MaxNumberOfMessages=10,
+            MessageAttributeNames=["All"],
+            WaitTimeSeconds=0,
+            VisibilityTimeout=3600,
+        ).get("Messages", [])
+        fresh = [m for m in messages if m["MessageId"] not in out]
+        if not fresh:
+            return list(out.values())
+        out.update((m["MessageId"], m) for m in fresh)
+
+
+def _portable(message: dict) -> dict:
+    attributes = {
+        name: {"DataType": value["DataType"], "StringValue": value["StringValue"]}
+        for name, value in (message.get("MessageAttributes") or {}).items()
+        if "StringValue" in value
+    }
+    return {"body": message["Body"], "attributes": attributes}
+
+
+def _send_all(sqs, queue_url: str, messages: list[dict]) -> None:
+    for start in range(0, len(messages), 10):
+        chunk = messages[start : start + 10]
+        entries = [
+            {"Id": str(n), "MessageBody": m["body"], "MessageAttributes": m["attributes"]} for n, m in enumerate(chunk)
+        ]
+        answer = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
+        if answer.get("Failed"):
+            raise RuntimeError(f"the local SQS refused restored messages: {answer['Failed']}")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import requests
 
-from killstream.config import EnricherConfig, FetcherConfig, PollerConfig
+from killstream.config import EnricherConfig, FetcherConfig, PollerConfig, ReconcilerConfig
 from killstream.errors import ConfigError
 from killstream.http.client import Reply, answer_message
 from killstream_workstation.local.replay import LOCAL_QUEUE_ID
@@ -29,8 +29,13 @@ PLACEHOLDERS = {
 }
 # What a replay points the functions at instead (pipeline.py: Replay.environment()), per source.
 REPLAY_PLACEHOLDERS = {
-    "r2z2": {"R2Z2_URL": "http://127.0.0.1/ephemeral", "ESI_URL": "http://127.0.0.1"},
-    "redisq": {"REDISQ_URL": "http://127.0.0.1/listen.php", "ESI_URL": "http://127.0.0.1"},
+    "r2z2": {
+        "R2Z2_URL": "http://127.0.0.1/ephemeral",
+        "HISTORY_URL": "http://127.0.0.1/history",
+        "HISTORY_PACING_MS": "50",
+        "ESI_URL": "http://127.0.0.1",
+    },
+    "redisq": {"REDISQ_URL": "http://127.0.0.1/listen.php", "HISTORY_PACING_MS": "50", "ESI_URL": "http://127.0.0.1"},
 }
 FLAGS = {
     "KILLSTREAM_SOURCE": "--source",
@@ -42,8 +47,10 @@ FLAGS = {
 
 
 class ConfigProblem(UsageProblem):
-    def __init__(self, error: ConfigError):
-        flag = FLAGS.get(error.variable)
+    """A bad setting, naming its variable and the command's flag for it (`flags`: variable → flag)."""
+
+    def __init__(self, error: ConfigError, flags: Mapping[str, str] = FLAGS):
+        flag = flags.get(error.variable)
         super().__init__(f"configuration error: {error}" + (f" (set by {flag} or {error.variable})" if flag else ""))
         self.variable = error.variable
 
@@ -70,9 +77,9 @@ def check_settings(
     queue_id: str | None,
     replay: bool,
 ) -> RunSettings:
-    """Every setting the poller, the fetcher and the enricher will read, checked now: the flags
-    win over the environment, and both go through the contract's checks (ConfigProblem names the
-    variable)."""
+    """Every setting the poller, the fetcher, the enricher and the reconciler will read, checked
+    now: the flags win over the environment, and both go through the contract's checks
+    (ConfigProblem names the variable)."""
     extra_env = {"REDISQ_QUEUE_ID": queue_id} if queue_id else {}
     # a replay listens to the local RedisQ with a queueID of its own unless given one (pipeline.py)
     has_queue_id = bool(env.get("REDISQ_QUEUE_ID", "").strip())
@@ -96,6 +103,7 @@ def check_settings(
         poller = PollerConfig.from_env(planned)
         FetcherConfig.from_env(planned)
         EnricherConfig.from_env(planned)  # `run` runs the enricher on its schedule too
+        ReconcilerConfig.from_env(planned)  # and the reconciler once a day
     except ConfigError as error:
         raise ConfigProblem(error) from error
     return RunSettings(poller, extra_env)

@@ -121,8 +121,12 @@ class Replay:
         esi_latency: float,
         seed: int,
         source: str = "r2z2",
+        published: int = 0,
     ):
         self.docs = docs
+        self.resume_at = min(published, len(docs))
+        """Documents a stopped run had published: published again at once, under the same sequences."""
+        self.published = 0
         self.rate = rate
         self.inline_ratio = inline_ratio
         self.source = source
@@ -147,8 +151,12 @@ class Replay:
         return self.feed.url
 
     def environment(self) -> dict[str, str]:
-        """The poller's and fetcher's variables that point them at this replay."""
-        feed = {"REDISQ_URL": self.feed.url} if isinstance(self.feed, RedisQServer) else {"R2Z2_URL": self.feed.url}
+        """The poller's, fetcher's and enricher's variables that point them at this replay, and,
+        for an R2Z2 replay, the reconciler's: the local R2Z2 serves zKillboard's history too."""
+        if isinstance(self.feed, RedisQServer):
+            feed = {"REDISQ_URL": self.feed.url}
+        else:
+            feed = {"R2Z2_URL": self.feed.url, "HISTORY_URL": self.feed.history_url}
         return {**feed, "ESI_URL": self.esi.url}
 
     def start(self) -> Replay:
@@ -161,17 +169,20 @@ class Replay:
     def _publish(self) -> None:
         interval = 1.0 / self.rate if self.rate > 0 else 0.0
         next_at = time.monotonic()
-        for doc in self.docs:
-            if self._stop.wait(max(0.0, next_at - time.monotonic())):
-                return
-            next_at += interval
+        for n, doc in enumerate(self.docs):
+            if n >= self.resume_at:
+                if self._stop.wait(max(0.0, next_at - time.monotonic())):
+                    return
+                next_at += interval
             esi, killmail_hash = corpus.split_hash(doc)
             self.published_at[doc["killmail_id"]] = time.time()
+            # the same draw for each document whether published now or again on resuming
             inline = self.rng.random() < self.inline_ratio
             if isinstance(self.feed, RedisQServer):
                 self.feed.publish(esi, killmail_hash, corpus.zkb_for(doc), include_killmail=inline)
             else:
                 self.feed.publish(esi, killmail_hash, corpus.zkb_for(doc), include_esi=inline)
+            self.published = n + 1
         self.done.set()
 
     def stop(self) -> None:

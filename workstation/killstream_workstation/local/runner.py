@@ -1,6 +1,9 @@
 """`killstream run` (what `make run` runs): the local pipeline with the original worker's
 console — banner, a line per killmail (named where the enricher already knows the names),
-the enricher's runs, periodic stats, final statistics on Ctrl+C/SIGTERM.
+the enricher's runs, periodic stats, final statistics on Ctrl+C/SIGTERM. It resumes where the
+last run of the same feed into the same database stopped (cursor, replay, queued messages: kept
+under .local/, local/state.py), runs the reconciler once a day as its schedule would, and lets
+`killstream reconcile` find its stack while it is up.
 
 Before anything starts, every setting is checked (preflight.py), the local directory is locked
 for this run (lock.py) and, live, the feed is asked whether it answers. Problems are raised as
@@ -28,9 +31,10 @@ from killstream_workstation.alerts.patterns import DEFAULT_PATTERN, PatternError
 from killstream_workstation.local.console import ConsoleStream, RunStats, install
 from killstream_workstation.local.database import database_url, local_dir, migrate_database, url_origin, where
 from killstream_workstation.local.lock import RunLock
-from killstream_workstation.local.pipeline import AlertSettings, LocalPipeline, PipelineSettings
+from killstream_workstation.local.pipeline import RECONCILE_HOUR_UTC, AlertSettings, LocalPipeline, PipelineSettings
 from killstream_workstation.local.preflight import OFFLINE_HINT, check_feed, check_settings
 from killstream_workstation.local.replay import BUILT_IN_COUNT, ReplaySet, replay_documents
+from killstream_workstation.local.state import RunState
 from killstream_workstation.names import NameBook
 from killstream_workstation.problems import UsageProblem
 
@@ -244,29 +248,52 @@ def _run_pipeline(
         enrich_interval=args.enrich_every or (ENRICH_EVERY_LIVE if replay is None else ENRICH_EVERY_REPLAY),
         extra_env=extra_env,
         alert=alert,
+        state_dir=local_dir(),
+        # a RedisQ replay has no local history to check against (only the local R2Z2 serves one)
+        reconcile_daily=not (replay is not None and config.source == "redisq"),
     )
     stats = RunStats()
     pipeline = LocalPipeline(settings, stats)
     names = NameBook(url)
+    state = RunState(local_dir())
     install(logger, stats, verbose=args.verbose, stream=out, names=names)
     try:
         pipeline.setup()
         _banner(args, pipeline, replay, config)
+        state.publish_stack(_stack(pipeline, url, agent))
         pipeline.start()
         previous = [signal.signal(s, lambda *_: pipeline.stop_event.set()) for s in (signal.SIGINT, signal.SIGTERM)]
         try:
             _watch(args, pipeline, stats, replay, out)
             print("\n🛑 Shutting down: finishing the tick and the batch in flight…")
+            state.withdraw_stack()
             pipeline.stop()
         finally:
             for number, handler in zip((signal.SIGINT, signal.SIGTERM), previous, strict=True):
                 signal.signal(number, handler)
     finally:
         # whatever ended the run (Ctrl+C at start-up, the reader gone, a failure), nothing is left running
+        state.withdraw_stack()
         pipeline.stop()
         names.close()
     print(stats.final())
+    if pipeline.saved is not None:
+        print(f"💾 Saved for the next run in {state.path}: the cursor and every message still queued")
     return 0
+
+
+def _stack(pipeline: LocalPipeline, url: str, agent: str) -> dict[str, str]:
+    """Where this run's stack is, for `killstream reconcile` in another shell."""
+    environment = pipeline.environment()
+    return {
+        "aws_endpoint_url": pipeline.aws.endpoint_url,
+        "queue_url": pipeline.aws.queue_url,
+        "dlq_url": pipeline.aws.dlq_url,
+        "history_url": environment.get("HISTORY_URL", ""),
+        "esi_url": environment.get("ESI_URL", ""),
+        "database_url": url,
+        "user_agent": agent,
+    }
 
 
 def _banner(args: argparse.Namespace, pipeline: LocalPipeline, replay: ReplaySet | None, config: PollerConfig) -> None:
@@ -286,6 +313,18 @@ def _banner(args: argparse.Namespace, pipeline: LocalPipeline, replay: ReplaySet
         f"🏷️  Enricher: every {pipeline.settings.enrich_interval:g} s, "
         f"names from {os.environ.get('ESI_URL', DEFAULT_ESI_URL)}"
     )
+    resumed = pipeline.resumed
+    if resumed:
+        print(
+            f"↩️  Resuming the last run of this feed at cursor {resumed.cursor}: {len(resumed.queue)} queued and "
+            f"{len(resumed.dlq)} dead-lettered message(s) restored"
+        )
+    else:
+        print(f"🆕 Starting afresh (nothing saved for this feed and database in {local_dir()})")
+    if pipeline.settings.reconcile_daily:
+        print(f"🔎 Reconciler: daily at {RECONCILE_HOUR_UTC:02d}:00 UTC; now: killstream reconcile (uses this stack)")
+    else:
+        print("🔎 Reconciler: off (a RedisQ replay has no local history to check against)")
     print(f"📣 Events: bus {pipeline.aws.event_bus_name}")
     alert = pipeline.settings.alert
     if alert is not None:
@@ -318,9 +357,10 @@ def _watch(
 
 def _replay_complete(pipeline: LocalPipeline, stats: RunStats, replay: ReplaySet) -> bool:
     """Every replayed killmail published and handled (stored, skipped, updated or dead-lettered),
-    and nothing left in the queue."""
+    by this run or the runs it resumed, and nothing left in the queue."""
     if pipeline.replay is None or not pipeline.replay.done.is_set():
         return False
+    before = set(pipeline.resumed.handled) if pipeline.resumed else set()
     with stats.lock:
-        handled = len(stats.handled)
+        handled = len(stats.handled | before)
     return handled >= replay.distinct and pipeline.aws.queue_depth(pipeline.aws.queue_url) == 0

@@ -6,10 +6,12 @@ import json
 import re
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
 
 from killstream_workstation.corpus import split_hash, zkb_for
 from killstream_workstation.simulators.faults import FaultRates
+from killstream_workstation.simulators.history import HistoryArchive
 from killstream_workstation.simulators.http_server import Request, Response, SimulatorServer, json_response
 
 PACKAGE_PATH = re.compile(r"/ephemeral/(\d+)\.json")
@@ -19,7 +21,9 @@ PublishItem = dict | tuple[dict, str, dict]
 
 
 class R2Z2Server(SimulatorServer):
-    """Serves `/ephemeral/sequence.json` and `/ephemeral/{N}.json`; point R2Z2_URL at `url`.
+    """Serves `/ephemeral/sequence.json` and `/ephemeral/{N}.json`; point R2Z2_URL at `url`. And
+    zKillboard's history of everything it published under `/history/` (`history`, HISTORY_URL at
+    `history_url`): days that ended `history_delay` ago, by `history_now`.
 
     `head` is the last sequence used; `advertised_sequence` is what sequence.json says, which is
     rewritten only once the head has moved more than `sequence_lag` past it, as the real
@@ -33,8 +37,11 @@ class R2Z2Server(SimulatorServer):
         seed: int = 0,
         fault_rates: FaultRates | None = None,
         latency: float = 0.0,
+        history_delay: timedelta = timedelta(hours=6),
+        history_now: Callable[[], datetime] | None = None,
     ):
         super().__init__(seed=seed, fault_rates=fault_rates, latency=latency)
+        self.history = HistoryArchive(delay=history_delay, now=history_now)
         self.sequence_lag = sequence_lag
         self.head = first_sequence - 1
         self.advertised_sequence = self.head
@@ -48,9 +55,17 @@ class R2Z2Server(SimulatorServer):
     def url(self) -> str:
         return f"{self.base_url}/ephemeral"
 
-    def publish(self, esi_doc: dict, killmail_hash: str, zkb: dict, *, include_esi: bool = True) -> int:
-        """Publish one killmail under the next sequence number, which is returned."""
+    @property
+    def history_url(self) -> str:
+        return f"{self.base_url}/history"
+
+    def publish(
+        self, esi_doc: dict, killmail_hash: str, zkb: dict, *, include_esi: bool = True, raw: bool = True
+    ) -> int:
+        """Publish one killmail under the next sequence number, which is returned. It goes into
+        the history too, its body in the raw day file unless `raw` is false."""
         esi = {key: value for key, value in esi_doc.items() if key != "killmail_hash"}
+        self.history.add(esi, killmail_hash, raw=raw)
         return self._append(esi["killmail_id"], killmail_hash, esi if include_esi else None, zkb)
 
     def republish(self, killmail_id: int, new_zkb: dict) -> int:
@@ -65,10 +80,10 @@ class R2Z2Server(SimulatorServer):
             self.head += count
             self._advertise()
 
-    def expire(self, up_to_sequence: int) -> None:
-        """Files up to and including `up_to_sequence` have aged out (404)."""
+    def expire(self, up_to_sequence: int, *, from_sequence: int = 0) -> None:
+        """Files up to and including `up_to_sequence` (from `from_sequence` on) have aged out (404)."""
         with self._lock:
-            for sequence in [s for s in self._packages if s <= up_to_sequence]:
+            for sequence in [s for s in self._packages if from_sequence <= s <= up_to_sequence]:
                 del self._packages[sequence]
 
     def start_publishing(self, items: Iterable[PublishItem], per_second: float | None) -> None:
@@ -100,6 +115,8 @@ class R2Z2Server(SimulatorServer):
     def respond(self, request: Request) -> Response:
         if not request.headers.get("User-Agent", "").strip():
             return Response(403, b"Forbidden: send a descriptive User-Agent", {"Content-Type": "text/plain"})
+        if request.path.startswith("/history/"):
+            return self.history.respond(request.path)
         if request.path == "/ephemeral/sequence.json":
             return json_response({"sequence": self.advertised_sequence}, headers={"Cache-Control": "no-cache"})
         match = PACKAGE_PATH.fullmatch(request.path)

@@ -43,6 +43,7 @@ from killstream.fetcher.report import report_batch
 from killstream.killmail import Killmail, parse_killmail
 from killstream.observability import logger
 from killstream.storage.connection import Database
+from killstream.storage.failures import KillmailFailure, remember_failures
 from killstream.storage.writer import KillmailRecord, KillmailStore, Outcome
 
 # Left for the database write and the DLQ when the ESI fetches run against the clock.
@@ -254,6 +255,7 @@ class Fetcher:
             if isinstance(error := _error_of(work), PermanentError)
         ]
         refused = self.dead_letters.send(letters) if letters else set()
+        self._remember([letter for letter in letters if letter.message.message_id not in refused])
         results = {}
         for work in batch:
             message_id = work.message.message_id
@@ -270,6 +272,22 @@ class Fetcher:
                 )
             results[message_id] = MessageResult(Disposition.RETRY, work.killmail_id, error)
         return results
+
+    def _remember(self, letters: list[DeadLetter]) -> None:
+        """The dead-lettered killmails in `killmail_failures`, so the reconciler can say why they
+        are missing without asking ESI again. Best-effort: the DLQ holds them either way."""
+        failures = [
+            KillmailFailure(
+                letter.package.killmail_id,
+                letter.package.hash,
+                letter.package.source,
+                letter.error.error_type,
+                letter.error.message,
+            )
+            for letter in letters
+            if letter.package is not None
+        ]
+        remember_failures(self.database, failures)
 
 
 def _error_of(work: Work) -> FetchError:

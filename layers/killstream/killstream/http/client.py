@@ -1,17 +1,20 @@
-"""The HTTP plumbing every poller request (and every alert's webhook post) shares, written once:
-one requests Session with the User-Agent, timeouts, retries with backoff, redirects, and the
-reading of 429s and refusals. Every attempt passes the gate first."""
+"""The HTTP plumbing every upstream request shares (the poller's feed, the reconciler's history
+files, every alert's webhook post), written once: one requests Session with the User-Agent,
+timeouts, retries with backoff, redirects, the reading of 429s and refusals, and bodies streamed
+when they are too large to hold. Every attempt passes the gate first."""
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin
 
 import requests
+import urllib3
 
 from killstream.http.gate import Gate
 from killstream.observability import logger
@@ -26,6 +29,7 @@ RATE_LIMIT_FIRST = 5.0
 RATE_LIMIT_CEILING = 60.0
 MAX_REDIRECTS = 5
 REDIRECTS = (301, 302, 303, 307, 308)
+CHUNK_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -74,21 +78,45 @@ class HttpClient:
 
     def get(self, url: str, params: Mapping[str, object] | None = None, *, follow_redirects: bool = True) -> Reply:
         """Each attempt, a redirect's included, is a request of its own through the gate."""
-        reply = self._attempt_all(url, params)
+        response = self._attempt_all(url, params)
         for _ in range(MAX_REDIRECTS if follow_redirects else 0):
-            location = redirect_location(reply)
+            location = redirect_location(_reply(response))
             if location is None:
                 break
-            reply = self._attempt_all(location, None)
-        return reply
+            response = self._attempt_all(location, None)
+        return _reply(response)
 
     def post(self, url: str, body: Any) -> Reply:
         """`body` as JSON, retried like a GET; a redirect is returned, not followed."""
-        return self._attempt_all(url, None, method="POST", body=body)
+        return _reply(self._attempt_all(url, None, method="POST", body=body))
+
+    @contextmanager
+    def stream(self, url: str, *, deadline: float | None = None) -> Iterator[Streamed]:
+        """The answer with its body still to be read, chunk by chunk (a file too large to hold),
+        closed on leaving. Retried like `get` until the headers arrive; a body cut off after them
+        is the caller's to handle (Interrupted). `deadline` (on the gate's clock) bounds the whole
+        download, so a body that drips in cannot hold the caller for ever."""
+        response = self._attempt_all(url, None, stream=True)
+        for _ in range(MAX_REDIRECTS):
+            location = redirect_location(_reply(response, text=""))
+            if location is None:
+                break
+            response.close()
+            response = self._attempt_all(location, None, stream=True)
+        try:
+            yield Streamed(response, clock=self.gate.clock, deadline=deadline)
+        finally:
+            response.close()
 
     def _attempt_all(
-        self, url: str, params: Mapping[str, object] | None, *, method: str = "GET", body: Any = None
-    ) -> Reply:
+        self,
+        url: str,
+        params: Mapping[str, object] | None,
+        *,
+        method: str = "GET",
+        body: Any = None,
+        stream: bool = False,
+    ) -> requests.Response:
         problem = ""
         for attempt in range(self.retries + 1):
             self.gate.pace()
@@ -100,14 +128,16 @@ class HttpClient:
                     json=body,
                     timeout=self.timeout,
                     allow_redirects=False,
+                    stream=stream,
                 )
             except requests.RequestException as error:
                 problem = self.redact(f"{type(error).__name__}: {error}")
             else:
                 if response.status_code < 500:
                     self._failures_in_a_row = 0
-                    return Reply(response.status_code, response.text, response.headers, response.url)
+                    return response
                 problem = f"HTTP {response.status_code}"
+                response.close()
             self._failures_in_a_row += 1
             self.on_failed_attempt()
             backoff = ERROR_STREAK_BACKOFF if self._failures_in_a_row >= ERROR_STREAK else RETRY_BACKOFF * 2**attempt
@@ -123,6 +153,55 @@ class HttpClient:
                 },
             )
         raise Unreachable(problem)
+
+
+def _reply(response: requests.Response, text: str | None = None) -> Reply:
+    return Reply(response.status_code, response.text if text is None else text, response.headers, response.url)
+
+
+class Interrupted(Exception):
+    """A streamed body that stopped before its end: the connection broke, a read timed out, or
+    the download ran past its deadline. `received` bytes had arrived."""
+
+    def __init__(self, reason: str, received: int):
+        super().__init__(f"{reason} after {received:,} bytes")
+        self.reason = reason
+        self.received = received
+
+
+class Streamed:
+    """An answer whose body is read as it arrives."""
+
+    def __init__(self, response: requests.Response, *, clock: Callable[[], float], deadline: float | None):
+        self.status = response.status_code
+        self.headers = response.headers
+        self.url = response.url
+        self.received = 0
+        self._response = response
+        self._clock = clock
+        self._deadline = deadline
+
+    def text(self, limit: int = 2000) -> str:
+        """The start of a (short) body, for an error message."""
+        return next(self.chunks(limit), b"").decode("utf-8", "replace")
+
+    def chunks(self, size: int = CHUNK_BYTES) -> Iterator[bytes]:
+        """The body in chunks of at most `size` bytes (decompressed, as sent); Interrupted when
+        it stops before its end."""
+        # read1: whatever has arrived, up to `size`, so the deadline is checked while bytes drip in
+        # (iter_content would wait for a whole chunk).
+        raw = self._response.raw
+        while True:
+            if self._deadline is not None and self._clock() > self._deadline:
+                raise Interrupted("the download took too long", self.received)
+            try:
+                chunk = raw.read1(size, decode_content=True)
+            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as error:
+                raise Interrupted(f"{type(error).__name__}: {error}", self.received) from None
+            if not chunk:
+                return
+            self.received += len(chunk)
+            yield chunk
 
 
 class RateLimitBackoff:

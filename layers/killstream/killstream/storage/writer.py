@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -45,6 +45,11 @@ class KillmailRecord:
     @property
     def killmail_id(self) -> int:
         return self.killmail.killmail_id
+
+    @property
+    def has_zkb(self) -> bool:
+        """Whether it carries zKillboard values at all: history and backfill records do not."""
+        return any(value is not None for value in astuple(self.zkb))
 
 
 _ZKB_COLUMNS = (
@@ -131,6 +136,9 @@ ON CONFLICT (killmail_id) DO UPDATE SET
 -- The latest zKillboard values win; a late redelivery of an older sequence does not.
 WHERE (EXCLUDED.sequence_id IS NULL OR killmails.sequence_id IS NULL OR EXCLUDED.sequence_id > killmails.sequence_id)
   AND ({_zkb_stored}) IS DISTINCT FROM ({_zkb_new})
+  -- A record with no zkb values (history, backfill) never replaces stored ones: for a killmail
+  -- already stored it is a duplicate. A later live publication fills NULL zkb columns in.
+  AND NOT (({_zkb_new}) IS NULL)
 RETURNING killmail_id, CASE WHEN xmax = 0 THEN 'inserted' ELSE 'zkb_updated' END
 """
 
@@ -238,13 +246,18 @@ def _item_lines(km: Killmail) -> Iterator[str]:
 
 
 def _latest_per_killmail(records: Sequence[KillmailRecord]) -> list[KillmailRecord]:
-    """One record per killmail id: the one with the newest sequence (else the last given)."""
+    """One record per killmail id: the one with the newest sequence (else the last given); one
+    carrying zkb values before one without."""
     chosen: dict[int, KillmailRecord] = {}
     for record in records:
         current = chosen.get(record.killmail_id)
-        if current is None or (record.sequence_id or -1) >= (current.sequence_id or -1):
+        if current is None or _rank(record) >= _rank(current):
             chosen[record.killmail_id] = record
     return list(chosen.values())
+
+
+def _rank(record: KillmailRecord) -> tuple[bool, int]:
+    return record.has_zkb, record.sequence_id or -1
 
 
 class KillmailStore:

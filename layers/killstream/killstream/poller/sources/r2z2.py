@@ -136,8 +136,10 @@ class R2Z2Source(Source):
         missing = list(range(sequence, first))
         self.counts.add(Metric.SEQUENCE_GAPS, len(missing))
         logger.warning(
-            "sequence gap: skipping sequences that will never be served",
+            f"sequence gap: skipping {missing[0]}-{missing[-1]} ({len(missing)}), never to be served; "
+            "the reconciler recovers their killmails from zKillboard's history",
             extra={
+                "sequences": f"{missing[0]}-{missing[-1]}",
                 "first_missing": missing[0],
                 "last_missing": missing[-1],
                 "count": len(missing),

@@ -1,0 +1,1 @@
+"""The reconciler: each UTC day checked against an upstream's history, what is missing recovered."""
