@@ -154,6 +154,32 @@ def test_one_event_per_stored_killmail_one_per_update_none_for_a_redelivery(
     )
 
 
+def test_reconciled_killmails_publish_nothing_until_the_live_feed_updates_them(
+    fetcher_handler, bus, database_url, sample_killmails
+):
+    """History is not news (docs/events.md, "What publishes"): a killmail the reconciler put on
+    the queue (source history, no zkb) is stored as published; so is one it wrote from a raw
+    file. The live feed's zkb for it later is an update, and is published."""
+    queued, raw = sample_killmails[:2]
+    esi, killmail_hash = split_hash(queued)
+    history = Package(queued["killmail_id"], killmail_hash, {}, "history", esi=esi).to_body()
+    assert fetcher_handler([history]) == {"batchItemFailures": []}
+    with closing(connect(database_url)) as conn:
+        esi, killmail_hash = split_hash(raw)
+        KillmailStore(conn).write([KillmailRecord(parse_killmail(esi), killmail_hash, parse_zkb({}), "history")])
+    ids = [queued["killmail_id"], raw["killmail_id"]]
+    assert marks(database_url, ids) == dict.fromkeys(ids, (0, 0))
+    assert seen(bus[1]) == []
+
+    assert fetcher_handler([body(doc, sequence_id=7) for doc in (queued, raw)]) == {"batchItemFailures": []}
+    events = seen(bus[1])
+    assert sorted((e["detail-type"], e["detail"]["killmail_id"], e["detail"]["zkb_version"]) for e in events) == sorted(
+        (UPDATED, killmail_id, 1) for killmail_id in ids
+    )
+    assert all("totalValue" in e["detail"]["zkb"] for e in events)
+    assert marks(database_url, ids) == dict.fromkeys(ids, (1, 1))
+
+
 def core_fetcher(database_url: str, client, *, dlq_url: str, bus_name: str, database: Database | None = None):
     from killstream.config import DatabaseConfig
 

@@ -39,8 +39,8 @@ class KillmailRecord:
     sequence_id: int | None = None
     received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     publish: bool = False
-    """Its events go to the event bus after the write (the live fetcher's); otherwise it is
-    stored as published already: history is not news (sql/005_events.sql)."""
+    """Its writer publishes its events after the write (the live fetcher, with a bus); otherwise
+    it is stored as published already (sql/005_events.sql)."""
 
     @property
     def killmail_id(self) -> int:
@@ -50,6 +50,14 @@ class KillmailRecord:
     def has_zkb(self) -> bool:
         """Whether it carries zKillboard values at all: history and backfill records do not."""
         return any(value is not None for value in astuple(self.zkb))
+
+    @property
+    def awaits_publication(self) -> bool:
+        """Stored with its "Killmail Stored" event still to go. Not a record without zkb values,
+        whoever writes it: history is not news (the reconciler's, from a raw file or through the
+        fetcher's queue; a backfill's). Should the live feed later bring its zkb, that update is
+        published, as `Killmail Updated` (docs/events.md, "What publishes")."""
+        return self.publish and self.has_zkb
 
 
 _ZKB_COLUMNS = (
@@ -213,7 +221,7 @@ def killmail_row(record: KillmailRecord) -> tuple:
         record.source,
         record.sequence_id,
         record.received_at,
-        None if record.publish else 0,  # NULL: its "Killmail Stored" event is still to go
+        None if record.awaits_publication else 0,  # NULL: its "Killmail Stored" event is still to go
     )
 
 
