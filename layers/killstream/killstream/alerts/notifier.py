@@ -28,12 +28,12 @@ from aws_lambda_powertools.utilities import parameters
 from killstream.alerts.message import message_for
 from killstream.alerts.webhook import DISCORD, redact_url, redactor, webhook_kind
 from killstream.config import NotifierConfig
-from killstream.errors import REMAINING_TIME, FetchError, PermanentError, StopTick, TransientError
+from killstream.errors import FetchError, PermanentError, StopTick, TransientError
 from killstream.events.detail import DETAIL_TYPES
 from killstream.fetcher.dead_letters import DeadLetter, DeadLetterQueue
 from killstream.fetcher.messages import Message
 from killstream.http.client import HttpClient, RateLimitBackoff, Reply, Unreachable
-from killstream.http.gate import Gate
+from killstream.http.gate import Gate, Limits
 from killstream.observability import Metric, MetricUnit, logger, metrics
 
 PACING_SECONDS = {DISCORD: 0.25, "slack": 1.0}
@@ -160,8 +160,8 @@ class Notifier:
         client = self._connect()
         # A post that starts may take its whole connect and read timeouts: none starts that could
         # end past the invocation's deadline (the batch would be retried, its posts made twice).
-        deadline = self._clock() + max(0.0, time_left - RESERVE_SECONDS - client.longest_request)
-        client.gate.begin(lambda: (deadline - self._clock(), REMAINING_TIME), lambda until: None)
+        hard_end = self._clock() + max(0.0, time_left - RESERVE_SECONDS)
+        client.gate.begin(Limits(hard_end=lambda: hard_end, new_work=client.longest_request), lambda until: None)
         results: dict[str, AlertResult] = {}
         letters: list[DeadLetter] = []
         out_of_time: FetchError | None = None
