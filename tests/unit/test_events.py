@@ -58,6 +58,7 @@ ROW = {
     "zkb_points": 9,
     "zkb_npc": False,
     "zkb_solo": False,
+    "zkb_droppable_value": Decimal("31000000.00"),
     "zkb_awox": False,
     "zkb_labels": ["cat:6", "pvp", "loc:highsec"],
     "zkillboard_url": "https://zkillboard.com/kill/131234567/",
@@ -104,6 +105,7 @@ def test_a_stored_killmail_becomes_the_documented_detail():
         "ship_type_name": "Avatar",
     }
     assert d["zkb"]["totalValue"] == 102345678901.25 and d["zkb"]["droppedValue"] == 31000000
+    assert d["zkb"]["totalDroppableValue"] == 31000000
     assert d["zkb"]["labels"] == ["cat:6", "pvp", "loc:highsec"] and d["zkb"]["npc"] is False
     assert d["total_value_millions"] == 102345.678901
     assert d["zkillboard_url"] == "https://zkillboard.com/kill/131234567/"

@@ -119,6 +119,7 @@ def killmail_event(row: Mapping[str, Any], detail_type: str | None = None) -> Ki
             "droppedValue": _number(row.get("zkb_dropped_value")),
             "destroyedValue": _number(row.get("zkb_destroyed_value")),
             "totalValue": total,
+            "totalDroppableValue": _number(row.get("zkb_droppable_value")),
             "points": row.get("zkb_points"),
             "npc": row.get("zkb_npc"),
             "solo": row.get("zkb_solo"),

@@ -21,7 +21,7 @@ and its attackers' distinct ids (`attacker_*_ids`, sorted)."""
 _ROWS = """
 SELECT s.*,
        k.killmail_hash, k.moon_id, k.war_id, k.stored_at,
-       k.zkb_location_id, k.zkb_fitted_value, k.zkb_dropped_value, k.zkb_destroyed_value,
+       k.zkb_location_id, k.zkb_fitted_value, k.zkb_dropped_value, k.zkb_destroyed_value, k.zkb_droppable_value,
        k.zkb_version, k.published_version,
        a.attacker_character_ids, a.attacker_corporation_ids, a.attacker_alliance_ids,
        a.attacker_faction_ids, a.attacker_ship_type_ids
