@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import uuid
 from contextlib import closing
-from datetime import timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import boto3
 import pytest
@@ -96,6 +97,22 @@ def test_the_writer_versions_zkb_updates_and_only_live_writes_wait_for_publicati
     assert publication.unpublished(ids) == [] and publication.backlog() == (0, None)
     assert "Events waiting for the bus: 0\n" in database_report(conn)
     assert len(publication.stored_since(timedelta(hours=1), 10)) == 2
+
+
+def test_a_publication_whose_key_alone_moves_is_no_update_to_publish(conn, sample_killmails):
+    """R2Z2 re-uploading the same values (a newer uploaded_at, the same zkb) moves the row's
+    ordering key (migration 002) but is not a `Killmail Updated`: zkb_version stays."""
+    doc = sample_killmails[0]
+    store, publication = KillmailStore(conn), PublicationStore(conn)
+    first = replace(record_of(doc, publish=True), uploaded_at=datetime(2026, 12, 1, 10, tzinfo=UTC))
+    store.write([first])
+    publication.mark_published({doc["killmail_id"]: 0})
+    store.write([replace(first, uploaded_at=datetime(2026, 12, 1, 11, tzinfo=UTC))])
+    assert publication.unpublished([doc["killmail_id"]]) == []
+    store.write([replace(record_of(doc, publish=True, total=7e9), uploaded_at=datetime(2026, 12, 1, 12, tzinfo=UTC))])
+    assert [(r["zkb_version"], r["published_version"]) for r in publication.unpublished([doc["killmail_id"]])] == [
+        (1, 0)
+    ]
 
 
 @pytest.fixture
