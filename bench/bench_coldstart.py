@@ -8,7 +8,7 @@ The layers are built with their own Makefiles, as `sam build` does (the dependen
 manylinux aarch64 / CPython 3.13, for the size), and once more for this machine's interpreter,
 to import them here. Built trees are cached under .local/bench/. Last line:
     coldstart: poller_ms=<n> fetcher_ms=<n> hello_ms=<n> ratio_max=<n> fetcher_vs_hello_boto3=<n>
-        compiled_fetcher_vs_hello_boto3=<n> ... layers_mb=<n>
+        compiled_fetcher_vs_hello_boto3=<n> … layers_mb=<n> notifier_ms=<n> …
 (the issue-12 goal: the fetcher's import at most 1.2x the hello-world that also imports boto3)"""
 
 from __future__ import annotations
@@ -162,13 +162,14 @@ def main() -> None:
             "hello_boto3": ([hello_dir, deps_tree, runtime], "hello_boto3_app"),
             "poller": ([ROOT / "functions/poller", *paths], "app"),
             "fetcher": ([ROOT / "functions/fetcher", *paths], "app"),
+            "notifier": ([ROOT / "functions/notifier", *paths], "app"),
         }
         timings[label] = import_medians(cases, args.runs)
     for label, t in timings.items():
         worst = max(t["poller"], t["fetcher"])
         print(
             f"import time, layers {label}, median of {args.runs} fresh interpreters: poller {t['poller']:.0f} ms, "
-            f"fetcher {t['fetcher']:.0f} ms; "
+            f"fetcher {t['fetcher']:.0f} ms, notifier {t['notifier']:.0f} ms; "
             f"Powertools hello-world {t['hello']:.0f} ms ({worst / t['hello']:.2f}×); "
             f"hello-world + boto3, as any handler calling AWS: "
             f"{t['hello_boto3']:.0f} ms ({worst / t['hello_boto3']:.2f}×)"
@@ -185,7 +186,8 @@ def main() -> None:
         f"fetcher_vs_hello_boto3={shipped['fetcher'] / shipped['hello_boto3']:.2f} "
         f"compiled_fetcher_vs_hello_boto3={compiled['fetcher'] / compiled['hello_boto3']:.2f} "
         f"compiled_poller_ms={compiled['poller']:.0f} compiled_fetcher_ms={compiled['fetcher']:.0f} "
-        f"compiled_hello_ms={compiled['hello']:.0f} layers_mb={deps_mb + core_mb:.1f}"
+        f"compiled_hello_ms={compiled['hello']:.0f} layers_mb={deps_mb + core_mb:.1f} "
+        f"notifier_ms={shipped['notifier']:.0f} compiled_notifier_ms={compiled['notifier']:.0f}"
     )
 
 

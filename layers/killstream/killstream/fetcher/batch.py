@@ -10,14 +10,17 @@ rest are fetched from ESI a few at a time; then every killmail is written in one
 A batch of OVERLAP_MIN messages or more to validate is written in two: the first half's inline
 killmails while the second half is validated, then the rest (so a batch of 100 costs BEGIN,
 COPY, MERGE, COPY attackers, COPY items, COMMIT twice, plus the stored-keys query).
-Permanent failures are dead-lettered with their reason; transient ones are handed back for
-SQS to redeliver."""
+After the writes commit, the batch's killmails whose events are still unpublished (those it
+stored, and the duplicates: an earlier delivery may have stored one and failed to publish it)
+go to the event bus (events/publisher.py), when one is configured. Permanent failures are
+dead-lettered with their reason; transient ones are handed back for SQS to redeliver."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -52,6 +55,7 @@ if TYPE_CHECKING:
     from psycopg2.extensions import connection
 
     from killstream.esi.killmails import KillmailClient
+    from killstream.events.publisher import EventPublisher
     from killstream.storage.connection import Database
 
 NO_ESI_COUNTS = {"requests": 0, "errors": 0, "rate_limited": 0}
@@ -127,6 +131,7 @@ class Fetcher:
         esi: KillmailClient | Callable[[], KillmailClient],
         database: Database,
         dead_letters: DeadLetterQueue,
+        events: EventPublisher | None = None,
         parallelism: int = 4,
         write_reserve: float = WRITE_RESERVE_SECONDS,
         clock: Callable[[], float] = time.monotonic,
@@ -135,6 +140,8 @@ class Fetcher:
         self._esi = esi
         self.database = database
         self.dead_letters = dead_letters
+        self.events = events
+        """Publishes the stored killmails' events; None: no event bus, nothing published."""
         self.parallelism = parallelism
         self.write_reserve = write_reserve
         self._clock = clock
@@ -144,10 +151,12 @@ class Fetcher:
     def from_config(cls, config: FetcherConfig) -> Fetcher:
         from killstream.storage.connection import Database  # psycopg2 with it: at the first batch, not at import
 
+        database = Database(config.database)
         return cls(
             esi=lambda: _killmail_client(config),
-            database=Database(config.database),
+            database=database,
             dead_letters=DeadLetterQueue(config.dlq_url),
+            events=_event_publisher(config.event_bus_name, database) if config.event_bus_name else None,
             parallelism=config.esi_parallelism,
         )
 
@@ -179,6 +188,8 @@ class Fetcher:
             self._give_back([work for work in batch if isinstance(work, Item)], lookup_failed)
         else:
             batch, write_ms = self._validate_and_write(reads, stored, deadline)
+        if self.events is not None:
+            batch = self._publish(batch, time_left=deadline + self.write_reserve - self._clock())
         results = self._settle(batch)
         report_batch(batch, results, self._esi_counts(), write_ms, self._now())
         return results
@@ -324,6 +335,7 @@ class Fetcher:
                 sequence_id=item.package.sequence_id,
                 received_at=item.message.sent_at or self._now(),
                 uploaded_at=_published(item.package.uploaded_at),
+                publish=self.events is not None,
             )
             for item, killmail in zip(ready, killmails, strict=True)
         ]
@@ -333,6 +345,29 @@ class Fetcher:
         for item, killmail, result in zip(ready, killmails, results, strict=True):
             item.stage = Stored(killmail, result) if isinstance(result, Outcome) else Failed(result)
         return write_ms
+
+    def _publish(self, batch: list[Work], time_left: float) -> list[Work]:
+        """The events of the batch's stored killmails that are still unpublished: this batch's
+        new and updated ones, and those an earlier delivery stored but could not publish (a
+        re-delivery settled as a duplicate before parsing included: the publisher reads which
+        are unpublished). A message whose killmail's event did not go is given back (its
+        redelivery writes nothing)."""
+        assert self.events is not None
+        stored = [work for work in batch if isinstance(work, Item) and isinstance(work.stage, Stored)]
+        duplicates = [work for work in batch if isinstance(work, Duplicate)]
+        ids = {item.killmail_id for item in stored} | {work.killmail_id for work in duplicates}
+        publication = self.events.publish(ids, time_left)
+        if not publication.failed:
+            return batch
+        for item in stored:
+            if item.killmail_id in publication.failed:
+                item.stage = Failed(TransientError("events_unpublished", publication.failed[item.killmail_id]))
+        return [
+            replace(work, unpublished=publication.failed[work.killmail_id])
+            if isinstance(work, Duplicate) and work.killmail_id in publication.failed
+            else work
+            for work in batch
+        ]
 
     def _settle(self, batch: list[Work]) -> dict[str, MessageResult]:
         """Dead-letter the permanent failures; the result of every message."""
@@ -349,7 +384,7 @@ class Fetcher:
             if isinstance(work, Item) and isinstance(work.stage, Stored):
                 results[message_id] = MessageResult(DISPOSITION_OF[work.stage.outcome], work.killmail_id)
                 continue
-            if isinstance(work, Duplicate):
+            if isinstance(work, Duplicate) and work.unpublished is None:
                 results[message_id] = MessageResult(DISPOSITION_OF[Outcome.DUPLICATE], work.killmail_id)
                 continue
             error = _error_of(work)
@@ -398,6 +433,13 @@ def _batch_error(exc: Exception) -> TransientError:
     return unexpected_error(exc)
 
 
+def _event_publisher(bus_name: str, database: Database) -> EventPublisher:
+    from killstream.events.bus import EventBus  # boto3 with it: only with an event bus
+    from killstream.events.publisher import EventPublisher
+
+    return EventPublisher(EventBus(bus_name), database)
+
+
 def _killmail_client(config: FetcherConfig) -> KillmailClient:
     from killstream.esi.killmails import KillmailClient
 
@@ -409,6 +451,8 @@ def _error_of(work: Work) -> FetchError:
     if isinstance(work, Unreadable):
         return work.error
     if isinstance(work, Duplicate):
+        if work.unpublished is not None:
+            return TransientError("events_unpublished", work.unpublished)
         return TransientError("unexpected_error", "the batch ended with the message settled as a duplicate")
     if isinstance(work.stage, Failed):
         return work.stage.error

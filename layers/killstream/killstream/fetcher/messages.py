@@ -140,7 +140,10 @@ class Read:
 class Duplicate(Read):
     """A re-delivery settled before its documents were parsed: the killmail is stored, and the
     stored publication is at least as new as this one's (StoredKey.settles), so writing it would
-    change nothing."""
+    change nothing. `unpublished`: why its killmail's event, still to go, could not be published
+    (the message is then given back)."""
+
+    unpublished: str | None = None
 
     @property
     def total_value(self) -> float | None:
