@@ -19,6 +19,7 @@ def pipeline_factory(database_url, restore_environ):
             budget_seconds=3,
             tick_interval=0,
             visibility_timeout=2,
+            batch_size=10,  # within what a 2 s visibility allows on a busy machine
             **overrides,
         )
         pipeline = LocalPipeline(settings, RunStats())

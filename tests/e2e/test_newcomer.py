@@ -248,7 +248,7 @@ def test_a_replay_folder_with_a_few_bad_files_replays_the_good_ones(local_dir, t
     (tmp_path / "no-id.json").write_text(json.dumps({"killmail_hash": "ab" * 20}))
     env = environment(local_dir, DATABASE_URL=database_url)
     result = killstream(
-        "run", "--replay", str(tmp_path), "--rate", "50", "--pacing-ms", "5", "--duration", "8", env=env
+        "run", "--replay", str(tmp_path), "--rate", "50", "--pacing-ms", "5", "--duration", "12", env=env
     )
     assert result.returncode == 0 and "Traceback" not in result.stdout + result.stderr
     assert result.stderr.splitlines() == [
@@ -268,7 +268,7 @@ def test_a_redisq_replay_is_served_locally(local_dir, tmp_path, database_url):
     write_folder(tmp_path, corpus.generate(5))
     env = environment(local_dir, DATABASE_URL=database_url)
     result = killstream(
-        "run", "--source", "redisq", "--replay", str(tmp_path), "--rate", "50", "--pacing-ms", "20", "--duration", "8",
+        "run", "--source", "redisq", "--replay", str(tmp_path), "--rate", "50", "--pacing-ms", "20", "--duration", "12",
         env=env,
     )  # fmt: skip
     assert result.returncode == 0 and result.stderr == ""

@@ -86,6 +86,10 @@ def test_reconciliation_proves_every_killmail_after_restarts_gaps_and_dlq(
             budget_seconds=20,  # room for R2Z2's 6 s waits after a 404 and the gap's confirmation
             tick_interval=0,
             visibility_timeout=2,
+            # batches of 10, as the fetcher took them before FetcherBatchSize: with a 2 s visibility a
+            # batch of 100 on a busy machine can outlive it, and a bad message delivered twice is
+            # dead-lettered twice (the DLQ count below is exact)
+            batch_size=10,
             fetcher_workers=2,
             state_dir=tmp_path / "local",
             initial_cursor="0",
