@@ -2,7 +2,7 @@
 Each benchmark's lines are shown as it prints them (a line per phase), with its time at the end.
 
 make bench                       # all
-make bench ARGS="fetcher memory" # some: store, pipeline, fetcher, coldstart, memory, reconcile, summary"""
+make bench ARGS="fetcher memory" # some: store, pipeline, fetcher, coldstart, memory, reconcile, summary, backfill"""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ BENCHES = {
     "memory": "bench_memory.py",
     "reconcile": "bench_reconcile.py",
     "summary": "bench_summary.py",
+    "backfill": "bench_backfill.py",
 }
 
 

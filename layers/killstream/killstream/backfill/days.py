@@ -348,6 +348,7 @@ class Backfill:
         ends, `on_progress` each batch's killmails as they are parsed; `should_stop()` returning a
         reason starts no further day (a Lambda's remaining time)."""
         report = BackfillReport()
+        self.stop_reason = None  # a warm Lambda's last run does not stop this one (the gate keeps refusals)
         asked = sorted(set(days))
         if not asked:
             return report
@@ -481,12 +482,26 @@ def _log_day(result: DayResult, source: str) -> None:
     logger.info(f"backfill {source} {result.day}: {result.status.value}", extra=result.summary())
 
 
-def publish(report: BackfillReport) -> None:
-    """The run's metrics (the backfill Lambda publishes them once per day it runs)."""
+def publish(report: BackfillReport, *, errors_retried: bool = False) -> None:
+    """The run's metrics (the backfill Lambda publishes them once per day it runs). With
+    `errors_retried` a day whose archive could not be read is not counted failed yet: the state
+    machine tries it again, and counts it (record_failed_day) once its retries are spent."""
+    failed = [r for r in report.failed_days if not (errors_retried and r.status is DayStatus.ERROR)]
     for name, value in (
         (Metric.BACKFILL_DAYS, len(report.days)),
-        (Metric.BACKFILL_DAYS_FAILED, len(report.failed_days)),
+        (Metric.BACKFILL_DAYS_FAILED, len(failed)),
         (Metric.BACKFILL_KILLMAILS_STORED, sum(result.inserted for result in report.days)),
         (Metric.BACKFILL_KILLMAIL_ERRORS, sum(len(r.failed) + len(r.unnamed) for r in report.days)),
     ):
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+
+
+def record_failed_day(day: object, source: object, error: object) -> dict:
+    """A day the state machine gave up on (its retries spent): logged, counted once as
+    BackfillDaysFailed, and its error result returned — the run goes on."""
+    cause = error.get("Cause") if isinstance(error, dict) else None
+    kind = error.get("Error") if isinstance(error, dict) else None
+    message = f"{kind}: {cause}" if kind else f"{error}"
+    logger.error(f"backfill {source} {day}: failed after its retries: {message[:1000]}", extra={"day": f"{day}"})
+    metrics.add_metric(name=Metric.BACKFILL_DAYS_FAILED, unit=MetricUnit.Count, value=1)
+    return {"day": f"{day}", "source": f"{source}", "status": DayStatus.ERROR.value, "error": message[:2000]}
