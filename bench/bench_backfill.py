@@ -118,6 +118,22 @@ def main() -> None:
             f"backfill of the day: {first['day_seconds']:.1f} s, {rate:,.0f} killmails/s; RSS "
             f"{first['baseline_mb']:.0f} MB after imports, peak {first['peak_mb']:.0f} MB"
         )
+        conn = connect(url)
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute(
+                    "SELECT sum(pg_total_relation_size(t::regclass)) "
+                    "FROM unnest(ARRAY['killmails', 'attackers', 'items']) t"
+                )
+                row = cur.fetchone()
+                stored_bytes = int(row[0]) if row else 0
+        finally:
+            conn.close()
+        per_killmail_kb = stored_bytes / args.killmails / 1024
+        print(
+            f"stored: {stored_bytes / 1e6:.0f} MB for the day's killmails, attackers and items (indexes included), "
+            f"{per_killmail_kb:.1f} KB a killmail"
+        )
         requests_before = len(everef.archive_requests())
         again = run_child(everef.url, url, DAY)
         assert again["days_skipped"] == 1 and len(everef.archive_requests()) == requests_before, again
@@ -125,7 +141,7 @@ def main() -> None:
     print(
         f"backfill: killmails_per_s={rate:.0f} copy_bound={copy_bound:.0f} ratio={rate / copy_bound:.2f} "
         f"peak_mb={first['peak_mb']:.0f} day_seconds={first['day_seconds']:.1f} archive_mb={archive_mb:.1f} "
-        f"killmails={args.killmails}"
+        f"killmails={args.killmails} stored_kb_per_killmail={per_killmail_kb:.1f}"
     )
 
 

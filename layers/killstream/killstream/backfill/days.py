@@ -50,7 +50,7 @@ from killstream.storage.connection import Database
 from killstream.storage.failures import KillmailFailure, remember_failures
 from killstream.storage.writer import KillmailRecord, Outcome
 
-BATCH = 2_000
+BATCH = 1_000
 """Killmails per write: large COPY batches (a few MB of rows), two in flight at most."""
 HISTORY_PACING = 1.0
 """Seconds between zKillboard requests of one worker, as the reconciler's (R2Z2 allows ~15-20 a second)."""
