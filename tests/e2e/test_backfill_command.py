@@ -1,10 +1,16 @@
 """`killstream backfill` as a user runs it: a range of days from a local EVE Ref into the database,
 its progress and summary; a second run that downloads nothing; --dry-run; and every bad input one
-line with its exit status, nothing started."""
+line with its exit status, nothing started; and the real command killed mid-day (SIGKILL) and run
+again, nothing doubled."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -99,3 +105,52 @@ def test_bad_inputs_are_one_line_and_status_2(args, says, capsys, restore_enviro
     assert status == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and says in err and "Traceback" not in err
+
+
+def test_a_backfill_killed_mid_day_with_sigkill_finishes_on_the_next_run_with_nothing_doubled(
+    database_url, conn, restore_environ
+):
+    """The real command in a process of its own, killed (SIGKILL) once some of the day's batches
+    are committed and before the day is done; run again, it stores the rest, each killmail once."""
+    day = date(2026, 10, 20)
+    docs = corpus.on_days(corpus.renumber(corpus.sample(), 4_000, first_id=610_000_000), [day])
+    with EverefServer(compresslevel=1) as everef:
+        everef.add_all(docs)
+        everef.archive(day)  # built before the clock starts
+        argv = [
+            str(Path(sys.executable).parent / "killstream"),
+            "backfill",
+            "--from",
+            f"{day}",
+            "--to",
+            f"{day}",
+            "--everef-url",
+            everef.url,
+            "--database-url",
+            database_url,
+            "--user-agent",
+            UA,
+        ]
+        process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 120
+            stored = 0
+            while stored == 0 and process.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+                stored = count_rows(conn, "killmails")
+                conn.commit()
+            process.send_signal(signal.SIGKILL)
+        finally:
+            process.wait(timeout=30)
+        partly = count_rows(conn, "killmails")
+        conn.commit()
+        assert 0 < partly < 4_000, "killed too late to prove anything: make the day larger"
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+        last = done.stdout.strip().splitlines()[-1]
+        assert f"killmails_new={4_000 - partly} already_stored={partly}" in last
+    assert count_rows(conn, "killmails") == 4_000
+    assert count_rows(conn, "attackers") == sum(len(doc["attackers"]) for doc in docs)
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT status, stored, expected FROM reconciliation WHERE source = 'everef' AND day = %s", (day,))
+        assert cur.fetchone() == ("complete", 4_000, 4_000)

@@ -9,10 +9,12 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
+from killstream.backfill.archives import EverefArchive
 from killstream.backfill.days import Backfill, DayStatus
 from killstream.config import BackfillConfig
 from killstream.killmail import parse_killmail, parse_zkb
 from killstream.reconcile.store import ReconciliationStore
+from killstream.storage.connection import Database
 from killstream.storage.writer import KillmailRecord, KillmailStore, Outcome
 from killstream_workstation import corpus
 from killstream_workstation.simulators import everef as faults
@@ -240,3 +242,23 @@ def test_a_day_of_zkillboards_raw_files_is_stored_with_source_zkillboard(databas
         assert again.summary()["status"] == {f"{day}": "complete" for day in days}
         assert again.summary()["days_skipped"] == 1
     assert count_rows(conn, "killmails") == 50
+
+
+def test_a_warm_backfill_reuses_its_clients_and_connections_across_runs(everef, database_url):
+    """As a warm Lambda runs it, a day per invocation: one client and one connection, not one more per run."""
+    everef.add_all(documents(40, DAYS[:2]))
+    config = BackfillConfig.from_env({"EVEREF_URL": everef.url, "USER_AGENT": UA, "DATABASE_URL": database_url})
+    made: list[Database] = []
+
+    def database() -> Database:
+        made.append(Database(config.database))
+        return made[-1]
+
+    backfill = Backfill(lambda: EverefArchive.build(config.everef_url, config.user_agent), database, parallel=1)
+    try:
+        for day in DAYS[:2] * 2:
+            (result,) = backfill.run([day]).days
+            assert result.status is DayStatus.COMPLETE
+    finally:
+        backfill.close()
+    assert len(made) == 1

@@ -22,8 +22,9 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
@@ -267,13 +268,15 @@ class Backfill:
         self.batch_size = batch_size
         self._now = now
         self._clock = clock
-        self._local = threading.local()
         self._workers: list[tuple[Archive, Database]] = []
+        """Every (client, connection) pair made; those not in use are `_idle`, kept for the next
+        day and the next run (a warm Lambda reuses its connection)."""
+        self._idle: list[tuple[Archive, Database]] = []
         self._lock = threading.Lock()
         self.stop_reason: str | None = None
         """Set (by a refusal, or by the caller) to start no further day."""
-        planner = self._worker()
-        self.source = planner[0].source
+        with self._worker() as (archive, _):
+            self.source = archive.source
 
     @classmethod
     def from_config(cls, config: BackfillConfig, source: str, *, parallel: int = 2) -> Backfill:
@@ -290,14 +293,20 @@ class Backfill:
 
         return cls(archive, lambda: Database(config.database), parallel=parallel)
 
-    def _worker(self) -> tuple[Archive, Database]:
-        pair = getattr(self._local, "pair", None)
+    @contextmanager
+    def _worker(self) -> Iterator[tuple[Archive, Database]]:
+        """A client and a connection of its own for one day (or the plan), made when none is idle."""
+        with self._lock:
+            pair = self._idle.pop() if self._idle else None
         if pair is None:
             pair = (self.make_archive(), self.make_database())
-            self._local.pair = pair
             with self._lock:
                 self._workers.append(pair)
-        return pair
+        try:
+            yield pair
+        finally:
+            with self._lock:
+                self._idle.append(pair)
 
     def close(self) -> None:
         with self._lock:
@@ -316,7 +325,12 @@ class Backfill:
     ) -> tuple[dict[date, int] | None, str | None, dict[date, tuple[int, DayRecord | None]]]:
         """The archive's totals (None and why, when they cannot be read) and, per day, what is
         stored and the day's last record: one request and one query for the whole range."""
-        archive, database = self._worker()
+        with self._worker() as (archive, database):
+            return self._plan(archive, database, days)
+
+    def _plan(
+        self, archive: Archive, database: Database, days: Sequence[date]
+    ) -> tuple[dict[date, int] | None, str | None, dict[date, tuple[int, DayRecord | None]]]:
         totals: dict[date, int] | None
         problem = None
         try:
@@ -390,7 +404,19 @@ class Backfill:
         on_progress: Callable[[int], None] = lambda killmails: None,
     ) -> DayResult:
         """One day: skipped when complete, else streamed and written; recorded either way."""
-        archive, database = self._worker()
+        with self._worker() as (archive, database):
+            return self._day(archive, database, day, expected, stored_before, previous, on_progress)
+
+    def _day(
+        self,
+        archive: Archive,
+        database: Database,
+        day: date,
+        expected: int | None,
+        stored_before: int,
+        previous: DayRecord | None,
+        on_progress: Callable[[int], None],
+    ) -> DayResult:
         started = self._clock()
         result = DayResult(day, expected, stored_before, stored=stored_before)
         if expected is not None and stored_before >= expected:
