@@ -204,7 +204,17 @@ def test_backfill_state_machine_plans_days_then_maps_them_with_retries_and_per_d
     assert days["ItemProcessor"]["ProcessorConfig"] == {"Mode": "INLINE"}
     inner = days["ItemProcessor"]["States"]
     day = inner[days["ItemProcessor"]["StartAt"]]
-    assert day["Parameters"]["Payload"] == {"action": "day", "day.$": "$.day", "source.$": "$.source"}
+    assert days["ItemSelector"] == {
+        "day.$": "$$.Map.Item.Value.day",
+        "expected.$": "$$.Map.Item.Value.expected",
+        "source.$": "$.plan.source",
+    }
+    assert day["Parameters"]["Payload"] == {
+        "action": "day",
+        "day.$": "$.day",
+        "expected.$": "$.expected",
+        "source.$": "$.source",
+    }
     assert day["Parameters"]["FunctionName"] == "arn:aws:lambda:us-east-1:123456789012:function:backfill"
     assert day["TimeoutSeconds"] > props("BackfillFunction")["Timeout"]
     # every failure of a day is retried with backoff, then caught: a per-day error, not a failed run

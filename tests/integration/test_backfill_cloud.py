@@ -57,9 +57,14 @@ def test_the_lambdas_steps_as_the_state_machine_calls_them(handler_module, monke
         monkeypatch.setenv("EVEREF_URL", everef.url)
         context = LambdaContext("killstream-backfill", 900)
         plan = handler_module.handler({"action": "plan", "input": {"from": f"{DAYS[0]}", "to": f"{DAYS[-1]}"}}, context)
-        assert plan == {"days": [f"{day}" for day in DAYS], "source": "everef"}
+        # the archive's counts read once for the range, handed to each day: no totals.json a day
+        assert plan == {"days": [{"day": f"{day}", "expected": 20} for day in DAYS], "source": "everef"}
         capsys.readouterr()
-        first = handler_module.handler({"action": "day", "day": plan["days"][0], "source": "everef"}, context)
+
+        def day(n: int) -> dict:  # as the Map's ItemSelector and the BackfillDay step pass it
+            return {"action": "day", "day": plan["days"][n]["day"], "expected": plan["days"][n]["expected"]}
+
+        first = handler_module.handler(day(0) | {"source": "everef"}, context)
         assert (first["status"], first["inserted"], first["source"]) == ("complete", 20, "everef")
         assert emf(capsys.readouterr().out) == {
             "BackfillDays": 1,
@@ -67,20 +72,27 @@ def test_the_lambdas_steps_as_the_state_machine_calls_them(handler_module, monke
             "BackfillKillmailsStored": 20,
             "BackfillKillmailErrors": 0,
         }
-        second = handler_module.handler({"action": "day", "day": plan["days"][1], "source": "everef"}, context)
+        second = handler_module.handler(day(1) | {"source": "everef"}, context)
         assert (second["status"], second["failed"], second["reasons"]) == ("incomplete", 1, {"not_json": 1})
         assert emf(capsys.readouterr().out)["BackfillDaysFailed"] == 1  # settled: not retried, counted
         # an archive that cannot be read: the invocation fails, so the state machine retries it
         with pytest.raises(handler_module.BackfillDayFailed, match="404"):
-            handler_module.handler({"action": "day", "day": plan["days"][2], "source": "everef"}, context)
+            handler_module.handler(day(2) | {"source": "everef"}, context)
         assert emf(capsys.readouterr().out)["BackfillDaysFailed"] == 0  # not yet: a retry may succeed
         # the retries spent: the Catch's step gives the day's error result, counted once
         error = {"Error": "BackfillDayFailed", "Cause": '{"errorMessage": "2026-09-03: no archive (404)"}'}
         given_up = handler_module.handler(
-            {"action": "failed", "day": plan["days"][2], "source": "everef", "error": error}, context
+            {"action": "failed", "day": plan["days"][2]["day"], "source": "everef", "error": error}, context
         )
         assert given_up["status"] == "error" and "404" in given_up["error"]
         assert emf(capsys.readouterr().out) == {"BackfillDaysFailed": 1}
+        assert [r.path for r in everef.requests].count("/killmails/totals.json") == 1
+        # a day the plan found no count for is downloaded to find out
+        unknown = handler_module.handler(
+            {"action": "day", "day": f"{DAYS[0]}", "expected": None, "source": "everef"}, context
+        )
+        assert unknown["status"] == "complete" and unknown["already_stored"] == 20
+        assert [r.path for r in everef.requests].count("/killmails/totals.json") == 1
     assert count_rows(conn, "killmails") == 39
     assert not_complete(json.dumps({"days": [first, second, given_up]})) == [second, given_up]
 

@@ -320,33 +320,36 @@ class Backfill:
 
     # --- planning ----------------------------------------------------------------------------
 
-    def plan(
-        self, days: Sequence[date]
-    ) -> tuple[dict[date, int] | None, str | None, dict[date, tuple[int, DayRecord | None]]]:
-        """The archive's totals (None and why, when they cannot be read) and, per day, what is
-        stored and the day's last record: one request and one query for the whole range."""
-        with self._worker() as (archive, database):
-            return self._plan(archive, database, days)
+    def totals(self) -> tuple[dict[date, int] | None, str | None]:
+        """The archive's count per day (one request), or None and why it could not be read."""
+        with self._worker() as (archive, _):
+            try:
+                return archive.totals(), None
+            except ArchiveError as error:
+                if isinstance(error, ArchiveRefused):
+                    self.stop_reason = "source_refused"
+                return None, str(error)
+            except StopTick as stop:
+                self.stop_reason = stop.reason
+                return None, f"totals.json not read ({stop.reason})"
 
-    def _plan(
-        self, archive: Archive, database: Database, days: Sequence[date]
+    def plan(
+        self, days: Sequence[date], totals: dict[date, int] | None = None
     ) -> tuple[dict[date, int] | None, str | None, dict[date, tuple[int, DayRecord | None]]]:
-        totals: dict[date, int] | None
+        """The archive's totals (None and why, when they cannot be read; no request when they are
+        given) and, per day, what is stored and the day's last record: one query for the range."""
         problem = None
-        try:
-            totals = archive.totals()
-        except ArchiveError as error:
-            totals, problem = None, str(error)
-            if isinstance(error, ArchiveRefused):
-                self.stop_reason = "source_refused"
-        except StopTick as stop:
-            totals, problem = None, f"totals.json not read ({stop.reason})"
-            self.stop_reason = stop.reason
+        if totals is None:
+            totals, problem = self.totals()
         asked = sorted(set(days))
+        with self._worker() as (_, database):
+            stored = self._stored(database, asked)
+        return totals, problem, stored
+
+    def _stored(self, database: Database, asked: list[date]) -> dict[date, tuple[int, DayRecord | None]]:
         window = database.run(lambda conn: ReconciliationStore(conn).window(self.source, asked[0], asked[-1]))
         wanted = set(asked)
-        stored = {w.day: (w.stored, w.previous) for w in window if w.day in wanted}
-        return totals, problem, stored
+        return {w.day: (w.stored, w.previous) for w in window if w.day in wanted}
 
     # --- the run -----------------------------------------------------------------------------
 
@@ -357,10 +360,13 @@ class Backfill:
         on_day: Callable[[DayResult], None] = lambda result: None,
         on_progress: Callable[[int], None] = lambda killmails: None,
         should_stop: Callable[[], str | None] = lambda: None,
+        totals: dict[date, int] | None = None,
     ) -> BackfillReport:
         """Backfill these days (each once, oldest first). `on_day` sees each day's result as it
         ends, `on_progress` each batch's killmails as they are parsed; `should_stop()` returning a
-        reason starts no further day (a Lambda's remaining time)."""
+        reason starts no further day (a Lambda's remaining time). `totals`: the archive's counts
+        when the caller has them (the state machine's plan step read them once for the range);
+        a day they do not count is downloaded to find out."""
         report = BackfillReport()
         self.stop_reason = None  # a warm Lambda's last run does not stop this one (the gate keeps refusals)
         asked = sorted(set(days))
@@ -368,7 +374,7 @@ class Backfill:
             return report
         started = self._clock()
         requests_before = self.requests
-        totals, totals_problem, stored = self.plan(asked)
+        totals, totals_problem, stored = self.plan(asked, totals)
         if totals is None:
             logger.warning(f"{self.source} totals: {totals_problem}; every day is downloaded to find out")
             totals = {}
@@ -384,11 +390,15 @@ class Backfill:
             return result
 
         with ThreadPoolExecutor(self.parallel, thread_name_prefix="backfill-day") as pool:
-            for day, result in zip(asked, pool.map(one, asked), strict=True):
-                if result is None:
-                    report.not_done.append(day)
-                else:
-                    report.days.append(result)
+            try:
+                for day, result in zip(asked, pool.map(one, asked), strict=True):
+                    if result is None:
+                        report.not_done.append(day)
+                    else:
+                        report.days.append(result)
+            except BaseException:  # Ctrl+C, a database lost: no further day starts; those running end
+                self.stop_reason = self.stop_reason or "interrupted"
+                raise
         report.stopped_because = self.stop_reason
         report.requests = self.requests - requests_before
         report.seconds = self._clock() - started
