@@ -46,9 +46,10 @@ CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 30.0
 MAX_MEMBER_BYTES = 32 * 1024 * 1024
 """A member larger than this is refused unread: ESI caps a killmail at 10,000 items (a few MB)."""
-BYTES_PER_KILLMAIL = {EVEREF: 230, ZKILLBOARD: 2_600}
-"""Download size per killmail, for --dry-run's estimate: a 2026 EVE Ref day is ~3 MB bz2 for
-~13,000 killmails; a zKillboard raw day is tens of MB of JSON for ~15,000 (docs/protocols.md)."""
+BYTES_PER_KILLMAIL = {EVEREF: 200, ZKILLBOARD: 5_100}
+"""Download size per killmail, for --dry-run's estimate: a 2026 EVE Ref day is ~3 MB of bz2 for
+15,000-25,000 killmails (docs/protocols.md, "EVE Ref archives"); a zKillboard raw day ~76 MB of
+JSON for 15,000 (README, Completeness), plus its day list."""
 _MEMBER = re.compile(r"^(?:\./)?killmails/([1-9][0-9]{0,18})\.json$")
 _DAY_KEY = re.compile(r"^(\d{4})(\d{2})(\d{2})$")
 
