@@ -26,6 +26,7 @@ from killstream.backfill.days import Backfill, BackfillReport, DayResult, DaySta
 from killstream.backfill.plan import FIRST_DAY
 from killstream.config import BackfillConfig
 from killstream.errors import ConfigError, DatabaseUnavailable
+from killstream.observability import logger
 from killstream_workstation.cli.arguments import console_logging, day, positive
 from killstream_workstation.local.database import DatabaseProblem, database_url, migrate_database, url_origin
 from killstream_workstation.local.preflight import PLACEHOLDERS, ConfigProblem
@@ -144,6 +145,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
                 f"{args.parallel} at a time"
             )
             progress = Progress(len(days), sys.stderr)
+            handler = logger.registered_handler
+            handler.addFilter(progress.before_log_line)
             try:
                 report = backfill.run(days, on_day=progress.day_done, on_progress=progress.parsed)
             except DatabaseUnavailable as exc:
@@ -151,6 +154,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
                     f"the database went away during the run ({exc}): run it again once it is back; "
                     "what was stored stays, and the days done are skipped"
                 ) from exc
+            finally:
+                handler.removeFilter(progress.before_log_line)
             progress.finish()
     finally:
         backfill.close()
@@ -232,6 +237,15 @@ class Progress:
         elif result is not None:
             self.stream.write(f"{self.line()}  ({result.day}: {result.status.value})\n")
         self.stream.flush()
+
+    def before_log_line(self, record: object) -> bool:
+        """A logging filter: a line logged while the bar is shown starts on a clean line (the bar
+        is drawn again at the next update). Lets every record through."""
+        if self.tty:
+            with self._lock:
+                self.stream.write("\r\033[K")
+                self.stream.flush()
+        return True
 
     def finish(self) -> None:
         if self.tty:
