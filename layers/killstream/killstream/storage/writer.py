@@ -139,6 +139,10 @@ RETURNING killmail_id, CASE WHEN xmax = 0 THEN 'inserted' ELSE 'zkb_updated' END
 
 
 NULL = "\\N"  # COPY text format's NULL
+COPY_CHUNK = 1024 * 1024
+"""COPY data is handed to libpq a MB at a time, not psycopg2's default 8 KB: each read takes the
+GIL again, and a thread parsing the next batch meanwhile (the backfill's) would hold it up to
+the 5 ms switch interval every time — seconds per large batch."""
 
 
 def _escape(text: str) -> str:
@@ -275,7 +279,8 @@ class KillmailStore:
         """The killmail rows, staged and merged into `killmails` in the caller's transaction: the
         killmails this inserted and those it updated (one record per killmail id)."""
         cur.execute(_STAGING)
-        cur.copy_expert(f"COPY stage_killmails ({_killmail_list}) FROM STDIN", _copy_rows(map(killmail_row, records)))
+        rows = _copy_rows(map(killmail_row, records))
+        cur.copy_expert(f"COPY stage_killmails ({_killmail_list}) FROM STDIN", rows, size=COPY_CHUNK)
         cur.execute(_MERGE)
         return {killmail_id: Outcome(kind) for killmail_id, kind in cur.fetchall()}
 
@@ -292,10 +297,12 @@ class KillmailStore:
                 cur.copy_expert(
                     f"COPY attackers ({', '.join(ATTACKER_COLUMNS)}) FROM STDIN",
                     io.StringIO("".join(line for km in new for line in _attacker_lines(km))),
+                    size=COPY_CHUNK,
                 )
                 cur.copy_expert(
                     f"COPY items ({', '.join(ITEM_COLUMNS)}) FROM STDIN",
                     io.StringIO("".join(line for km in new for line in _item_lines(km))),
+                    size=COPY_CHUNK,
                 )
         outcomes, seen = [], set()
         for r in records:  # the first copy of a killmail carries its outcome
