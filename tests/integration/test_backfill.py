@@ -262,3 +262,16 @@ def test_a_warm_backfill_reuses_its_clients_and_connections_across_runs(everef, 
     finally:
         backfill.close()
     assert len(made) == 1
+
+
+def test_a_refusal_ends_the_run_and_the_days_after_it_are_not_started(everef, database_url, conn):
+    days = [date(2026, 11, 1) + timedelta(days=n) for n in range(4)]
+    everef.add_all(documents(40, days))
+    everef.fault(days[1], faults.REFUSED)
+    report = run(everef.url, database_url, days, parallel=1)
+    assert report.summary()["status"] == {f"{days[0]}": "complete", f"{days[1]}": "error"}
+    assert report.not_done == days[2:] and report.stopped_because == "source_refused"
+    assert "EVE Ref refuses service: HTTP 403" in day_rows(conn)[days[1]][5]
+    assert [r.path for r in everef.archive_requests()] == [
+        f"/killmails/2026/killmails-{day}.tar.bz2" for day in days[:2]
+    ]  # nothing asked after the 403

@@ -8,7 +8,8 @@ Faults, per day: `missing` (404), `truncated` (the archive cut short), `not_json
 is no JSON), `invalid` (a member failing validation), `malformed_hash` (a hash that is not 40
 hex), `unexpected_member` (a file that is no killmail), `slow` (the answer waits `slow_seconds`),
 `overcounted` (totals.json counts more than the archive holds), `cut_at_end` (the last bytes
-missing: every member whole, the bz2 end marker gone); and, no fault, `two_streams` (the archive
+missing: every member whole, the bz2 end marker gone), `refused` (403 for the day's archive);
+and, no fault, `two_streams` (the archive
 as two bz2 streams one after the other, as parallel compressors write it)."""
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ SLOW = "slow"
 OVERCOUNTED = "overcounted"
 CUT_AT_END = "cut_at_end"
 TWO_STREAMS = "two_streams"
+REFUSED = "refused"
 FAULTS = (
     MISSING,
     TRUNCATED,
@@ -48,6 +50,7 @@ FAULTS = (
     OVERCOUNTED,
     CUT_AT_END,
     TWO_STREAMS,
+    REFUSED,
 )
 LAST_MODIFIED = "Mon, 30 Nov 2026 12:00:00 GMT"
 
@@ -180,6 +183,8 @@ class EverefServer(SimulatorServer):
             faults = set(self.faults_by_day.get(day, set()))
         if not known or MISSING in faults:
             return NOT_FOUND
+        if REFUSED in faults:
+            return Response(403, b"Forbidden: too many requests from you", {"Content-Type": "text/plain"})
         if SLOW in faults and not self.pause(self.slow_seconds):
             return NOT_FOUND
         return Response(200, self.archive(day), {"Content-Type": "application/x-bzip2"})
