@@ -2,7 +2,7 @@
 Each benchmark's lines are shown as it prints them (a line per phase), with its time at the end.
 
 make bench                       # all
-make bench ARGS="fetcher memory" # some: store, pipeline, fetcher, coldstart, memory, reconcile, summary, backfill"""
+make bench ARGS="fetcher memory" # some: store, pipeline, drain, fetcher, coldstart, memory, reconcile, summary, backfill"""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ HERE = Path(__file__).resolve().parent
 BENCHES = {
     "store": "bench_store.py",
     "pipeline": "bench_pipeline.py",
+    "drain": "bench_drain.py",
     "fetcher": "bench_fetcher.py",
     "coldstart": "bench_coldstart.py",
     "memory": "bench_memory.py",

@@ -19,4 +19,6 @@ def enricher() -> Enricher:
 @metrics.log_metrics
 @logger.inject_lambda_context
 def handler(event, context):
-    return enricher().run(lambda: context.get_remaining_time_in_millis() / 1000).as_dict()
+    # As the poller's: Lambda's context has no stop_requested; the local runner's (Ctrl+C) has.
+    stop_requested = getattr(context, "stop_requested", None)
+    return enricher().run(lambda: context.get_remaining_time_in_millis() / 1000, stop_requested).as_dict()

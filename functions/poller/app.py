@@ -24,4 +24,6 @@ def poller() -> Poller:
 @metrics.log_metrics
 @logger.inject_lambda_context
 def handler(event, context):
-    return poller().tick(context.get_remaining_time_in_millis)
+    # Lambda's context has no stop_requested: the budget and the remaining time end its ticks. The
+    # local runner's has one, so Ctrl+C ends the budget while the remaining time stays real.
+    return poller().tick(context.get_remaining_time_in_millis, getattr(context, "stop_requested", None))

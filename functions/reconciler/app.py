@@ -41,5 +41,10 @@ def days_of(event: dict, today: date) -> list[date]:
 @logger.inject_lambda_context
 def handler(event, context):
     days = days_of(event if isinstance(event, dict) else {}, datetime.now(UTC).date())
-    report = reconciler().run(days, time_left=lambda: context.get_remaining_time_in_millis() / 1000)
+    # As the poller's: Lambda's context has no stop_requested; the local runner's (Ctrl+C) has.
+    report = reconciler().run(
+        days,
+        time_left=lambda: context.get_remaining_time_in_millis() / 1000,
+        stop_requested=getattr(context, "stop_requested", None),
+    )
     return report.summary()

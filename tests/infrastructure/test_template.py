@@ -261,6 +261,8 @@ def test_queues_encryption_visibility_and_dead_letter_wiring():
     assert queue["SqsManagedSseEnabled"] is True and dlq["SqsManagedSseEnabled"] is True
     assert queue["VisibilityTimeout"] >= 6 * props("FetcherFunction")["Timeout"]
     assert queue["RedrivePolicy"] == {"deadLetterTargetArn": ARN("KillmailDLQ"), "maxReceiveCount": 5}
+    # Item 11: a queue's MaximumMessageSize still defaults to 256 KiB; SQS takes 1 MiB when asked
+    assert queue["MaximumMessageSize"] == dlq["MaximumMessageSize"] == 1_048_576
     assert dlq["MessageRetentionPeriod"] == 14 * 24 * 3600 >= queue.get("MessageRetentionPeriod", 345600)
     cursor = props("CursorParameter")
     assert cursor["Type"] == "String" and not str(cursor["Value"]).isdigit()
@@ -313,7 +315,7 @@ def test_fetcher_may_only_consume_dead_letter_and_read_the_secret():
             | pairs(["secretsmanager:GetSecretValue"], secret)
         ),
         # Only when the fetcher joins a VPC: Lambda's ENI management, which EC2 cannot scope further.
-        "InVpc": vpc | pairs(["ec2:DescribeNetworkInterfaces"], "*"),
+        "InVpc": vpc | pairs(["ec2:DescribeNetworkInterfaces", "ec2:DescribeSubnets"], "*"),
     }
     # The enricher: its own logs and the database secret; ESI needs no AWS permission.
     assert env("EnricherFunction")["DB_SECRET_ARN"] == secret
@@ -322,8 +324,24 @@ def test_fetcher_may_only_consume_dead_letter_and_read_the_secret():
             pairs(["logs:CreateLogStream", "logs:PutLogEvents"], ARN("EnricherLogGroup"))
             | pairs(["secretsmanager:GetSecretValue"], secret)
         ),
-        "InVpc": vpc | pairs(["ec2:DescribeNetworkInterfaces"], "*"),
+        "InVpc": vpc | pairs(["ec2:DescribeNetworkInterfaces", "ec2:DescribeSubnets"], "*"),
     }
+    # Item 14: the action list of AWS's managed AWSLambdaVPCAccessExecutionRole (v3, edited
+    # 2024-01-05), scoped; logs:CreateLogGroup is not needed: the template creates the log group.
+    managed = {
+        "logs:CreateLogGroup",
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
+        "ec2:CreateNetworkInterface",
+        "ec2:DescribeNetworkInterfaces",
+        "ec2:DescribeSubnets",
+        "ec2:DeleteNetworkInterface",
+        "ec2:AssignPrivateIpAddresses",
+        "ec2:UnassignPrivateIpAddresses",
+    }
+    for role in ("FetcherRole", "EnricherRole", "ReconcilerRole"):
+        granted = {action for condition in grants(role).values() for action, _ in condition}
+        assert managed - granted == {"logs:CreateLogGroup"}, role
 
 
 def test_reconciler_may_only_enqueue_and_read_the_secret():
@@ -395,6 +413,7 @@ def test_environment_names_equal_the_config_contract():
         "REDISQ_TTW",
         "REDISQ_FILTER",
         "POLL_PACING_MS",
+        "POLL_CATCHUP_PACING_MS",
         "POLL_BUDGET_SECONDS",
         "QUEUE_URL",
         "CURSOR_PARAMETER",
@@ -402,6 +421,7 @@ def test_environment_names_equal_the_config_contract():
     }
     fetcher = {
         "ESI_URL",
+        "ESI_COMPATIBILITY_DATE",
         "ESI_PARALLELISM",
         "USER_AGENT",
         "DLQ_URL",
@@ -410,8 +430,18 @@ def test_environment_names_equal_the_config_contract():
         "DB_SSLMODE",
         "DB_SSLROOTCERT",
     }
-    # The reconciler's own, and the database's; ESI_URL, ESI_PARALLELISM and DLQ_URL it reads too, for
-    # the CLI without a queue, and the template leaves them out: with QUEUE_URL set it never calls ESI.
+    enricher = {
+        "ESI_URL",
+        "ESI_COMPATIBILITY_DATE",
+        "USER_AGENT",
+        "DATABASE_URL",
+        "DB_SECRET_ARN",
+        "DB_SSLMODE",
+        "DB_SSLROOTCERT",
+    }
+    # The reconciler's own, and the database's; ESI_URL, ESI_COMPATIBILITY_DATE, ESI_PARALLELISM and
+    # DLQ_URL it reads too, for the CLI without a queue, and the template leaves them out: with
+    # QUEUE_URL set it never calls ESI.
     reconciler = {
         "HISTORY_URL",
         "HISTORY_PACING_MS",
@@ -424,7 +454,6 @@ def test_environment_names_equal_the_config_contract():
         "DB_SSLMODE",
         "DB_SSLROOTCERT",
     }
-    enricher = {"ESI_URL", "USER_AGENT", "DATABASE_URL", "DB_SECRET_ARN", "DB_SSLMODE", "DB_SSLROOTCERT"}
     backfill = {
         "EVEREF_URL",
         "HISTORY_URL",
@@ -451,6 +480,8 @@ def test_environment_names_equal_the_config_contract():
     assert env("FetcherFunction")["POWERTOOLS_SERVICE_NAME"] == "fetcher"
     assert env("EnricherFunction")["POWERTOOLS_SERVICE_NAME"] == "enricher"
     assert env("FetcherFunction")["DB_SSLROOTCERT"] == "/opt/rds-global-bundle.pem"
+    assert T["Parameters"]["PollCatchupPacingMs"]["Default"] == 100  # as killstream.config's default
+    assert T["Parameters"]["EsiCompatibilityDate"]["Default"] == "2026-08-18"
     assert "$(ARTIFACTS_DIR)/rds-global-bundle.pem" in (ROOT / "layers/dependencies/Makefile").read_text()
 
 
@@ -520,6 +551,7 @@ def test_dashboard_is_json_and_shows_every_metric():
         "SequenceGaps CursorLag PollSeconds SourceRefused EnqueueFailures KillmailsStored KillmailsDuplicate "
         "ZkbUpdated EsiFetches EsiErrors EsiRateLimited PermanentFailures TransientFailures IngestLagSeconds DbWriteMs "
         "NamesResolved NamesUnresolvable NamesPending "
+        "PlaceholderPackages UpdatePointersFollowed UpdatePointersExpired "
         "DaysChecked KillmailsMissing KillmailsRecovered DaysIncomplete DaysStillIncomplete HistoryErrors "
         "HistoryRequests BackfillDays BackfillDaysFailed BackfillKillmailsStored BackfillKillmailErrors"
     )
@@ -695,10 +727,11 @@ def test_the_built_layer_holds_exactly_the_modules_the_functions_import(sam_buil
 
 def test_the_local_pipeline_mirrors_the_template():
     """`make run` promises the same queue behaviour as the deployed stack."""
+    from killstream import config
     from killstream_workstation.local import aws, pipeline
 
     queue = props("KillmailQueue")
-    assert pipeline.FETCHER_TIMEOUT_SECONDS == props("FetcherFunction")["Timeout"]
+    assert config.FETCHER_TIMEOUT_SECONDS == props("FetcherFunction")["Timeout"]  # the database limits derive from it
     assert pipeline.POLLER_TIMEOUT_SECONDS == props("PollerFunction")["Timeout"]
     assert pipeline.ENRICHER_TIMEOUT_SECONDS == props("EnricherFunction")["Timeout"]
     assert pipeline.RECONCILER_TIMEOUT_SECONDS == props("ReconcilerFunction")["Timeout"]
@@ -706,4 +739,5 @@ def test_the_local_pipeline_mirrors_the_template():
     assert schedule == f"cron(0 {pipeline.RECONCILE_HOUR_UTC} * * ? *)"
     assert pipeline.PipelineSettings(database_url="", user_agent="").visibility_timeout == queue["VisibilityTimeout"]
     assert aws.MAX_RECEIVE_COUNT == queue["RedrivePolicy"]["maxReceiveCount"]
+    assert aws.MAX_MESSAGE_SIZE == queue["MaximumMessageSize"] == props("KillmailDLQ")["MaximumMessageSize"]
     assert aws.DLQ_RETENTION_SECONDS == props("KillmailDLQ")["MessageRetentionPeriod"]

@@ -11,6 +11,8 @@ import pytest
 import requests
 from moto.server import ThreadedMotoServer
 
+from killstream.sqs_limits import MAX_MESSAGE_BYTES
+
 
 @pytest.fixture(scope="session")
 def moto_server():
@@ -41,4 +43,7 @@ def aws(moto_server, monkeypatch):
 @pytest.fixture
 def queue_url(aws) -> str:
     """A new, empty SQS queue on the local endpoint."""
-    return boto3.client("sqs").create_queue(QueueName=f"killstream-packages-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    return boto3.client("sqs").create_queue(
+        QueueName=f"killstream-packages-{uuid.uuid4().hex[:8]}",
+        Attributes={"MaximumMessageSize": str(MAX_MESSAGE_BYTES)},  # as template.yaml sets it
+    )["QueueUrl"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from contextlib import closing, contextmanager
 from urllib.parse import urlsplit
@@ -14,9 +15,9 @@ import psycopg2
 import pytest
 from aws_lambda_powertools.utilities.parameters import SecretsProvider
 
-from killstream.config import DatabaseConfig
+from killstream.config import DB_STATEMENT_TIMEOUT_MS, FETCHER_TIMEOUT_SECONDS, DatabaseConfig
 from killstream.errors import ConfigError, DatabaseUnavailable
-from killstream.storage.connection import Database
+from killstream.storage.connection import Database, connect
 from killstream.storage.migrations import migration_files
 
 needs_embedded_server = pytest.mark.skipif(
@@ -98,6 +99,54 @@ def test_an_unreachable_server_is_database_unavailable_until_it_is_back(database
     finally:
         postgres_server.start()
     assert database.run(backend_pid) > 0
+    database.close()
+
+
+def setting(conn, name: str) -> str:
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT current_setting(%s)", (name,))
+        return cur.fetchone()[0]
+
+
+def test_connections_keep_alive_and_the_fetchers_cut_a_statement_before_its_timeout(database_url):
+    """Item 14: a half-open connection after an RDS failover must fail fast, not eat the
+    invocation: TCP keepalives and an unacknowledged-data limit on every connection, and on the
+    fetcher's a statement_timeout well below the fetcher's own timeout."""
+    with closing(connect(database_url)) as conn:
+        parameters = conn.get_dsn_parameters()
+        assert parameters["keepalives"] == "1"
+        idle, interval, count = (int(parameters[f"keepalives_{k}"]) for k in ("idle", "interval", "count"))
+        assert idle + interval * count < FETCHER_TIMEOUT_SECONDS
+        assert 0 < int(parameters["tcp_user_timeout"]) < FETCHER_TIMEOUT_SECONDS * 1000
+        assert setting(conn, "statement_timeout") == "0"  # the CLI's and migrations' own: unlimited
+    assert 0 < DB_STATEMENT_TIMEOUT_MS < FETCHER_TIMEOUT_SECONDS * 1000
+    database = Database(url_config(database_url))
+    with database.connection().cursor() as cur:
+        cur.execute("SELECT setting::int FROM pg_settings WHERE name = 'statement_timeout'")
+        assert cur.fetchone()[0] == DB_STATEMENT_TIMEOUT_MS
+    database.close()
+
+
+def test_a_hung_statement_is_cut_and_the_connection_kept(database_url):
+    """Item 14: a statement waiting on a lock (as one on a connection whose server is gone would
+    wait) is cancelled at the statement timeout: an error of that batch, not an outage."""
+    database = Database(url_config(database_url), statement_timeout_ms=300)
+    pid = database.run(backend_pid)
+    with closing(connect(database_url)) as holder:
+        with holder.cursor() as cur:
+            cur.execute("LOCK TABLE killmails IN ACCESS EXCLUSIVE MODE")  # held until rollback
+
+        def blocked(conn):
+            with conn, conn.cursor() as cur:
+                cur.execute("SELECT count(*) FROM killmails")
+                return cur.fetchone()[0]
+
+        began = time.monotonic()
+        with pytest.raises(psycopg2.errors.QueryCanceled, match="statement timeout"):
+            database.run(blocked)
+        assert time.monotonic() - began < 10
+        holder.rollback()
+    assert database.run(backend_pid) == pid  # the same connection: nothing was lost
     database.close()
 
 

@@ -307,3 +307,12 @@ def test_a_run_ends_between_pages_once_the_invocation_has_no_time_left(conn, esi
     assert report.watermark is not None and report.pending > 0
     finished = make_enricher(esi, page_size=10, settle=timedelta(0)).run(lambda: 60.0)
     assert finished.stopped_because is None and finished.killmails == 20 and finished.pending == 0
+
+
+def test_a_stop_asked_for_ends_the_run_between_pages_with_its_time_intact(conn, esi, docs, make_enricher):
+    """The local runner's Ctrl+C no longer drops the remaining time to 0 (issue 10: stopping is
+    not dying, so the poller can finish a popped package); the enricher reads the stop itself."""
+    store_killmails(conn, docs[:30])
+    asked = iter([False])  # the first page goes; then a stop is asked for
+    report = make_enricher(esi, page_size=10, settle=timedelta(0)).run(lambda: 60.0, lambda: next(asked, True))
+    assert report.stopped_because == "out_of_time" and report.killmails == 10 and report.pending > 0

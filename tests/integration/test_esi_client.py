@@ -4,10 +4,12 @@ every request, so "never retried" and "did not call" are measured where they hap
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
+from killstream.config import DEFAULT_ESI_COMPATIBILITY_DATE
 from killstream.errors import PermanentError, TransientError
-from killstream.esi.client import COMPATIBILITY_DATE
 from killstream.esi.killmails import KillmailClient
 from killstream_workstation.corpus import generate, split_hash
 from killstream_workstation.simulators.esi import EsiServer
@@ -46,7 +48,7 @@ def test_a_killmail_is_fetched_validated_and_identified(esi, fake_time):
     assert killmail.document == esi_doc
     assert len(killmail.attackers) == len(DOCS[0]["attackers"])
     assert esi.user_agents == {UA: 1}
-    assert esi.compatibility_dates == {COMPATIBILITY_DATE: 1}
+    assert esi.compatibility_dates == {"2026-08-18": 1} == {DEFAULT_ESI_COMPATIBILITY_DATE: 1}
     assert [r.path for r in esi.requests] == [f"/killmails/{DOCS[0]['killmail_id']}/{DOCS[0]['killmail_hash']}/"]
     assert client.take_counts() == {"requests": 1, "errors": 0, "rate_limited": 0}
     assert client.take_counts() == {"requests": 0, "errors": 0, "rate_limited": 0}
@@ -172,6 +174,25 @@ def test_answers_that_stay_slow_end_transient(esi, fake_time):
     assert caught.value.error_type == "esi_unavailable"
     assert "Timeout" in caught.value.message
     assert esi.hits[DOCS[5]["killmail_id"]] == 3
+
+
+def test_a_dripping_answer_ends_at_the_deadline(esi):
+    """Defect 8: ESI answering one byte every 0.3 s (read timeout 1 s, deadline 5 s) kept the
+    fetch 14.1 s: the read timeout bounds each socket read, not the request. Real clock."""
+    client = KillmailClient(esi.url, UA, read_timeout=1.0)
+    esi.drip(DOCS[4]["killmail_id"], 0.3, times=None)
+    began = time.monotonic()
+    with pytest.raises(TransientError) as caught:
+        client.fetch(DOCS[4]["killmail_id"], DOCS[4]["killmail_hash"], began + 5.0)
+    assert time.monotonic() - began < 5.0 + 1.0
+    assert caught.value.error_type == "esi_unavailable" and "Timeout" in caught.value.message
+
+
+def test_the_compatibility_date_is_the_configured_one(esi, fake_time):
+    """Item 13: X-Compatibility-Date is ESI_COMPATIBILITY_DATE's (it was a constant, 2025-11-06)."""
+    client = make_client(esi, fake_time, compatibility_date="2026-10-01")
+    fetch(client, fake_time, DOCS[0])
+    assert esi.compatibility_dates == {"2026-10-01": 1}
 
 
 def test_connection_errors_end_transient(fake_time):

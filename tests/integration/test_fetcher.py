@@ -15,11 +15,14 @@ from contextlib import closing
 import boto3
 import pytest
 
+from killstream.config import DatabaseConfig
+from killstream.errors import PermanentError
+from killstream.fetcher.batch import write_records
 from killstream.killmail import parse_killmail, parse_zkb
 from killstream.observability import metrics
 from killstream.package import Package
-from killstream.storage.connection import connect
-from killstream.storage.writer import KillmailRecord, KillmailStore
+from killstream.storage.connection import Database, connect
+from killstream.storage.writer import KillmailRecord, KillmailStore, Outcome
 from killstream_workstation.corpus import split_hash, zkb_for
 from killstream_workstation.local.lambda_runtime import LambdaContext, load_handler_module, sqs_record
 from killstream_workstation.simulators.esi import EsiServer
@@ -437,6 +440,50 @@ def test_a_record_the_database_refuses_is_dead_lettered_alone_and_the_rest_store
     assert letter["error_type"] == "database_rejected"
     assert "out of range" in letter["error_message"]
     assert letter["killmail_id"] == str(refused["killmail_id"])
+
+
+def test_a_body_whose_source_is_unknown_or_does_not_encode_is_dead_lettered_alone_with_its_reason(
+    make_harness, sample_killmails
+):
+    """Defect 7: `"source": "\\ud800"` is valid JSON that decodes to a lone surrogate. It made the
+    COPY fail, which the fetcher took for a lost connection: the whole batch went back, the good
+    killmail was never stored, and the batch ended in the DLQ without reasons."""
+    docs = sample_killmails[:3]
+    h = make_harness(docs)
+    surrogate = body(docs[1], inline=True).replace('"source":"r2z2"', '"source":"\\ud800"')
+    unknown = body(docs[2], inline=True).replace('"source":"r2z2"', '"source":"carrier-pigeon"')
+    assert '"\\ud800"' in surrogate and json.loads(surrogate)["source"] == "\ud800"
+    records = [record(body(docs[0], inline=True)), record(surrogate), record(unknown)]
+    assert failures(h.invoke(records)) == []
+    with h.connect() as conn:
+        assert count_rows(conn, "killmails") == 1
+        assert_stored_as(conn, docs[0], zkb_for(docs[0]))
+    letters = sorted(h.dead_letters(), key=lambda letter: letter["body"] != surrogate)
+    assert [letter["error_type"] for letter in letters] == ["invalid_message"] * 2
+    assert [letter["body"] for letter in letters] == [surrogate, unknown]
+    assert "source" in letters[0]["error_message"] and "carrier-pigeon" in letters[1]["error_message"]
+
+
+def test_a_record_that_fails_to_encode_in_the_write_is_split_out_and_the_rest_stored(database_url, sample_killmails):
+    """Defect 7, the writer's half: whatever validation misses, a batch write that fails for a
+    reason other than a lost connection is split until the bad record stands alone. psycopg2
+    reports an encoding error in the COPY as an OperationalError (QueryCanceled) on a connection
+    that is fine: it is neither an outage nor a reason to reconnect."""
+    docs = sample_killmails[:5]
+    records = [
+        KillmailRecord(parse_killmail(split_hash(doc)[0]), doc["killmail_hash"], parse_zkb(zkb_for(doc)), "r2z2")
+        for doc in docs
+    ]
+    records[3] = KillmailRecord(records[3].killmail, records[3].killmail_hash, records[3].zkb, "r2z2\ud800")
+    database = Database(DatabaseConfig(database_url=database_url, secret_arn=None, sslmode=None, sslrootcert=None))
+    kept = database.connection()
+    results = write_records(database, records)
+    assert results[:3] + results[4:] == [Outcome.INSERTED] * 4
+    assert isinstance(results[3], PermanentError) and results[3].error_type == "database_rejected"
+    assert "UnicodeEncodeError" in results[3].message
+    assert database.connection() is kept  # never taken for a lost connection
+    with closing(connect(database_url)) as conn:
+        assert count_rows(conn, "killmails") == 4
 
 
 # --- exactly once ------------------------------------------------------------------------------

@@ -13,8 +13,9 @@ from itertools import pairwise
 import boto3
 import pytest
 import requests
+from botocore.config import Config
 
-from killstream.errors import BUDGET, ENQUEUE_FAILED, SOURCE_REFUSED
+from killstream.errors import BUDGET, ENQUEUE_FAILED, REMAINING_TIME, SOURCE_REFUSED
 from killstream.observability import metrics
 from killstream.poller.counts import TickCounts
 from killstream.poller.sink import SqsSink
@@ -22,8 +23,9 @@ from killstream.poller.sources.base import source_client
 from killstream.poller.sources.redisq import READ_TIMEOUT_BEYOND_TTW, RedisQSource
 from killstream.poller.tick import Poller
 from killstream_workstation.corpus import generate, split_hash, zkb_for
-from killstream_workstation.local.lambda_runtime import LambdaContext, load_handler_module
+from killstream_workstation.local.lambda_runtime import LambdaContext, StoppableContext, load_handler_module
 from killstream_workstation.simulators.faults import GARBAGE_BODY
+from killstream_workstation.simulators.hung import HungServer
 from killstream_workstation.simulators.redisq import SHUTDOWN_ANSWER, RedisQServer
 from tests.support.fakes import FakeClock, RecordingGate, RecordingSqs
 from tests.support.sqs import drain
@@ -89,8 +91,8 @@ class Rig:
         if "/listen.php" in response.url:
             self.listens.append(self.clock())
 
-    def tick(self) -> dict:
-        return self.poller.tick()
+    def tick(self, remaining_ms=None, stop_requested=None) -> dict:
+        return self.poller.tick(remaining_ms, stop_requested)
 
 
 def expected_body(doc: dict, *, with_killmail: bool) -> dict:
@@ -199,16 +201,86 @@ def test_a_429_on_the_object_backs_off_and_asks_for_the_object_again(redisq, que
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
 
 
-def test_a_deadline_between_the_redirect_and_the_object_logs_the_object_url(redisq, queue_url, caplog):
+def test_a_package_popped_by_the_last_listen_of_a_tick_is_read_and_sent_past_the_budget(redisq, queue_url, caplog):
+    """Defect 1: the object read went through the gate, which stopped the tick once the budget was
+    spent: RedisQ had already removed the package, and the tick logged it lost ("popped from the
+    queue but not read") with the Lambda's time to spare. A popped package must finish."""
+    publish(redisq, DOCS[:3])
+    rig = Rig(redisq, queue_url, pacing=0.5, budget=0.5)  # room for one listen, not its object read
+    context = LambdaContext("poller", 60, clock=rig.clock)
+    summary = rig.tick(context.get_remaining_time_in_millis)
+    assert paths(redisq) == ["/listen.php", "/object.php"] and redisq.popped == 1
+    assert (summary["received"], summary["enqueued"], summary["errors"]) == (1, 1, 0)
+    assert summary["stopped_because"] == BUDGET
+    assert [body["killmail_id"] for body, _ in drain(queue_url)] == [DOCS[0]["killmail_id"]]
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+def test_a_stop_asked_for_mid_listen_still_reads_and_sends_the_popped_package(redisq, queue_url, caplog):
+    """Defect 1, Ctrl+C in `killstream run`: the local context dropped the remaining time to 0 and
+    the popped package was lost (8 popped, 7 stored). Stopping ends the budget, not the time."""
+    publish(redisq, DOCS[:3])
+    stop = threading.Event()
+    redisq.received = lambda request: stop.set() if request.path == "/listen.php" else None
+    rig = Rig(redisq, queue_url, pacing=0.5, budget=30)
+    context = StoppableContext("poller", 60, stop, clock=rig.clock)
+    summary = rig.tick(context.get_remaining_time_in_millis, context.stop_requested)
+    assert paths(redisq) == ["/listen.php", "/object.php"]
+    assert (summary["received"], summary["enqueued"], summary["errors"], summary["stopped_because"]) == (
+        1,
+        1,
+        0,
+        BUDGET,
+    )
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+def test_a_listen_starts_only_when_the_listen_its_object_and_the_send_fit_in_the_remaining_time(redisq, queue_url):
+    """The reserve for a listen is the whole of what it may start: the listen, the object read
+    and the SQS send, before the Lambda's end."""
     publish(redisq, DOCS[:2])
-    summary = Rig(redisq, queue_url, pacing=0.5, budget=0.5).tick()  # room for the listen only
-    assert paths(redisq) == ["/listen.php"]
-    assert summary["stopped_because"] == BUDGET and summary["errors"] == 1 and summary["received"] == 0
+    rig = Rig(redisq, queue_url, pacing=0.5, budget=50)
+    needs = rig.source.new_work_seconds + rig.poller.finish_reserve
+    assert needs >= 2 * rig.client.longest_request + rig.poller.sink.call_seconds
+    short = LambdaContext("poller", needs - 0.01, clock=rig.clock)
+    summary = rig.tick(short.get_remaining_time_in_millis)
+    assert (summary["requests"], summary["stopped_because"], redisq.popped) == (0, REMAINING_TIME, 0)
+    enough = LambdaContext("poller", needs + 0.4, clock=rig.clock)
+    summary = rig.tick(enough.get_remaining_time_in_millis)
+    assert paths(redisq) == ["/listen.php", "/object.php"]
+    assert (summary["enqueued"], summary["stopped_because"]) == (1, REMAINING_TIME)
+
+
+def test_an_object_read_the_lambda_has_no_time_left_for_logs_the_object_url(redisq, queue_url, caplog):
+    """Past the Lambda's remaining time nothing goes, not even a popped package's read (here its
+    retries, after 503s): then its address, in the log, is the one copy left."""
+    publish(redisq, DOCS[:2])
+    rig = Rig(redisq, queue_url, pacing=0.5, budget=50)
+    needs = rig.source.new_work_seconds + rig.poller.finish_reserve
+    context = LambdaContext("poller", needs + 0.4, clock=rig.clock)
+    # A slow listen (within its bound) leaves the object read room for its first tries only.
+    slow = rig.client.longest_request - 0.5
+    redisq.received = lambda request: rig.clock.advance(slow) if request.path == "/listen.php" else None
+    redisq.faults.script(status=503, when="/object.php", times=None)
+    summary = rig.tick(context.get_remaining_time_in_millis)
+    assert paths(redisq) == ["/listen.php", "/object.php", "/object.php"]
+    assert summary["stopped_because"] == REMAINING_TIME and summary["received"] == 0
     (lost,) = [r for r in caplog.records if r.levelname == "ERROR"]
-    assert "budget" in lost.problem
+    assert "remaining_time" in lost.problem
     # popped from the queue, but still there to be fetched by hand
+    redisq.faults.clear()
     recovered = requests.get(lost.object_url, headers={"User-Agent": UA}, timeout=5).json()["package"]
     assert recovered["killID"] == DOCS[0]["killmail_id"]
+
+
+def test_an_empty_poll_redirected_to_object_id_null_is_an_empty_poll_not_a_lost_package(redisq, queue_url, caplog):
+    """Defect 2: listen.js redirects an empty poll to /object.php?objectID=null; read at a tick's
+    end, that was a false "popped … not read" ERROR and a SourceErrors."""
+    rig = Rig(redisq, queue_url, pacing=0.5, budget=0.5)
+    summary = rig.tick()
+    assert paths(redisq) == ["/listen.php"]  # an empty poll costs one request, not two
+    assert (summary["empty_polls"], summary["errors"], summary["received"]) == (1, 0, 0)
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
 
 
 def test_a_5xx_on_the_listen_is_retried(redisq, queue_url):
@@ -254,6 +326,32 @@ def test_a_bad_filter_400_stops_the_tick_as_a_configuration_error(redisq, queue_
     assert summary["requests"] == 1
     (error,) = [r for r in caplog.records if r.levelname == "ERROR"]
     assert "REDISQ_FILTER" in error.getMessage() and "cannot mix" in error.getMessage()
+
+
+def test_a_rejected_filter_is_not_asked_again_on_the_warm_instance_and_said_once(redisq, queue_url, caplog):
+    """Defect 3: the 400 was asked for again every tick, for ever. It is configuration: said
+    once, naming REDISQ_FILTER; later ticks of the warm instance end at once, counted
+    SourceRefused; a cold start (or another filter) asks once."""
+    bad = "solo=true;npc=false,awox=true"
+    rig = Rig(redisq, queue_url, budget=5, package_filter=bad)
+    first = rig.tick()
+    assert (first["refused"], first["requests"], len(redisq.requests)) == (1, 1, 1)
+    later = []
+    for _ in range(3):
+        rig.clock.advance(60)
+        later.append(rig.tick())
+    assert len(redisq.requests) == 1
+    assert {(s["stopped_because"], s["requests"], s["refused"]) for s in later} == {(SOURCE_REFUSED, 0, 1)}
+    assert "REDISQ_FILTER" in later[0]["detail"]
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "REDISQ_FILTER" in errors[0].getMessage()
+    assert metrics.metric_set["SourceRefused"]["Value"] == [1, 1, 1, 1]
+    # a changed filter is asked for
+    rig.source.set_filter("totalValue>=1")
+    publish(redisq, DOCS[:1])
+    assert rig.tick()["enqueued"] == 1
+    cold = Rig(redisq, queue_url, budget=5, package_filter=bad)
+    assert cold.tick()["refused"] == 1 and cold.gate.started == 1
 
 
 def test_the_shutdown_403_is_one_clear_error_and_stops_the_tick(redisq, queue_url, caplog):
@@ -320,6 +418,27 @@ def test_a_package_sqs_will_not_take_is_logged_in_full_and_the_tick_stops_readin
     assert error.killmail_id == refused
     assert json.loads(error.package) == expected_body(DOCS[1], with_killmail=False)
     assert metrics.metric_set["EnqueueFailures"]["Value"] == [1]
+
+
+def test_a_hung_sqs_ends_the_tick_in_time_and_each_package_it_would_not_take_is_logged_whole(redisq, queue_url, caplog):
+    """Defect 4, RedisQ's side: sends to an SQS that never answers are tried only while one more
+    call fits before the Lambda's end, and the package, already gone from RedisQ, is logged whole
+    at ERROR (the only copy left). Real clock; SQS calls cut at 0.5 s here (the shipped bound is
+    in killstream.aws_clients, and the handler is held to it in test_poller_r2z2)."""
+    publish(redisq, DOCS[:1])
+    with HungServer() as hung:
+        config = Config(connect_timeout=0.25, read_timeout=0.25, retries={"mode": "standard", "total_max_attempts": 1})
+        sqs = boto3.client("sqs", endpoint_url=hung.url, config=config)
+        rig = Rig(redisq, queue_url, pacing=0.1, budget=0.5, clock=time.monotonic, sleep=time.sleep, sqs=sqs)
+        rig.poller.sink.call_seconds = 0.5
+        lambda_time = rig.source.new_work_seconds + rig.poller.finish_reserve + 1.0
+        context = LambdaContext("poller", lambda_time)
+        summary = rig.tick(context.get_remaining_time_in_millis)
+        assert hung.accepted >= 1
+    assert context.get_remaining_time_in_millis() > 0
+    assert (summary["received"], summary["enqueued"], summary["enqueue_failures"]) == (1, 0, 1)
+    (error,) = [r for r in caplog.records if r.getMessage() == "SQS would not take package after every attempt"]
+    assert error.levelname == "ERROR" and json.loads(error.package) == expected_body(DOCS[0], with_killmail=False)
 
 
 def test_the_handler_polls_redisq_from_the_environment(redisq, queue_url, monkeypatch):

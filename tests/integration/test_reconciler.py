@@ -112,6 +112,20 @@ def test_complete_days_cost_one_request_once_their_lists_were_checked(upstream, 
     )
 
 
+def test_a_stop_asked_for_ends_the_run_as_the_end_of_its_time_would(upstream, database_url, conn, docs):
+    """Issue 10 made the local runner's Ctrl+C end a budget, not drop the remaining time to 0
+    (a popped RedisQ package must still be read): the reconciler reads the stop itself."""
+    r2z2, esi = upstream
+    publish(r2z2, esi, docs)
+    store(conn, docs)
+    # the totals are read; then a stop is asked for
+    report = reconciler(database_url, r2z2, esi).run(
+        DAYS, time_left=lambda: 600.0, stop_requested=lambda: bool(history_requests(r2z2))
+    )
+    assert report.stopped_because == "remaining_time" and report.not_checked == DAYS
+    assert history_requests(r2z2) == ["/history/totals.json"]
+
+
 def test_a_few_missing_come_from_esi_as_history_rows_without_zkb(upstream, database_url, conn, docs):
     r2z2, esi = upstream
     publish(r2z2, esi, docs)

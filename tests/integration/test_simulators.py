@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import threading
 import time
 from datetime import UTC, date, datetime
+from urllib.parse import urljoin
 
 import pytest
 import requests
@@ -16,7 +18,8 @@ from killstream_workstation import corpus
 from killstream_workstation.corpus import generate, split_hash, zkb_for
 from killstream_workstation.simulators.esi import EsiServer
 from killstream_workstation.simulators.faults import FaultRates
-from killstream_workstation.simulators.r2z2 import R2Z2Server
+from killstream_workstation.simulators.hung import HungServer
+from killstream_workstation.simulators.r2z2 import PLACEHOLDER_HREF, R2Z2Server
 from killstream_workstation.simulators.redisq import FilterError, PackageFilter, RedisQServer
 
 UA = {"User-Agent": "killstream-tests/0.1 (tests@example.com)"}
@@ -174,18 +177,76 @@ def test_r2z2_republish_skip_and_expire(r2z2):
     revalued = {**zkb_for(DOCS[0]), "totalValue": 1.0}
     again = r2z2.republish(DOCS[0]["killmail_id"], revalued)
     package = requests.get(f"{r2z2.url}/{again}.json", headers=UA).json()
-    assert (again, package["sequence_updated"], package["zkb"], package["killmail_id"]) == (
-        3,
-        1,
-        revalued,
-        DOCS[0]["killmail_id"],
-    )
+    assert (again, package["zkb"], package["killmail_id"]) == (3, revalued, DOCS[0]["killmail_id"])
+    assert "sequence_updated" not in package
     r2z2.skip(2)
     after_gap = r2z2.publish(*split_hash(DOCS[2]), zkb_for(DOCS[2]))
     assert after_gap == 6
     assert [requests.get(f"{r2z2.url}/{n}.json", headers=UA).status_code for n in (4, 5, 6)] == [404, 404, 200]
     r2z2.expire(2)
     assert [requests.get(f"{r2z2.url}/{n}.json", headers=UA).status_code for n in (1, 2, 3)] == [404, 404, 200]
+
+
+def test_r2z2_updates_in_place_and_points_at_the_rewrite_from_the_next_new_file(r2z2):
+    publish_all(r2z2, DOCS[:3])
+    before = requests.get(f"{r2z2.url}/2.json", headers=UA).json()
+    r2z2.update_in_place(2, {**zkb_for(DOCS[1]), "totalValue": 7.0, "labels": ["ganked"]})
+    r2z2.update_in_place(1, {**zkb_for(DOCS[0]), "totalValue": 8.0})
+    rewritten = requests.get(f"{r2z2.url}/2.json", headers=UA).json()
+    assert (rewritten["sequence_id"], rewritten["killmail_id"], rewritten["zkb"]["totalValue"]) == (
+        2,
+        DOCS[1]["killmail_id"],
+        7.0,
+    )
+    assert rewritten["uploaded_at"] > before["uploaded_at"] and rewritten["esi"] == before["esi"]
+    assert r2z2.pending_pointers == 2
+    # one pointer per new file, oldest rewrite first; the file carrying it is another killmail
+    fourth, fifth, sixth = publish_all(r2z2, DOCS[3:6])
+    files = [requests.get(f"{r2z2.url}/{n}.json", headers=UA).json() for n in (fourth, fifth, sixth)]
+    assert [f.get("sequence_updated") for f in files] == [2, 1, None]
+    assert files[0]["killmail_id"] == DOCS[3]["killmail_id"] and r2z2.pending_pointers == 0
+
+
+def test_r2z2_placeholders_esi_null_and_stale_404s(r2z2):
+    publish_all(r2z2, DOCS[:1])
+    placeholder = r2z2.publish_placeholder()
+    null_esi = r2z2.publish(*split_hash(DOCS[1]), zkb_for(DOCS[1]), include_esi=False, esi_null=True)
+    empty = requests.get(f"{r2z2.url}/{placeholder}.json", headers=UA).json()
+    assert "killmail_id" not in empty and "hash" not in empty and empty["zkb"]["href"] == PLACEHOLDER_HREF
+    assert PLACEHOLDER_HREF.endswith("/killmails///") and empty["sequence_id"] == placeholder
+    package = requests.get(f"{r2z2.url}/{null_esi}.json", headers=UA).json()
+    assert package["esi"] is None and package["killmail_id"] == DOCS[1]["killmail_id"]
+    r2z2.stale_404(1, times=2)
+    assert [requests.get(f"{r2z2.url}/{n}.json", headers=UA).status_code for n in (1, 11, 1, 1)] == [
+        404,
+        404,  # 11 is not published: a stale 404 for 1 is for 1 alone
+        404,
+        200,
+    ]
+
+
+def test_a_dripping_answer_sends_its_body_one_byte_at_a_time(r2z2):
+    publish_all(r2z2, DOCS[:1])
+    r2z2.faults.script(drip=0.05, when="/sequence.json")
+    started = time.monotonic()
+    answer = requests.get(f"{r2z2.url}/sequence.json", headers=UA, timeout=(1, 0.5), stream=True)
+    assert answer.status_code == 200 and time.monotonic() - started < 0.5  # the headers come at once
+    body = answer.raw.read()
+    assert body == b'{"sequence": 1}' and time.monotonic() - started >= len(body) * 0.05
+    assert r2z2.faults.injected[-1].kind == "drip"
+
+
+def test_a_hung_server_accepts_and_never_answers():
+    with HungServer() as hung:
+        host, port = hung.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=2) as connection:
+            connection.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            connection.settimeout(0.3)
+            with pytest.raises(TimeoutError):
+                connection.recv(1)
+        with pytest.raises(requests.ReadTimeout):
+            requests.get(hung.url, timeout=(1, 0.2))
+        assert hung.accepted == 2
 
 
 def test_r2z2_refuses_a_blank_user_agent_and_records_requests(r2z2):
@@ -219,8 +280,9 @@ def test_redisq_redirects_to_the_package_in_both_shapes(redisq):
     redisq.publish(*split_hash(doc_new), zkb_for(doc_new))
     redisq.publish(*split_hash(doc_old), zkb_for(doc_old), include_killmail=True)
     answer = requests.get(redisq.url, params={"queueID": "q", "ttw": 1}, allow_redirects=False)
-    assert answer.status_code == 302 and "/object.php?objectID=" in answer.headers["Location"]
-    package = requests.get(answer.headers["Location"]).json()["package"]
+    assert answer.status_code == 302 and answer.headers["Location"] == "/object.php?objectID=1"
+    assert redisq.popped == 1
+    package = requests.get(urljoin(answer.url, answer.headers["Location"])).json()["package"]
     assert package == {"killID": doc_new["killmail_id"], "zkb": zkb_for(doc_new)}
     assert package["zkb"]["hash"] == doc_new["killmail_hash"] and package["zkb"]["href"].endswith(
         f"/{doc_new['killmail_hash']}/"
@@ -228,6 +290,13 @@ def test_redisq_redirects_to_the_package_in_both_shapes(redisq):
     old = requests.get(redisq.url, params={"queueID": "q", "ttw": 1}).json()["package"]
     assert old["killmail"] == split_hash(doc_old)[0] and old["killID"] == doc_old["killmail_id"]
     assert requests.get(f"{redisq.base_url}/object.php", params={"objectID": "nope"}).status_code == 404
+
+
+def test_an_empty_redisq_poll_redirects_to_object_id_null_as_listen_js_does(redisq):
+    answer = requests.get(redisq.url, params={"queueID": "q", "ttw": 1}, allow_redirects=False)
+    assert (answer.status_code, answer.headers["Location"]) == (302, "/object.php?objectID=null")
+    assert requests.get(f"{redisq.base_url}/object.php", params={"objectID": "null"}).json() == {"package": None}
+    assert redisq.popped == 0
 
 
 def test_redisq_waits_ttw_then_answers_null_and_clamps_ttw(redisq):

@@ -5,13 +5,18 @@ what happens to a package SQS never takes."""
 from __future__ import annotations
 
 import json
+import time
 
 import boto3
+import pytest
+from botocore.exceptions import BotoCoreError
 
+from killstream import aws_clients
 from killstream.package import Package
 from killstream.poller.sink import SqsSink
 from killstream.sqs_limits import MAX_BYTES, MAX_MESSAGE_BYTES, entry_bytes
 from killstream_workstation.corpus import generate, split_hash, zkb_for
+from killstream_workstation.simulators.hung import HungServer
 from tests.support.fakes import FakeClock, RecordingSqs
 from tests.support.sqs import drain
 
@@ -56,16 +61,28 @@ def test_packages_arrive_with_their_bodies_and_attributes_in_batches_of_at_most_
     ]
 
 
-def test_a_batch_never_exceeds_256_kib(queue_url):
+def test_a_batch_never_exceeds_1_mib(queue_url):
     sqs = RecordingSqs(forward=boto3.client("sqs"))
     sink, _ = make_sink(queue_url, sqs)
-    packages = [package(doc, n, esi_padding=70_000) for n, doc in enumerate(DOCS[:9], start=1)]
+    packages = [package(doc, n, esi_padding=300_000) for n, doc in enumerate(DOCS[:9], start=1)]
     for p in packages:
         sink.add(p)
     sink.flush()
     assert all(sum(entry_bytes(e) for e in call) <= MAX_BYTES for call in sqs.calls)
     assert [len(call) for call in sqs.calls] == [3, 3, 3]
     assert [body["killmail_id"] for body, _ in drain(queue_url)] == [p.killmail_id for p in packages]
+
+
+def test_a_package_up_to_1_mib_goes_whole(queue_url):
+    """Item 11: AWS raised SQS's limit from 256 KiB to 1 MiB: a 600 KiB package (a structure kill
+    with thousands of attackers) keeps its esi; it went without, for ESI to be asked, before."""
+    sink, _ = make_sink(queue_url)
+    big = package(DOCS[0], 1, esi_padding=600 * 1024)
+    report = sink.add(big)
+    report.add(sink.flush())
+    assert (report.accepted, report.esi_dropped) == ([big], 0)
+    ((body, _),) = drain(queue_url)
+    assert body["esi"] == big.esi
 
 
 def test_an_oversized_package_goes_without_esi_and_is_counted(queue_url, caplog):
@@ -139,3 +156,16 @@ def test_a_package_is_due_within_flush_within_of_arriving(queue_url):
     assert sink.due_at == 1001.0 and sink.pending == 2
     sink.flush()
     assert sink.due_at is None and sink.pending == 0
+
+
+def test_one_aws_call_never_outlives_call_seconds(aws):
+    """Defect 4: botocore's own retries and timeouts must fit what the poller plans with. (Its
+    `max_attempts` counts retries, not attempts: with it, one call was two.)"""
+    with HungServer() as hung:
+        sqs = boto3.client("sqs", endpoint_url=hung.url, config=aws_clients.CONFIG)
+        began = time.monotonic()
+        with pytest.raises(BotoCoreError):
+            sqs.send_message_batch(QueueUrl=f"{hung.url}/1/q", Entries=[{"Id": "0", "MessageBody": "{}"}])
+        took = time.monotonic() - began
+        assert hung.accepted == 1
+    assert aws_clients.READ_TIMEOUT <= took < aws_clients.CALL_SECONDS + 1.0

@@ -2,6 +2,7 @@
 
 import copy
 import threading
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import psycopg2
@@ -15,8 +16,11 @@ from killstream_workstation import corpus
 from killstream_workstation.cli.main import main
 from tests.support.stored import assert_stored_as, assert_zkb, count_rows
 
+PUBLISHED = datetime(2026, 12, 1, tzinfo=UTC)
 
-def record(doc, zkb=None, *, sequence_id=None, source="r2z2"):
+
+def record(doc, zkb=None, *, sequence_id=None, source="r2z2", uploaded_at=None):
+    """`uploaded_at`: seconds after PUBLISHED (None: the package had none, as RedisQ's)."""
     esi, killmail_hash = corpus.split_hash(doc)
     return KillmailRecord(
         killmail=parse_killmail(esi),
@@ -24,7 +28,15 @@ def record(doc, zkb=None, *, sequence_id=None, source="r2z2"):
         zkb=parse_zkb(zkb if zkb is not None else corpus.zkb_for(doc)),
         source=source,
         sequence_id=sequence_id,
+        uploaded_at=None if uploaded_at is None else PUBLISHED + timedelta(seconds=uploaded_at),
     )
+
+
+def stored_key(conn, killmail_id):
+    with conn.cursor() as cur:
+        cur.execute("SELECT uploaded_at, sequence_id FROM killmails WHERE killmail_id = %s", (killmail_id,))
+        uploaded_at, sequence_id = cur.fetchone()
+    return (None if uploaded_at is None else (uploaded_at - PUBLISHED).total_seconds(), sequence_id)
 
 
 def test_migrations_apply_to_an_empty_database_and_reapply_as_no_op(fresh_database_url):
@@ -111,6 +123,82 @@ def test_republished_zkb_updates_the_stored_values(conn, sample_killmails):
     assert store.write([record(doc, first, sequence_id=10)]) == [Outcome.DUPLICATE]
     assert store.write([record(doc, revalued, sequence_id=21)]) == [Outcome.DUPLICATE]
     assert_zkb(conn, doc["killmail_id"], revalued)
+
+
+def test_an_older_publication_arriving_last_never_rolls_the_values_back(conn, sample_killmails):
+    """Defect 6: the MERGE advanced sequence_id only when the zkb values differed, so 100 (A),
+    200 (A), then 150 (B) left B under sequence 150."""
+    store = KillmailStore(conn)
+    for doc, timed in ((sample_killmails[7], False), (sample_killmails[8], True)):
+        a = corpus.zkb_for(doc)
+        b = dict(a, totalValue=a["totalValue"] + 1e9)
+
+        def publication(zkb, sequence_id, doc=doc, timed=timed):
+            return record(doc, zkb, sequence_id=sequence_id, uploaded_at=sequence_id if timed else None)
+
+        assert store.write([publication(a, 100)]) == [Outcome.INSERTED]
+        assert store.write([publication(a, 200)]) == [Outcome.DUPLICATE]  # nothing to see: the key moved
+        with conn.cursor() as cur:
+            cur.execute("SELECT sequence_id FROM killmails WHERE killmail_id = %s", (doc["killmail_id"],))
+            assert cur.fetchone() == (200,)
+        assert store.write([publication(b, 150)]) == [Outcome.DUPLICATE]
+        assert_zkb(conn, doc["killmail_id"], a)
+        assert stored_key(conn, doc["killmail_id"]) == ((200.0, 200) if timed else (None, 200))
+
+
+def test_an_in_place_update_keeps_its_sequence_and_wins_by_its_newer_upload_time(conn, sample_killmails):
+    """Defect 9, the store's half: zKillboard rewrites {S}.json with the same sequence_id and a
+    newer uploaded_at; ordered by sequence_id alone, the update was a duplicate."""
+    store = KillmailStore(conn)
+    doc = sample_killmails[9]
+    first = corpus.zkb_for(doc)
+    ganked = dict(first, totalValue=first["totalValue"] * 2, labels=first["labels"] + ["ganked"])
+    assert store.write([record(doc, first, sequence_id=500, uploaded_at=10)]) == [Outcome.INSERTED]
+    assert store.write([record(doc, ganked, sequence_id=500, uploaded_at=70)]) == [Outcome.ZKB_UPDATED]
+    assert_zkb(conn, doc["killmail_id"], ganked) and stored_key(conn, doc["killmail_id"]) == (70.0, 500)
+    # the first version of the file, delivered again late, loses; so does a same-key redelivery
+    assert store.write([record(doc, first, sequence_id=500, uploaded_at=10)]) == [Outcome.DUPLICATE]
+    assert store.write([record(doc, first, sequence_id=500, uploaded_at=70)]) == [Outcome.DUPLICATE]
+    # upload time decides before sequence: a later file published earlier is older
+    assert store.write([record(doc, first, sequence_id=900, uploaded_at=60)]) == [Outcome.DUPLICATE]
+    assert_zkb(conn, doc["killmail_id"], ganked)
+    # inside one batch too: the newest publication is the one written
+    other = sample_killmails[10]
+    old, new = corpus.zkb_for(other), dict(corpus.zkb_for(other), totalValue=1.5)
+    assert store.write(
+        [record(other, new, sequence_id=3, uploaded_at=90), record(other, old, sequence_id=3, uploaded_at=20)]
+    ) == [Outcome.INSERTED, Outcome.DUPLICATE]
+    assert_zkb(conn, other["killmail_id"], new)
+
+
+def test_packages_without_an_upload_time_compare_as_before(conn, sample_killmails):
+    """RedisQ packages carry neither uploaded_at nor sequence_id: their values apply when they
+    differ from the stored ones, and leave the stored ordering key alone. A row stored before
+    uploaded_at existed (NULL) takes an in-place update of its own sequence when the values differ."""
+    store = KillmailStore(conn)
+    doc = sample_killmails[11]
+    first = corpus.zkb_for(doc)
+    revalued = dict(first, totalValue=first["totalValue"] + 3)
+    assert store.write([record(doc, first, source="redisq")]) == [Outcome.INSERTED]
+    assert store.write([record(doc, first, source="redisq")]) == [Outcome.DUPLICATE]
+    assert store.write([record(doc, revalued, source="redisq")]) == [Outcome.ZKB_UPDATED]
+    assert stored_key(conn, doc["killmail_id"]) == (None, None)
+    legacy = sample_killmails[12]
+    assert store.write([record(legacy, corpus.zkb_for(legacy), sequence_id=40)]) == [Outcome.INSERTED]
+    update = dict(corpus.zkb_for(legacy), totalValue=9.0)
+    assert store.write([record(legacy, update, sequence_id=40, uploaded_at=5)]) == [Outcome.ZKB_UPDATED]
+    assert stored_key(conn, legacy["killmail_id"]) == (5.0, 40)
+
+
+def test_the_total_droppable_value_is_stored(conn, sample_killmails):
+    """Item 10: zkb.totalDroppableValue is kept as zkb_droppable_value, numeric."""
+    doc = sample_killmails[13]
+    zkb = dict(corpus.zkb_for(doc), totalDroppableValue=31000000.55)
+    KillmailStore(conn).write([record(doc, zkb)])
+    assert_zkb(conn, doc["killmail_id"], zkb)
+    with conn.cursor() as cur:
+        cur.execute("SELECT zkb_droppable_value FROM killmails WHERE killmail_id = %s", (doc["killmail_id"],))
+        assert cur.fetchone()[0] == Decimal("31000000.55")
 
 
 def test_newest_sequence_wins_inside_one_batch(conn, sample_killmails):

@@ -38,9 +38,10 @@ class RecordingGate(Gate):
         super().__init__(*args, **kwargs)
         self.starts: list[float] = []
 
-    def pace(self) -> None:
-        super().pace()
+    def pace(self, *, finishing: bool = False) -> float:
+        deadline = super().pace(finishing=finishing)
         self.starts.append(self.last_start)
+        return deadline
 
 
 def _body(entry: dict) -> Any:

@@ -19,6 +19,7 @@ _ZKB = {
     "droppedValue": "zkb_dropped_value",
     "destroyedValue": "zkb_destroyed_value",
     "totalValue": "zkb_total_value",
+    "totalDroppableValue": "zkb_droppable_value",
     "points": "zkb_points",
     "npc": "zkb_npc",
     "solo": "zkb_solo",

@@ -2,7 +2,7 @@
 
 import pytest
 
-from killstream.config import DatabaseConfig, FetcherConfig, PollerConfig, ReconcilerConfig
+from killstream.config import DatabaseConfig, EnricherConfig, FetcherConfig, PollerConfig, ReconcilerConfig
 from killstream.errors import ConfigError
 
 POLLER = {
@@ -21,6 +21,32 @@ def test_poller_defaults():
     config = PollerConfig.from_env(POLLER)
     assert (config.source, config.pacing_ms, config.budget_seconds, config.redisq_ttw) == ("r2z2", 500, 50, 1)
     assert config.r2z2_url == "https://r2z2.zkillboard.com/ephemeral"
+    assert config.catchup_pacing_ms == 100
+    assert PollerConfig.from_env({**POLLER, "POLL_CATCHUP_PACING_MS": "250"}).catchup_pacing_ms == 250
+
+
+def test_fetcher_defaults():
+    """Item 13: X-Compatibility-Date comes from ESI_COMPATIBILITY_DATE, 2026-08-18 by default."""
+    config = FetcherConfig.from_env(FETCHER)
+    assert (config.esi_url, config.esi_parallelism, config.esi_compatibility_date) == (
+        "https://esi.evetech.net",
+        4,
+        "2026-08-18",
+    )
+    assert FetcherConfig.from_env({**FETCHER, "ESI_COMPATIBILITY_DATE": "2026-10-01"}).esi_compatibility_date == (
+        "2026-10-01"
+    )
+
+
+def test_the_enricher_sends_the_same_compatibility_date():
+    """Item 13 for the enricher's universe routes: the same variable, default and check."""
+    env = {"DATABASE_URL": "postgresql://h/db", "USER_AGENT": "killstream/0.1 (ops@example.com)"}
+    assert EnricherConfig.from_env(env).esi_compatibility_date == "2026-08-18"
+    chosen = EnricherConfig.from_env({**env, "ESI_COMPATIBILITY_DATE": "2026-10-01"})
+    assert chosen.esi_compatibility_date == "2026-10-01"
+    with pytest.raises(ConfigError) as excinfo:
+        EnricherConfig.from_env({**env, "ESI_COMPATIBILITY_DATE": "2026-13-01"})
+    assert excinfo.value.variable == "ESI_COMPATIBILITY_DATE"
 
 
 @pytest.mark.parametrize(
@@ -30,6 +56,8 @@ def test_poller_defaults():
         ("POLL_PACING_MS", "fast"),
         ("POLL_PACING_MS", "-1"),
         ("POLL_BUDGET_SECONDS", "0"),
+        ("POLL_CATCHUP_PACING_MS", "soon"),
+        ("POLL_CATCHUP_PACING_MS", "60001"),
         ("REDISQ_TTW", "11"),
         ("R2Z2_URL", "ftp://x"),
         ("QUEUE_URL", ""),
@@ -65,6 +93,10 @@ def test_redisq_needs_a_queue_id_and_r2z2_a_cursor_parameter():
         ("DLQ_URL", ""),
         ("DB_SSLMODE", "sometimes"),
         ("DB_SECRET_ARN", "my-secret"),
+        ("ESI_COMPATIBILITY_DATE", "18/08/2026"),
+        ("ESI_COMPATIBILITY_DATE", "2026-8-18"),
+        ("ESI_COMPATIBILITY_DATE", "2026-02-30"),
+        ("ESI_COMPATIBILITY_DATE", "latest"),
     ],
 )
 def test_a_bad_fetcher_value_names_its_variable(variable, value):
@@ -90,6 +122,7 @@ def test_reconciler_defaults_and_the_cli_shape_without_a_queue():
     assert config.history_url == "https://r2z2.zkillboard.com/history"
     assert (config.days, config.raw_threshold, config.pacing_ms) == (7, 500, 1000)
     assert config.queue_url is None and config.dlq_url is None and config.esi_url == "https://esi.evetech.net"
+    assert config.esi_compatibility_date == "2026-08-18"
     deployed = ReconcilerConfig.from_env(RECONCILER | {"QUEUE_URL": POLLER["QUEUE_URL"], "HISTORY_URL": "http://h/x/"})
     assert deployed.queue_url == POLLER["QUEUE_URL"] and deployed.history_url == "http://h/x"
 
@@ -102,6 +135,7 @@ def test_reconciler_defaults_and_the_cli_shape_without_a_queue():
         ("RECONCILE_DAYS", "a week"),
         ("RECONCILE_RAW_THRESHOLD", "0"),
         ("HISTORY_PACING_MS", "-5"),
+        ("ESI_COMPATIBILITY_DATE", "2026-8-18"),  # the CLI's reconcile asks ESI itself without a queue
         ("QUEUE_URL", "not a url"),
         ("USER_AGENT", "curl"),
     ],

@@ -11,15 +11,15 @@ import pytest
 
 from killstream.errors import BUDGET, REMAINING_TIME, SOURCE_REFUSED, StopTick
 from killstream.http.client import RateLimitBackoff
-from killstream.http.gate import Gate
+from killstream.http.gate import Gate, Limits
 from killstream.observability import Metric
 from killstream.poller.counts import TickCounts
 from tests.support.fakes import FakeClock
 
 
-def open_gate(pacing: float, clock: FakeClock, *, left=lambda: (math.inf, BUDGET), before_sleep=None) -> Gate:
+def open_gate(pacing: float, clock: FakeClock, *, limits: Limits | None = None, before_sleep=None) -> Gate:
     gate = Gate(pacing, clock=clock, sleep=clock.sleep)
-    gate.begin(left, before_sleep or (lambda until: None))
+    gate.begin(limits or Limits(), before_sleep or (lambda until: None))
     return gate
 
 
@@ -67,7 +67,7 @@ def test_pacing_carries_over_from_one_tick_to_the_next():
     gate = open_gate(0.5, clock)
     gate.pace()
     last = clock()
-    gate.begin(lambda: (math.inf, BUDGET), lambda until: None)
+    gate.begin(Limits(), lambda until: None)
     gate.pace()
     assert clock() - last == pytest.approx(0.5)
 
@@ -75,7 +75,7 @@ def test_pacing_carries_over_from_one_tick_to_the_next():
 def test_a_request_that_could_not_start_before_the_deadline_stops_the_tick_without_sleeping():
     clock = FakeClock()
     deadline = clock() + 5.0
-    gate = open_gate(0.5, clock, left=lambda: (deadline - clock(), BUDGET))
+    gate = open_gate(0.5, clock, limits=Limits(budget_end=lambda: deadline))
     gate.pace()
     gate.hold(6.0)
     with pytest.raises(StopTick) as stop:
@@ -87,7 +87,7 @@ def test_a_request_that_could_not_start_before_the_deadline_stops_the_tick_witho
 def test_the_last_start_is_strictly_before_the_deadline():
     clock = FakeClock()
     deadline = clock() + 2.0
-    gate = open_gate(0.5, clock, left=lambda: (deadline - clock(), REMAINING_TIME))
+    gate = open_gate(0.5, clock, limits=Limits(hard_end=lambda: deadline))
     times = []
     with pytest.raises(StopTick) as stop:
         while True:
@@ -95,6 +95,52 @@ def test_the_last_start_is_strictly_before_the_deadline():
             times.append(clock())
     assert stop.value.reason == REMAINING_TIME
     assert len(times) == 4 and max(times) < deadline
+
+
+def test_new_work_starts_only_with_its_needs_before_the_hard_end_and_finishing_work_passes_the_budget():
+    """RedisQ's popped package (defect 1): its read is work that must finish, let through past the
+    budget, never past the hard end; a new listen starts only when what it may lead to fits."""
+    clock = FakeClock()
+    budget_end, hard_end = clock() + 1.0, clock() + 10.0
+    gate = open_gate(0.5, clock, limits=Limits(lambda: budget_end, lambda: hard_end, new_work=8.0, finishing=4.0))
+    assert gate.pace() == hard_end  # at 0: 0 + 8 < 10; every request learns when it must be over
+    assert gate.pace() == hard_end  # at 0.5
+    with pytest.raises(StopTick) as stop:
+        gate.pace()  # at 1.0: the budget is spent
+    assert stop.value.reason == BUDGET
+    times = []
+    with pytest.raises(StopTick) as stop:
+        while True:
+            gate.pace(finishing=True)
+            times.append(clock())
+    assert stop.value.reason == REMAINING_TIME
+    assert times == [1000.5 + 0.5 * n for n in range(1, 11)] and max(times) + 4.0 < hard_end
+    clock.now = 1000.0
+    narrow = open_gate(0.5, clock, limits=Limits(hard_end=lambda: clock() + 7.9, new_work=8.0))
+    with pytest.raises(StopTick) as stop:
+        narrow.pace()
+    assert stop.value.reason == REMAINING_TIME and narrow.started == 0
+
+
+def test_quicken_shortens_the_pacing_of_the_next_request_only_and_never_a_hold():
+    """Catch-up pacing (defect 12): after a file that proves the feed is ahead, the next request
+    may come sooner; the one after that is paced as usual, and a protocol's wait still holds."""
+    clock = FakeClock()
+    gate = open_gate(0.5, clock)
+    gate.pace()
+    gate.quicken(0.1)
+    gate.pace()
+    gate.pace()
+    assert [round(s, 9) for s in clock.sleeps] == [0.1, 0.5]
+    gate.quicken(0.1)
+    gate.hold(6.0)
+    began = clock()
+    gate.pace()
+    assert clock() - began == pytest.approx(6.0)
+    gate.quicken(2.0)  # never slower than the pacing
+    began = clock()
+    gate.pace()
+    assert clock() - began == pytest.approx(0.5)
 
 
 def test_work_is_offered_the_wait_before_the_gate_sleeps():
@@ -146,7 +192,7 @@ def test_rate_limit_backoff_honours_retry_after_else_doubles_from_5_to_60_second
 def test_a_deadline_that_moves_closer_during_a_wait_is_noticed_within_a_second():
     clock = FakeClock()
     stop_at = [math.inf]
-    gate = open_gate(0.5, clock, left=lambda: (stop_at[0] - clock(), REMAINING_TIME))
+    gate = open_gate(0.5, clock, limits=Limits(hard_end=lambda: stop_at[0]))
     gate.pace()
     gate.hold(6.0)
     original_sleep = clock.sleep
@@ -171,7 +217,7 @@ def test_a_refusal_ends_every_tick_at_once_until_its_time_has_passed():
     assert gate.started == 1
     for minute in (1, 14):
         clock.now = 1000.0 + 60 * minute
-        gate.begin(lambda: (math.inf, BUDGET), lambda until: None)
+        gate.begin(Limits(), lambda until: None)
         with pytest.raises(StopTick) as stop:
             gate.pace()
         assert stop.value.reason == SOURCE_REFUSED and "R2Z2 refuses service: HTTP 403" in stop.value.detail

@@ -8,8 +8,9 @@ import json
 from itertools import pairwise
 
 import pytest
+from botocore.exceptions import EndpointConnectionError
 
-from killstream.errors import BUDGET, ENQUEUE_FAILED, REMAINING_TIME, SOURCE_REFUSED, StopTick
+from killstream.errors import BUDGET, ENQUEUE_FAILED, REMAINING_TIME, SOURCE_REFUSED, CursorUnavailable, StopTick
 from killstream.http.gate import Gate
 from killstream.observability import Metric, metrics
 from killstream.package import Package
@@ -17,10 +18,10 @@ from killstream.poller.counts import TickCounts
 from killstream.poller.cursor import CursorStore
 from killstream.poller.sink import SqsSink
 from killstream.poller.sources.base import PollResult
-from killstream.poller.tick import FINISH_RESERVE_SECONDS, Poller
+from killstream.poller.tick import FINISH_MARGIN, Poller
 from tests.support.fakes import FakeClock, FakeSsm, RecordingSqs
 
-LONGEST_REQUEST = 8.0
+NEW_WORK = 1.0
 
 
 def package(sequence: int) -> Package:
@@ -40,7 +41,8 @@ class ScriptedSource:
 
     name = "r2z2"
     flush_within = 1.0
-    longest_request = LONGEST_REQUEST
+    new_work_seconds = NEW_WORK
+    finishing_seconds = NEW_WORK
 
     keeps_cursor = True
 
@@ -142,6 +144,9 @@ def test_the_tick_emits_every_metric_once():
         "EsiDroppedForSize": [0],
         "EnqueueFailures": [0],
         "SourceRefused": [0],
+        "PlaceholderPackages": [0],
+        "UpdatePointersFollowed": [0],
+        "UpdatePointersExpired": [0],
         "PollSeconds": [summary["runtime_seconds"]],
         "CursorLag": [998],
     }
@@ -162,10 +167,60 @@ def test_the_remaining_time_margin_ends_the_tick_before_the_budget():
     deadline = rig.clock() + 20.0
     summary = rig.tick(lambda: int((deadline - rig.clock()) * 1000))
     assert summary["stopped_because"] == REMAINING_TIME
-    reserve = LONGEST_REQUEST + FINISH_RESERVE_SECONDS
+    reserve = rig.poller.finish_reserve  # the last SendMessageBatch and the cursor write, one call each
+    assert reserve == 2 * rig.poller.sink.call_seconds + FINISH_MARGIN
     assert summary["runtime_seconds"] <= 20.0 - reserve
-    assert summary["requests"] == 20  # the last starts at 9.5 s: 10 s left would be just the reserve
+    # the last starts at 10 s: a request needs NEW_WORK before the hard end at 20 - reserve = 11.5 s
+    assert summary["requests"] == 21
     assert deadline - rig.clock() >= reserve
+
+
+class HungSqs(RecordingSqs):
+    """SendMessageBatch to an SQS that never answers: each call takes its whole bound, then fails."""
+
+    def __init__(self, clock: FakeClock, call_seconds: float):
+        super().__init__(clock=clock)
+        self.fake_clock = clock
+        self.call_seconds = call_seconds
+
+    def send_message_batch(self, QueueUrl: str, Entries: list[dict]) -> dict:
+        self.calls.append(Entries)
+        self.fake_clock.advance(self.call_seconds)
+        raise EndpointConnectionError(endpoint_url=QueueUrl)
+
+
+def test_a_hung_sqs_ends_the_tick_before_the_lambda_does():
+    """Defect 4: SqsSink retried 4 times whatever the time left. Each call now starts only when
+    its bound fits before the Lambda's end, less the cursor write, so the tick ends in time and
+    saves its cursor (before the package SQS never took)."""
+    rig = Rig([at(1), at(2)], pacing=0.5, budget=1.0, cursor="0")
+    rig.sqs = HungSqs(rig.clock, rig.poller.sink.call_seconds)
+    rig.poller.sink.client = rig.sqs
+    deadline = rig.clock() + 12.0
+    summary = rig.tick(lambda: int((deadline - rig.clock()) * 1000))
+    assert deadline - rig.clock() >= FINISH_MARGIN
+    # the final flush at 0.5 s: 11.5 s left; after its 4 s, another call would leave too little
+    assert len(rig.sqs.calls) == 1
+    assert (summary["enqueued"], summary["enqueue_failures"], summary["stopped_because"]) == (0, 2, BUDGET)
+    assert rig.ssm.value == "0"
+
+
+def test_the_cursor_is_written_and_read_only_when_the_call_fits_in_the_time_left(caplog):
+    """Defect 4, the cursor's side: its SSM calls, retries included, start only when one fits."""
+    clock = FakeClock()
+    ssm = FakeSsm(clock, "5")
+    store = CursorStore(ssm, "/killstream/cursor", clock=clock, sleep=clock.sleep, call_seconds=4.0)
+    store.time_left = lambda: 3.9
+    with pytest.raises(CursorUnavailable):
+        store.load()
+    store.time_left = lambda: 4.0
+    assert store.load() == 5
+    store.time_left = lambda: 3.9
+    assert not store.save(6, final=True) and ssm.puts == []
+    (line,) = [r for r in caplog.records if r.getMessage().startswith("cursor not saved")]
+    assert line.levelname == "ERROR" and "no time left" in line.getMessage()
+    store.time_left = lambda: 4.0
+    assert store.save(6, final=True) and ssm.value == "6"
 
 
 def test_a_package_waits_at_most_a_second_for_company():

@@ -3,7 +3,7 @@ calls split."""
 
 from __future__ import annotations
 
-from killstream.sqs_limits import MAX_BYTES, MAX_ENTRIES, batches, entry_bytes
+from killstream.sqs_limits import MAX_BYTES, MAX_ENTRIES, MAX_MESSAGE_BYTES, batches, entry_bytes
 
 
 def sized(n: int, **attributes) -> dict:
@@ -14,7 +14,8 @@ def sized(n: int, **attributes) -> dict:
 
 
 def test_the_limits_are_sqs_own():
-    assert (MAX_ENTRIES, MAX_BYTES) == (10, 262_144)
+    """Item 11: SQS takes messages up to 1 MiB (1,048,576 bytes), a SendMessageBatch as much."""
+    assert (MAX_ENTRIES, MAX_BYTES, MAX_MESSAGE_BYTES) == (10, 1_048_576, 1_048_576)
 
 
 def test_an_entry_weighs_its_utf8_body_and_each_attribute_name_type_and_value():
@@ -41,7 +42,7 @@ def test_ten_entries_make_one_call_and_the_eleventh_starts_the_next():
     assert [len(b) for b in batches([sized(1)] * 25)] == [10, 10, 5]
 
 
-def test_exactly_256_kib_fits_in_one_call_and_one_byte_more_does_not():
+def test_exactly_1_mib_fits_in_one_call_and_one_byte_more_does_not():
     half = MAX_BYTES // 2
     assert [len(b) for b in batches([sized(half), sized(half)])] == [2]
     assert [len(b) for b in batches([sized(half), sized(half + 1)])] == [1, 1]
@@ -61,7 +62,7 @@ def test_an_entry_too_large_for_any_call_still_goes_alone_in_its_place():
 
 
 def test_items_come_back_whole_and_in_order_when_entry_picks_their_sqs_entry():
-    items = [(f"m-{n}", sized(100_000)) for n in range(5)]
+    items = [(f"m-{n}", sized(400_000)) for n in range(5)]
     calls = list(batches(iter(items), entry=lambda item: item[1]))
     assert calls == [items[0:2], items[2:4], items[4:5]]
 

@@ -147,6 +147,7 @@ def zkb_for(doc: dict, rng: random.Random | None = None) -> dict:
         "droppedValue": dropped,
         "destroyedValue": destroyed,
         "totalValue": round(fitted + rng.uniform(0, 1e6), 2),
+        "totalDroppableValue": dropped,
         "points": rng.randrange(1, 100),
         "npc": npc,
         "solo": len(attackers) == 1 and not npc,

@@ -7,6 +7,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date
 
 from killstream.errors import ConfigError
 
@@ -14,9 +15,23 @@ SOURCES = ("r2z2", "redisq")
 DEFAULT_R2Z2_URL = "https://r2z2.zkillboard.com/ephemeral"
 DEFAULT_REDISQ_URL = "https://zkillredisq.stream/listen.php"
 DEFAULT_ESI_URL = "https://esi.evetech.net"
+DEFAULT_ESI_COMPATIBILITY_DATE = "2026-08-18"
+"""The newest date ESI listed in October 2026 (docs/protocols.md, "ESI")."""
 DEFAULT_HISTORY_URL = "https://r2z2.zkillboard.com/history"
 DEFAULT_EVEREF_URL = "https://data.everef.net/killmails"
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+FETCHER_TIMEOUT_SECONDS = 30
+"""template.yaml's FetcherFunction Timeout (a test holds the two equal): the fetcher's database
+limits derive from it, here and nowhere else."""
+DB_STATEMENT_TIMEOUT_MS = FETCHER_TIMEOUT_SECONDS * 1000 // 3
+"""statement_timeout of the fetcher's connection: one statement (a lock wait, a connection whose
+server went away) can take a third of the invocation, never the whole of it."""
+DB_TCP_USER_TIMEOUT_MS = DB_STATEMENT_TIMEOUT_MS
+"""How long sent data may stay unacknowledged before the connection is dropped (a half-open
+connection after an RDS failover): the server-side statement_timeout cannot end that wait."""
+DB_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3}
+"""TCP keepalives: an idle connection to a server that is gone is found out in about 11 s."""
 
 
 def _text(env: Mapping[str, str], name: str, default: str | None = None, *, required: bool = False) -> str | None:
@@ -44,6 +59,18 @@ def int_setting(env: Mapping[str, str], name: str, default: int, low: int, high:
         raise ConfigError(name, f"must be a whole number, got {raw!r}") from None
     if not low <= value <= high:
         raise ConfigError(name, f"must be between {low} and {high}, got {value}")
+    return value
+
+
+def date_setting(env: Mapping[str, str], name: str, default: str) -> str:
+    """A calendar date written YYYY-MM-DD."""
+    value = _text(env, name, default) or default
+    try:
+        valid = re.fullmatch(r"\d{4}-\d{2}-\d{2}", value) is not None and bool(date.fromisoformat(value))
+    except ValueError:
+        valid = False
+    if not valid:
+        raise ConfigError(name, f"must be a date written YYYY-MM-DD, e.g. {default}, got {value!r}")
     return value
 
 
@@ -92,6 +119,7 @@ class PollerConfig:
     redisq_ttw: int
     redisq_filter: str | None
     pacing_ms: int
+    catchup_pacing_ms: int
     budget_seconds: int
     queue_url: str
     cursor_parameter: str | None
@@ -111,6 +139,7 @@ class PollerConfig:
             redisq_ttw=int_setting(env, "REDISQ_TTW", 1, 1, 10),
             redisq_filter=_text(env, "REDISQ_FILTER"),
             pacing_ms=int_setting(env, "POLL_PACING_MS", 500, 0, 60_000),
+            catchup_pacing_ms=int_setting(env, "POLL_CATCHUP_PACING_MS", 100, 0, 60_000),
             budget_seconds=int_setting(env, "POLL_BUDGET_SECONDS", 50, 1, 900),
             queue_url=_url(env, "QUEUE_URL"),
             cursor_parameter=_text(env, "CURSOR_PARAMETER", required=source == "r2z2"),
@@ -145,6 +174,7 @@ class DatabaseConfig:
 @dataclass(frozen=True)
 class FetcherConfig:
     esi_url: str
+    esi_compatibility_date: str
     esi_parallelism: int
     user_agent: str
     dlq_url: str
@@ -155,6 +185,7 @@ class FetcherConfig:
         env = os.environ if env is None else env
         return cls(
             esi_url=_url(env, "ESI_URL", DEFAULT_ESI_URL),
+            esi_compatibility_date=date_setting(env, "ESI_COMPATIBILITY_DATE", DEFAULT_ESI_COMPATIBILITY_DATE),
             esi_parallelism=int_setting(env, "ESI_PARALLELISM", 4, 1, 16),
             user_agent=user_agent(env),
             dlq_url=_url(env, "DLQ_URL"),
@@ -178,6 +209,7 @@ class ReconcilerConfig:
     pacing_ms: int
     queue_url: str | None
     esi_url: str
+    esi_compatibility_date: str
     esi_parallelism: int
     dlq_url: str | None
     user_agent: str
@@ -195,6 +227,7 @@ class ReconcilerConfig:
             pacing_ms=int_setting(env, "HISTORY_PACING_MS", 1000, 0, 60_000),
             queue_url=_optional_url(env, "QUEUE_URL"),
             esi_url=_url(env, "ESI_URL", DEFAULT_ESI_URL),
+            esi_compatibility_date=date_setting(env, "ESI_COMPATIBILITY_DATE", DEFAULT_ESI_COMPATIBILITY_DATE),
             esi_parallelism=int_setting(env, "ESI_PARALLELISM", 4, 1, 16),
             dlq_url=_optional_url(env, "DLQ_URL"),
             user_agent=user_agent(env),
@@ -226,6 +259,7 @@ class BackfillConfig:
 @dataclass(frozen=True)
 class EnricherConfig:
     esi_url: str
+    esi_compatibility_date: str
     user_agent: str
     database: DatabaseConfig
 
@@ -234,6 +268,7 @@ class EnricherConfig:
         env = os.environ if env is None else env
         return cls(
             esi_url=_url(env, "ESI_URL", DEFAULT_ESI_URL),
+            esi_compatibility_date=date_setting(env, "ESI_COMPATIBILITY_DATE", DEFAULT_ESI_COMPATIBILITY_DATE),
             user_agent=user_agent(env),
             database=DatabaseConfig.from_env(env),
         )

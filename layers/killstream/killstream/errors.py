@@ -75,6 +75,10 @@ class DatabaseUnavailable(Exception):
     """PostgreSQL (or the secret that opens it) cannot be reached now; nothing was written."""
 
 
+class CursorUnavailable(Exception):
+    """The poller's cursor (SSM) could not be read: the tick cannot know where to start."""
+
+
 # Why a poller tick ended, as the tick summary's `stopped_because` says it.
 BUDGET = "budget"
 REMAINING_TIME = "remaining_time"

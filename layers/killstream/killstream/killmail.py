@@ -79,6 +79,7 @@ class Zkb:
     dropped_value: Decimal | None
     destroyed_value: Decimal | None
     total_value: Decimal | None
+    droppable_value: Decimal | None
     points: int | None
     npc: bool | None
     solo: bool | None
@@ -287,6 +288,7 @@ def parse_zkb(doc: Any) -> Zkb:
         dropped_value=_opt_value(doc, "droppedValue"),
         destroyed_value=_opt_value(doc, "destroyedValue"),
         total_value=_opt_value(doc, "totalValue"),
+        droppable_value=_opt_value(doc, "totalDroppableValue"),
         points=None
         if points is None
         else validate_id(points, "zkb.points", minimum=-INTEGER_MAX - 1, maximum=INTEGER_MAX),

@@ -31,6 +31,9 @@ class Metric:
     ENQUEUE_FAILURES = "EnqueueFailures"
     CURSOR_LAG = "CursorLag"
     POLL_SECONDS = "PollSeconds"
+    PLACEHOLDER_PACKAGES = "PlaceholderPackages"
+    UPDATE_POINTERS_FOLLOWED = "UpdatePointersFollowed"
+    UPDATE_POINTERS_EXPIRED = "UpdatePointersExpired"
     # fetcher, once per batch
     KILLMAILS_STORED = "KillmailsStored"
     KILLMAILS_DUPLICATE = "KillmailsDuplicate"

@@ -4,7 +4,9 @@ Its JSON body is a contract (redrive and tests rely on it):
     {"killmail_id": 131234567, "hash": "<40 hex>", "zkb": {...as received...},
      "esi": {...ESI killmail, or absent...}, "source": "r2z2",
      "sequence_id": 98765432, "uploaded_at": 1767225600}
-Every source normalizes its own shape into it."""
+Every source normalizes its own shape into it. `source` is one of SOURCES; every string in the
+body must be text that encodes as UTF-8 (JSON's "\\ud800" escape decodes to one that does not),
+so a body that would fail its batch downstream fails alone, here, with its reason."""
 
 from __future__ import annotations
 
@@ -14,6 +16,11 @@ from typing import Any
 
 from killstream.errors import InvalidPackage, KillmailValidationError
 from killstream.killmail import validate_hash, validate_id, validate_object
+
+SOURCES = ("r2z2", "redisq", "history", "everef", "zkillboard")
+"""Where a package may come from: the live feeds, and the reconciler's and backfill's sources
+(docs/protocols.md, "R2Z2 history", "EVE Ref archives"). The one list: a body naming another is
+invalid."""
 
 
 @dataclass(frozen=True)
@@ -39,8 +46,11 @@ class Package:
 
     @classmethod
     def from_body(cls, body: str | bytes | dict) -> Package:
-        """Parse an SQS message body written by `to_body`."""
+        """Parse an SQS message body written by `to_body`, every field of the contract checked."""
         doc = _decode(body)
+        source = doc.get("source")
+        if source not in SOURCES:
+            raise InvalidPackage(f"source: must be one of {', '.join(SOURCES)}, got {ascii(source)}", body)
         return _build(
             doc,
             killmail_id=doc.get("killmail_id"),
@@ -67,6 +77,28 @@ def _decode(body: str | bytes | dict) -> dict:
     return doc
 
 
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_text(value: Any, path: str) -> None:
+    """Every string in `value` (keys too) encodes as UTF-8: PostgreSQL and SQS take no lone surrogate."""
+    if isinstance(value, str):
+        if not _encodes(value):
+            raise KillmailValidationError(path, "holds text that is not valid Unicode (a lone surrogate)")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_text(key, f"{path} key")
+            _check_text(item, f"{path}.{key}" if _encodes(key) else path)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_text(item, f"{path}[{index}]")
+
+
 def _build(
     raw: Any,
     *,
@@ -84,6 +116,7 @@ def _build(
             raise KillmailValidationError("killmail_id", "is required")
         if killmail_hash is None:
             raise KillmailValidationError("hash", "is required")
+        _check_text(zkb, "zkb")
         package = Package(
             killmail_id=validate_id(killmail_id, "killmail_id", minimum=1),
             hash=validate_hash(killmail_hash),
@@ -96,6 +129,19 @@ def _build(
     except KillmailValidationError as exc:
         raise InvalidPackage(str(exc), raw) from None
     return package
+
+
+PLACEHOLDER_HREF_END = "/killmails///"
+
+
+def is_placeholder(doc: Any) -> bool:
+    """An R2Z2 null placeholder (docs/protocols.md, "R2Z2"): a 200 with no killmail_id, no hash,
+    and a zkb.href ending in /killmails///. Neither a killmail nor an error."""
+    if not isinstance(doc, dict) or doc.get("killmail_id") is not None or doc.get("hash") is not None:
+        return False
+    zkb = doc.get("zkb")
+    href = zkb.get("href") if isinstance(zkb, dict) else None
+    return isinstance(href, str) and href.endswith(PLACEHOLDER_HREF_END)
 
 
 def from_r2z2(body: str | bytes | dict) -> Package:

@@ -1,6 +1,7 @@
-"""SendMessageBatch's limits, for everything that sends to SQS: at most 10 entries and 256 KiB in
-all a call, and 256 KiB a message. SQS counts a message's body and, for each message attribute,
-its name, DataType and value (StringValue or BinaryValue) against those bytes
+"""SendMessageBatch's limits, for everything that sends to SQS: at most 10 entries and 1 MiB in
+all a call, and 1 MiB a message (AWS raised both from 256 KiB; the queues must say
+MaximumMessageSize 1048576, as template.yaml does). SQS counts a message's body and, for each
+message attribute, its name, DataType and value (StringValue or BinaryValue) against those bytes
 (docs/protocols.md, "AWS limits")."""
 
 from __future__ import annotations
@@ -9,8 +10,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar, cast
 
 MAX_ENTRIES = 10
-MAX_BYTES = 256 * 1024
-MAX_MESSAGE_BYTES = 256 * 1024
+MAX_BYTES = 1024 * 1024
+MAX_MESSAGE_BYTES = 1024 * 1024
 
 T = TypeVar("T")
 

@@ -1,9 +1,13 @@
 """Fault injection over the whole local pipeline: replay thousands of killmails while the
 feed, ESI, SQS, the database and the poller itself misbehave — the poller down longer than
 R2Z2's live window among them, so files expire unread — then prove that every killmail is stored
-exactly once, that the DLQ holds only what was injected as permanently bad, that a redrive brings
-home everything that failed for transient reasons, and that the reconciler brings home what
-expired.
+exactly once, with zKillboard's latest values, that the DLQ holds only what was injected as
+permanently bad, that a redrive brings home everything that failed for transient reasons, and
+that the reconciler brings home what expired. The feed behaves as zKillboard's publisher does
+(docs/protocols.md, "R2Z2"): files rewritten in place and pointed at from later ones, null
+placeholders, gaps, stale 404s (inside gap searches too); SQS fails and hangs; messages that
+cannot be encoded land in the queue. The RedisQ phase (chaos/redisq.py) drains a backlog with
+short ticks.
 
 Run by `make chaos` (bench/chaos.py); a smaller run is part of `make test`."""
 
@@ -20,6 +24,7 @@ import boto3
 
 from killstream.killmail import parse_killmail
 from killstream.observability import logger
+from killstream.package import Package
 from killstream.storage.connection import connect
 from killstream_workstation import corpus
 from killstream_workstation.chaos.aws_faults import AwsFaults
@@ -31,6 +36,18 @@ from killstream_workstation.local.pipeline import LocalPipeline, PipelineSetting
 from killstream_workstation.simulators.faults import FaultRates
 
 INVALID_KILLMAIL = "esi_invalid_killmail"
+INVALID_MESSAGE = "invalid_message"
+PERMANENT = {INVALID_KILLMAIL, INVALID_MESSAGE}
+"""What the DLQ may hold in the end: the killmails injected bad (a wrong hash; a body that does
+not encode). Everything else that reached it failed for a transient reason and is redriven."""
+UNENCODABLE_FIRST_ID = 900_000_000
+
+
+def unencodable_body(doc: dict, killmail_id: int) -> str:
+    """A valid package but for its source: JSON's escape for a lone surrogate (defect 7)."""
+    esi, killmail_hash = corpus.split_hash(doc)
+    package = Package(killmail_id, killmail_hash, corpus.zkb_for(doc), "r2z2", dict(esi, killmail_id=killmail_id))
+    return package.to_body().replace('"source":"r2z2"', '"source":"\\ud800"')
 
 
 def _expected_rows(docs: dict[int, dict]) -> tuple[int, int]:
@@ -97,18 +114,38 @@ def run_chaos(
         )
 
     invalid_ids: set[int] = set()
+    unencodable_ids: set[int] = set()
     latest_zkb: dict[int, dict] = {}
+    sequence_of: dict[int, int] = {}
+    """The file each killmail was last published as, while it is still served (not expired)."""
     restart_after = int(count * rates.database_restart_at) if restart_database else None
     outage_from = int(count * rates.outage_at) if rates.outage_publications else None
     outage_until = None if outage_from is None else min(count, outage_from + rates.outage_publications)
+    feed_sqs = pipeline.aws.client("sqs")
     published = 0
 
     def in_outage(n: int) -> bool:
         return outage_from is not None and outage_until is not None and outage_from <= n < outage_until
 
+    def revalue(killmail_id: int, *, read: bool = True) -> dict:
+        """New values for a killmail; the ones to expect stored only when the poller will `read` them."""
+        zkb = latest_zkb[killmail_id]
+        revalued = dict(zkb, totalValue=round(zkb["totalValue"] * 1.1 + 1, 2), labels=[*zkb["labels"], "ganked"])
+        if read:
+            latest_zkb[killmail_id] = revalued
+        return revalued
+
+    def pointer_served(n: int) -> bool:
+        """Whether an update made now has its pointer ride on a file the poller will read: the
+        pending pointers go one per new file, and the files of an outage expire unread."""
+        if outage_from is None or outage_until is None or n >= outage_until:
+            return True
+        return outage_from - n - 1 > r2z2.pending_pointers
+
     def publish_all():
         nonlocal published
         outage_first = 0
+        gap_before = False
         for n, doc in enumerate(docs):
             published = n + 1
             esi_doc, killmail_hash = corpus.split_hash(doc)
@@ -125,17 +162,54 @@ def run_chaos(
                 pipeline.poller_paused.set()  # the poller is down: its tick ends, no other starts
                 report.injected["poller_outage"] += 1
                 outage_first = r2z2.head + 1
-            r2z2.publish(esi_doc, killmail_hash, zkb, include_esi=inline, raw=doc["killmail_id"] not in invalid_ids)
-            if rng.random() < rates.gap:
+            sequence = r2z2.publish(
+                esi_doc,
+                killmail_hash,
+                zkb,
+                include_esi=inline,
+                esi_null=rng.random() < 0.5,
+                raw=doc["killmail_id"] not in invalid_ids,
+            )
+            if not in_outage(n):
+                sequence_of[doc["killmail_id"]] = sequence
+                # the first file after the first gap always meets the gap search with a stale 404
+                first_gap_after = gap_before and not report.injected["stale_404_in_gap"]
+                if first_gap_after or rng.random() < (rates.stale_after_gap if gap_before else rates.stale_404):
+                    r2z2.stale_404(sequence)
+                    report.injected["stale_404_in_gap" if gap_before else "stale_404"] += 1
+            gap_before = False
+            # at least one gap a run, however the dice fall
+            forced_gap = rates.gap > 0 and n == len(docs) // 2 and not report.injected["sequence_gap"]
+            if forced_gap or rng.random() < rates.gap:
                 r2z2.skip(rng.randint(1, 3))
                 report.injected["sequence_gap"] += 1
-            if rng.random() < rates.republish and latest_zkb:
-                again = rng.choice([k for k in latest_zkb if k not in invalid_ids] or [doc["killmail_id"]])
-                revalued = dict(latest_zkb[again], totalValue=round(latest_zkb[again]["totalValue"] * 1.1 + 1, 2))
-                if not in_outage(n):  # a re-publication while the poller is down expires unread
-                    latest_zkb[again] = revalued
-                r2z2.republish(again, revalued)
+                gap_before = not in_outage(n)
+            if rng.random() < rates.placeholder:
+                r2z2.publish_placeholder()
+                report.injected["placeholder"] += 1
+            updatable = [k for k in sequence_of if k not in invalid_ids]
+            # each update's pointer rides on a later new file: only while enough are still to come
+            if (
+                updatable
+                and r2z2.pending_pointers < len(docs) - n - 2
+                and pointer_served(n)
+                and rng.random() < rates.update_in_place
+            ):
+                again = rng.choice(updatable)
+                r2z2.update_in_place(sequence_of[again], revalue(again))
+                report.updated_in_place += 1
+            if updatable and rng.random() < rates.republish:
+                again = rng.choice(updatable)
+                # a re-publication while the poller is down expires unread
+                republished = r2z2.republish(again, revalue(again, read=not in_outage(n)))
+                if not in_outage(n):
+                    sequence_of[again] = republished
                 report.republished += 1
+            if rng.random() < rates.unencodable:
+                killmail_id = UNENCODABLE_FIRST_ID + len(unencodable_ids)
+                unencodable_ids.add(killmail_id)
+                feed_sqs.send_message(QueueUrl=pipeline.aws.queue_url, MessageBody=unencodable_body(doc, killmail_id))
+                report.unencodable += 1
             if n + 1 == outage_until:
                 # down longer than R2Z2 keeps files: those published meanwhile 404 for good
                 r2z2.expire(r2z2.head, from_sequence=outage_first)
@@ -194,7 +268,7 @@ def run_chaos(
 
         sqs = pipeline.aws.client("sqs")
         inspection = inspect_dlq(sqs, pipeline.aws.dlq_url)
-        transient = sorted(set(inspection.counts) - {INVALID_KILLMAIL})
+        transient = sorted(set(inspection.counts) - PERMANENT)
         if transient:
             result = redrive(
                 sqs, pipeline.aws.dlq_url, pipeline.aws.queue_url, error_types=transient, prefer_move_task=False
@@ -202,7 +276,7 @@ def run_chaos(
             report.redriven = result.moved
             progress(f"chaos: redrove {result.moved} transient failures ({', '.join(transient)})")
             pipeline.wait_until(drained_twice, timeout=timeout, poll=1.0)
-        _count_database(database_url, by_id, invalid_ids, latest_zkb, report)
+        _count_database(database_url, by_id, invalid_ids | unencodable_ids, latest_zkb, report)
         report.lost_before_reconcile = report.lost
         # The reconciler's Lambda, as its schedule would run it, on the days published: what expired
         # goes onto the queue as history packages, and the fetcher brings it home.
@@ -220,15 +294,19 @@ def run_chaos(
             outage.join()
         report.injected["duplicate_delivery"] = pipeline.duplicate_deliveries
         pipeline.stop()
+        report.poller_overruns = pipeline.poller_overruns
         boto3.DEFAULT_SESSION = None
 
     report.dlq_by_reason = Counter(final.counts)
     report.dlq = sum(final.counts.values())
     report.injected_invalid = len(invalid_ids)
-    report.unexpected_in_dlq = sum(1 for m in final.messages if m.killmail_id not in invalid_ids)
+    report.unexpected_in_dlq = sum(1 for m in final.messages if m.killmail_id not in invalid_ids | unencodable_ids)
+    report.unexpected_in_dlq += sum(n for reason, n in final.counts.items() if reason not in PERMANENT)
+    # and each unencodable message is there, with its reason: none dropped in silence
+    report.unexpected_in_dlq += len(unencodable_ids - {m.killmail_id for m in final.messages})
     report.injected.update(f"r2z2_{f.status or f.kind}" for f in r2z2.faults.injected)
     report.injected.update(f"esi_{f.status or f.kind}" for f in esi.faults.injected)
-    _count_database(database_url, by_id, invalid_ids, latest_zkb, report)
+    _count_database(database_url, by_id, invalid_ids | unencodable_ids, latest_zkb, report)
     # The primary key makes a second row impossible; a second *insert* the application believed
     # it made (two "saved" outcomes for one killmail) is what would show a doubled delivery.
     report.duplicates += max(0, pipeline.stats.outcomes["saved"] - report.stored)
@@ -244,12 +322,19 @@ def _cursor(pipeline: LocalPipeline) -> int:
 def _count_database(
     url: str, by_id: dict[int, dict], invalid_ids: set[int], latest_zkb: dict[int, dict], report: ChaosReport
 ) -> None:
+    """What the database holds of this run's killmails (and of those injected bad, which must
+    not be there; the RedisQ phase's, in the same database, are not this run's)."""
+    ids = sorted(set(by_id) | invalid_ids)
     conn = connect(url)
     try:
         with conn, conn.cursor() as cur:
-            cur.execute("SELECT killmail_id, zkb_total_value FROM killmails")
+            cur.execute("SELECT killmail_id, zkb_total_value FROM killmails WHERE killmail_id = ANY(%s)", (ids,))
             stored = {kid: None if value is None else float(value) for kid, value in cur.fetchall()}
-            cur.execute("SELECT (SELECT count(*) FROM attackers), (SELECT count(*) FROM items)")
+            cur.execute(
+                "SELECT (SELECT count(*) FROM attackers WHERE killmail_id = ANY(%s)),"
+                " (SELECT count(*) FROM items WHERE killmail_id = ANY(%s))",
+                (ids, ids),
+            )
             attackers, items = cur.fetchone() or (0, 0)
     finally:
         conn.close()

@@ -12,9 +12,12 @@ from typing import Any
 
 import boto3
 
+from killstream.sqs_limits import MAX_MESSAGE_BYTES
+
 # As in template.yaml: SQS moves a message to the DLQ after this many receives.
 MAX_RECEIVE_COUNT = 5
 DLQ_RETENTION_SECONDS = 14 * 24 * 3600
+MAX_MESSAGE_SIZE = MAX_MESSAGE_BYTES
 REGION = "us-east-1"
 # moto accepts any credentials; real ones must never leak to a local endpoint
 LOCAL_CREDENTIALS = {
@@ -64,13 +67,18 @@ class LocalAws:
             os.environ.pop(name, None)
         sqs = self.client("sqs")
         self.dlq_url = sqs.create_queue(
-            QueueName=f"{self.prefix}-dlq", Attributes={"MessageRetentionPeriod": str(DLQ_RETENTION_SECONDS)}
+            QueueName=f"{self.prefix}-dlq",
+            Attributes={
+                "MessageRetentionPeriod": str(DLQ_RETENTION_SECONDS),
+                "MaximumMessageSize": str(MAX_MESSAGE_SIZE),
+            },
         )["QueueUrl"]
         dlq_arn = sqs.get_queue_attributes(QueueUrl=self.dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         self.queue_url = sqs.create_queue(
             QueueName=f"{self.prefix}-killmails",
             Attributes={
                 "VisibilityTimeout": str(self.visibility_timeout),
+                "MaximumMessageSize": str(MAX_MESSAGE_SIZE),
                 "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVE_COUNT}),
             },
         )["QueueUrl"]

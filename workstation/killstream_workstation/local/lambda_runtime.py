@@ -5,10 +5,10 @@ event source builds, and the death of an instance mid-invocation."""
 from __future__ import annotations
 
 import importlib.util
-import threading
 import time
 import uuid
 from types import ModuleType
+from typing import Protocol
 
 from killstream_workstation.corpus import repo_root
 from killstream_workstation.local.aws import REGION
@@ -48,18 +48,23 @@ class InvocationKilled(BaseException):
     that point ran, and the next invocation gets a fresh instance. Fault-injection raises it."""
 
 
-class StoppableContext(LambdaContext):
-    """A Lambda context whose remaining time drops to zero on shutdown (when any of `stops` is
-    set), so the poller ends its tick the way it ends any tick: flush to SQS, save the cursor."""
+class Stop(Protocol):
+    def is_set(self) -> bool: ...
 
-    def __init__(self, function_name: str, timeout_seconds: float, *stops: threading.Event):
-        super().__init__(function_name, timeout_seconds)
+
+class StoppableContext(LambdaContext):
+    """A Lambda context that also says when a stop was asked for (any of `stops` set: Ctrl+C,
+    SIGTERM, a paused poller): stopping is not dying. The poller then ends its budget (no new
+    work) and finishes what it began — a package RedisQ already popped is read and sent — then
+    flushes and saves the cursor, all within the remaining time, which stays what it is. The
+    enricher and the reconciler end their runs on it too."""
+
+    def __init__(self, function_name: str, timeout_seconds: float, *stops: Stop, **options):
+        super().__init__(function_name, timeout_seconds, **options)
         self._stops = stops
 
-    def get_remaining_time_in_millis(self) -> int:
-        if any(stop.is_set() for stop in self._stops):
-            return 0
-        return super().get_remaining_time_in_millis()
+    def stop_requested(self) -> bool:
+        return any(stop.is_set() for stop in self._stops)
 
 
 LOCAL_QUEUE_ARN = f"arn:aws:sqs:{REGION}:000000000000:killstream-local-killmails"

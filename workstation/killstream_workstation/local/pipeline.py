@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 
-from killstream.config import DEFAULT_R2Z2_URL, DEFAULT_REDISQ_URL
+from killstream.config import DEFAULT_R2Z2_URL, DEFAULT_REDISQ_URL, FETCHER_TIMEOUT_SECONDS
 from killstream.observability import logger, metrics
 from killstream_workstation.local.aws import REGION, LocalAws
 from killstream_workstation.local.console import INVOCATION_FAILED, RunStats, StatsCounter
@@ -50,8 +50,7 @@ SCHEDULED_EVENT = {
     "resources": [],
     "detail": {},
 }
-POLLER_TIMEOUT_SECONDS = 60  # template.yaml: PollerFunction Timeout
-FETCHER_TIMEOUT_SECONDS = 30  # template.yaml: FetcherFunction Timeout
+POLLER_TIMEOUT_SECONDS = 60  # template.yaml: PollerFunction Timeout (FetcherFunction's: in killstream.config)
 ENRICHER_TIMEOUT_SECONDS = 60  # template.yaml: EnricherFunction Timeout
 RECONCILER_TIMEOUT_SECONDS = 900  # template.yaml: ReconcilerFunction Timeout
 RECONCILE_HOUR_UTC = 4  # template.yaml: ReconcileSchedule's default, cron(0 4 * * ? *)
@@ -67,11 +66,13 @@ class PipelineSettings:
     inline_ratio: float = 0.5  # share of replayed packages carrying the ESI killmail
     esi_latency: float = 0.0
     pacing_ms: int | None = None
+    catchup_pacing_ms: int | None = None
     budget_seconds: int = 50
     tick_interval: float = 60.0  # EventBridge fires once a minute
     visibility_timeout: int = 6 * FETCHER_TIMEOUT_SECONDS
     fetcher_workers: int = 1
     duplicate_delivery_rate: float = 0.0  # fault injection: a finished record is not deleted
+    stop_request_rate: float = 0.0  # fault injection: a tick is asked to stop (as by SIGTERM) mid-way
     enrich_interval: float | None = None  # seconds between enricher runs (EventBridge: 60); None: no enricher
     seed: int = 1
     extra_env: dict = field(default_factory=dict)
@@ -96,6 +97,10 @@ class LocalPipeline:
         self._rng = random.Random(settings.seed)
         self._rng_lock = threading.Lock()
         self.duplicate_deliveries = 0
+        self.poller_ticks = 0
+        self.stop_requests = 0
+        self.poller_overruns = 0
+        """Poller invocations still running when their Lambda's time was up (Lambda would kill them)."""
         self._aws: LocalAws | None = None
         self.replay: Replay | None = None
         """The offline feed, when the settings ask for a replay (set by setup())."""
@@ -143,6 +148,8 @@ class LocalPipeline:
         }
         if s.pacing_ms is not None:
             env["POLL_PACING_MS"] = str(s.pacing_ms)
+        if s.catchup_pacing_ms is not None:
+            env["POLL_CATCHUP_PACING_MS"] = str(s.catchup_pacing_ms)
         if self.replay:
             env.update(self.replay.environment())
             env["HISTORY_PACING_MS"] = "50"
@@ -229,9 +236,13 @@ class LocalPipeline:
                 self.stop_event.wait(0.2)
                 continue
             started = time.monotonic()
-            context = StoppableContext("killstream-poller", POLLER_TIMEOUT_SECONDS, self.stop_event, self.poller_paused)
+            context = StoppableContext("killstream-poller", POLLER_TIMEOUT_SECONDS, *self._tick_stops())
             try:
                 self.poller.handler(SCHEDULED_EVENT, context)
+                self.poller_ticks += 1
+                if context.get_remaining_time_in_millis() <= 0:
+                    self.poller_overruns += 1
+                    logger.error("poller invocation outlived its timeout", extra={"timeout": POLLER_TIMEOUT_SECONDS})
             except InvocationKilled:
                 logger.warning("poller instance killed mid-invocation; the next tick starts a fresh one")
                 self.poller = load_handler_module("poller")
@@ -240,6 +251,18 @@ class LocalPipeline:
             metrics.clear_metrics()
             # the next scheduled invocation
             self.stop_event.wait(max(0.0, self.settings.tick_interval - (time.monotonic() - started)))
+
+    def _tick_stops(self) -> tuple[threading.Event, ...]:
+        """What asks this tick to stop: shutdown, the poller paused (the chaos suite's outage), or
+        (fault injection) a stop at a random moment."""
+        own = threading.Event()
+        with self._rng_lock:
+            if self._rng.random() < self.settings.stop_request_rate:
+                self.stop_requests += 1
+                timer = threading.Timer(self._rng.uniform(0, self.settings.budget_seconds), own.set)
+                timer.daemon = True
+                timer.start()
+        return self.stop_event, self.poller_paused, own
 
     def _enrich_forever(self, enricher: ModuleType) -> None:
         interval = self.settings.enrich_interval or 0.0

@@ -41,6 +41,7 @@ FLAGS = {
     "KILLSTREAM_SOURCE": "--source",
     "REDISQ_QUEUE_ID": "--queue-id",
     "POLL_PACING_MS": "--pacing-ms",
+    "POLL_CATCHUP_PACING_MS": "--catchup-pacing-ms",
     "POLL_BUDGET_SECONDS": "--budget",
     "USER_AGENT": "--user-agent",
 }
@@ -76,6 +77,7 @@ def check_settings(
     budget_seconds: int | None,
     queue_id: str | None,
     replay: bool,
+    catchup_pacing_ms: int | None = None,
 ) -> RunSettings:
     """Every setting the poller, the fetcher, the enricher and the reconciler will read, checked
     now: the flags win over the environment, and both go through the contract's checks
@@ -87,6 +89,7 @@ def check_settings(
     flags = {
         "KILLSTREAM_SOURCE": source,
         "POLL_PACING_MS": None if pacing_ms is None else str(pacing_ms),
+        "POLL_CATCHUP_PACING_MS": None if catchup_pacing_ms is None else str(catchup_pacing_ms),
         "POLL_BUDGET_SECONDS": None if budget_seconds is None else str(budget_seconds),
     }
     planned = {

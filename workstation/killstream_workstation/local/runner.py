@@ -111,6 +111,11 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         help="milliseconds between feed requests (default: $POLL_PACING_MS, else 500)",
     )
     parser.add_argument(
+        "--catchup-pacing-ms",
+        type=whole_number(*PACING_MS),
+        help="R2Z2 behind the head: milliseconds between requests (default: $POLL_CATCHUP_PACING_MS, else 100)",
+    )
+    parser.add_argument(
         "--budget",
         type=whole_number(*BUDGET_SECONDS),
         help="seconds per poller tick, 1 to 900 (default: $POLL_BUDGET_SECONDS, else 50)",
@@ -166,6 +171,7 @@ def _run(args: argparse.Namespace, out: ConsoleStream) -> int:
         user_agent=agent,
         source=args.source,
         pacing_ms=args.pacing_ms,
+        catchup_pacing_ms=args.catchup_pacing_ms,
         budget_seconds=args.budget,
         queue_id=args.queue_id,
         replay=replay is not None,
@@ -200,6 +206,7 @@ def _run_pipeline(
         replay_rate=args.rate,
         inline_ratio=args.inline_ratio,
         pacing_ms=config.pacing_ms,
+        catchup_pacing_ms=config.catchup_pacing_ms,
         budget_seconds=config.budget_seconds,
         tick_interval=config.budget_seconds + 10 if replay is None else config.budget_seconds,
         enrich_interval=args.enrich_every or (ENRICH_EVERY_LIVE if replay is None else ENRICH_EVERY_REPLAY),
@@ -263,7 +270,9 @@ def _banner(args: argparse.Namespace, pipeline: LocalPipeline, replay: ReplaySet
     print(f"🌊 killstream {__version__} — local pipeline started")
     print(f"📡 Source: {config.source} — {feed}")
     print(f"📬 Queue: {pipeline.aws.queue_url} (DLQ {pipeline.aws.dlq_url}) on {pipeline.aws.endpoint_url}")
-    print(f"⏱️  Poll pacing: {config.pacing_ms} ms, tick budget {config.budget_seconds} s")
+    catchup = min(config.catchup_pacing_ms, config.pacing_ms)  # the gate never paces slower behind the head
+    budget = config.budget_seconds
+    print(f"⏱️  Poll pacing: {config.pacing_ms} ms ({catchup} ms catching up on R2Z2), tick budget {budget} s")
     print(f"🗄️  Database: {where(pipeline.settings.database_url)}")
     print(
         f"🏷️  Enricher: every {pipeline.settings.enrich_interval:g} s, "

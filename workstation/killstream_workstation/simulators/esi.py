@@ -91,6 +91,10 @@ class EsiServer(SimulatorServer):
     def slow(self, killmail_id: int, seconds: float, *, times: int | None = 1) -> None:
         self.faults.script(stall=seconds, when=self._route(killmail_id), times=times)
 
+    def drip(self, killmail_id: int, seconds_per_byte: float, *, times: int | None = 1) -> None:
+        """Answer, but one byte of the body every `seconds_per_byte`."""
+        self.faults.script(drip=seconds_per_byte, when=self._route(killmail_id), times=times)
+
     def malformed(self, killmail_id: int, *, times: int | None = 1) -> None:
         body = self._killmails[killmail_id][1]
         self.faults.script(body=body[: len(body) // 2], when=self._route(killmail_id), times=times)

@@ -6,7 +6,8 @@ Two ways to make a server misbehave:
 - scripted faults, consumed in order by the next request they match (`when`: a substring of the
   path, or a predicate on it; `times=None` keeps a fault until `clear()`):
   `server.faults.script(status=429, headers={"Retry-After": "2"})`, `script(stall=5.0)`,
-  `script(body=b"{garbage")`, `script(disconnect=True)`, `script(status=503, when="/listen.php")`;
+  `script(body=b"{garbage")`, `script(disconnect=True)`, `script(status=503, when="/listen.php")`,
+  `script(drip=0.3)` (the normal answer, its body one byte every 0.3 s);
 - seeded random rates, one roll per request: `server.faults.rates = FaultRates(rate_5xx=0.02)`.
 
 Every fault served is appended to `server.faults.injected`.
@@ -43,11 +44,15 @@ class Fault:
     disconnect: bool = False
     when: PathMatch = None
     times: int | None = 1
+    drip: float = 0.0
+    """Seconds between the bytes of the body: an answer that trickles in, each read short of a timeout."""
 
     @property
     def kind(self) -> str:
         if self.disconnect:
             return "disconnect"
+        if self.drip:
+            return "drip"
         if self.status is not None:
             return "status"
         if self.body is not None:
@@ -115,8 +120,9 @@ class FaultInjector:
         disconnect: bool = False,
         when: PathMatch = None,
         times: int | None = 1,
+        drip: float = 0.0,
     ) -> Fault:
-        fault = Fault(status, dict(headers or {}), body, stall, disconnect, when, times)
+        fault = Fault(status, dict(headers or {}), body, stall, disconnect, when, times, drip)
         with self._lock:
             self._scripted.append(fault)
         return fault

@@ -191,4 +191,13 @@ class SimulatorServer:
             handler.send_header(name, value)
         handler.send_header("Content-Length", str(len(response.body)))
         handler.end_headers()
-        handler.wfile.write(response.body)
+        if fault is None or not fault.drip:
+            handler.wfile.write(response.body)
+            return
+        handler.wfile.flush()
+        for index in range(len(response.body)):
+            if not self.pause(fault.drip):
+                handler.close_connection = True
+                return
+            handler.wfile.write(response.body[index : index + 1])
+            handler.wfile.flush()

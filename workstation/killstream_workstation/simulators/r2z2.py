@@ -1,4 +1,6 @@
-"""A local R2Z2, zKillboard's live feed of static files (docs/protocols.md, "R2Z2")."""
+"""A local R2Z2, zKillboard's live feed of static files (docs/protocols.md, "R2Z2"), with what the
+real publisher does that a reader must cope with: in-place updates announced by a later file's
+`sequence_updated`, null placeholders, `"esi": null`, gaps, expiry, and stale 404s from a CDN edge."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from killstream_workstation.simulators.http_server import Request, Response, Sim
 
 PACKAGE_PATH = re.compile(r"/ephemeral/(\d+)\.json")
 NOT_FOUND = Response(404, b"Not Found", {"Content-Type": "text/plain", "Cache-Control": "no-cache"})
+PLACEHOLDER_HREF = "https://esi.evetech.net/killmails///"
 
 PublishItem = dict | tuple[dict, str, dict]
 
@@ -48,6 +51,9 @@ class R2Z2Server(SimulatorServer):
         self.published_count = 0
         self._packages: dict[int, bytes] = {}
         self._latest: dict[int, dict] = {}
+        self._pointers: list[int] = []
+        """Sequences rewritten in place whose pointer no new file carries yet (oldest first)."""
+        self._uploaded_at = 0
         self._publisher: threading.Thread | None = None
         self._publisher_done = threading.Event()
 
@@ -60,19 +66,63 @@ class R2Z2Server(SimulatorServer):
         return f"{self.base_url}/history"
 
     def publish(
-        self, esi_doc: dict, killmail_hash: str, zkb: dict, *, include_esi: bool = True, raw: bool = True
+        self,
+        esi_doc: dict,
+        killmail_hash: str,
+        zkb: dict,
+        *,
+        include_esi: bool = True,
+        esi_null: bool = False,
+        raw: bool = True,
     ) -> int:
-        """Publish one killmail under the next sequence number, which is returned. It goes into
-        the history too, its body in the raw day file unless `raw` is false."""
+        """Publish one killmail under the next sequence number, which is returned. Without its
+        esi, the file has no `esi` key, or `"esi": null` with `esi_null`. It goes into the
+        history too, its body in the raw day file unless `raw` is false."""
         esi = {key: value for key, value in esi_doc.items() if key != "killmail_hash"}
         self.history.add(esi, killmail_hash, raw=raw)
-        return self._append(esi["killmail_id"], killmail_hash, esi if include_esi else None, zkb)
+        return self._append(esi["killmail_id"], killmail_hash, esi if include_esi else None, zkb, esi_null=esi_null)
+
+    def update_in_place(self, sequence: int, new_zkb: dict) -> None:
+        """zKillboard changed a killmail it published as `sequence`: the file is rewritten (same
+        sequence_id, new zkb and uploaded_at), and the next new file points back at it."""
+        with self._lock:
+            package = json.loads(self._packages[sequence])
+            package["zkb"] = new_zkb
+            package["uploaded_at"] = self._next_uploaded_at()
+            package.pop("sequence_updated", None)  # the pointer it carried was for that publication
+            self._packages[sequence] = json.dumps(package).encode()
+            if self._latest.get(package["killmail_id"], {}).get("sequence_id") == sequence:
+                self._latest[package["killmail_id"]] = package
+            self._pointers.append(sequence)
+
+    @property
+    def pending_pointers(self) -> int:
+        """In-place updates no new file has pointed at yet."""
+        with self._lock:
+            return len(self._pointers)
+
+    def publish_placeholder(self) -> int:
+        """A null placeholder: a 200 with no killmail_id, no hash and an href of `/killmails///`."""
+        with self._lock:
+            self.head += 1
+            zkb = {"locationID": None, "hash": None, "totalValue": 0, "points": 0, "href": PLACEHOLDER_HREF}
+            package = {"esi": None, "zkb": zkb, "uploaded_at": self._next_uploaded_at(), "sequence_id": self.head}
+            self._packages[self.head] = json.dumps(package).encode()
+            self._advertise()
+            return self.head
+
+    def stale_404(self, sequence: int, *, times: int = 1) -> None:
+        """The next `times` requests for `sequence` get a CDN edge's stale 404, though it exists."""
+        path = f"/ephemeral/{sequence}.json"
+        self.faults.script(status=404, body=b"Not Found", when=lambda requested: requested == path, times=times)
 
     def republish(self, killmail_id: int, new_zkb: dict) -> int:
-        """zKillboard updated a killmail: publish it again, pointing back at its last sequence."""
+        """The killmail published again as a new file, with new values. zKillboard updates in
+        place (`update_in_place`); this is the other shape a reader must order right: two
+        publications of one killmail under two sequence numbers."""
         with self._lock:
             earlier = self._latest[killmail_id]
-            return self._append(killmail_id, earlier["hash"], earlier.get("esi"), new_zkb, earlier["sequence_id"])
+            return self._append(killmail_id, earlier["hash"], earlier.get("esi"), new_zkb)
 
     def skip(self, count: int) -> None:
         """The publisher skips `count` sequence numbers: a gap that 404s for ever."""
@@ -125,15 +175,30 @@ class R2Z2Server(SimulatorServer):
             return NOT_FOUND
         return Response(200, body, {"Content-Type": "application/json", "Cache-Control": "public, max-age=86400"})
 
+    def _next_uploaded_at(self) -> int:
+        # Unix seconds, as the real files say; strictly increasing here, so a rewrite made in the
+        # same second as the first publication is still the newer one.
+        self._uploaded_at = max(int(time.time()), self._uploaded_at + 1)
+        return self._uploaded_at
+
     def _append(
-        self, killmail_id: int, killmail_hash: str, esi: dict | None, zkb: dict, sequence_updated: int | None = None
+        self,
+        killmail_id: int,
+        killmail_hash: str,
+        esi: dict | None,
+        zkb: dict,
+        sequence_updated: int | None = None,
+        *,
+        esi_null: bool = False,
     ) -> int:
         with self._lock:
             self.head += 1
-            package = {"killmail_id": killmail_id, "hash": killmail_hash}
-            if esi is not None:
+            package: dict = {"killmail_id": killmail_id, "hash": killmail_hash}
+            if esi is not None or esi_null:
                 package["esi"] = esi
-            package |= {"zkb": zkb, "uploaded_at": int(time.time()), "sequence_id": self.head}
+            package |= {"zkb": zkb, "uploaded_at": self._next_uploaded_at(), "sequence_id": self.head}
+            if sequence_updated is None and self._pointers:
+                sequence_updated = self._pointers.pop(0)  # one pointer per new file
             if sequence_updated is not None:
                 package["sequence_updated"] = sequence_updated
             self._packages[self.head] = json.dumps(package).encode()

@@ -2,8 +2,10 @@
 util/filters.js.
 
 Like the real listen.js, a listen that finds a package pops it and answers 302 to
-`/object.php?objectID=X`; one that finds nothing within ttw answers `{"package": null}` itself.
-Either way a client that follows redirects reads `{"package": ...}`.
+`/object.php?objectID=X` (after a pause: the real one sleeps 0.5-1.5 s there); one that finds
+nothing within ttw answers 302 to `/object.php?objectID=null`, which serves `{"package": null}`.
+Either way a client that follows redirects reads `{"package": ...}`. Both Locations are relative,
+as listen.js writes them.
 
 Queues: the real server queues packages only for queueIDs it already knows. Here a queue is
 created on its first listen and starts with every package published so far, so a test can
@@ -28,6 +30,7 @@ SHUTDOWN_ANSWER = {
     "message": "redisq is shutting down, please use R2Z2 instead: https://github.com/zKillboard/zKillboard/wiki/API-(R2Z2)",
 }
 CORS = {"Access-Control-Allow-Origin": "*"}
+NULL_REDIRECT = "/object.php?objectID=null"
 OPERATOR = re.compile(r"<=|>=|!=|=|<|>")
 COMPARISONS = {
     "=": operator.eq,
@@ -124,13 +127,15 @@ def _ttw(raw: str | None) -> int:
 
 class RedisQServer(SimulatorServer):
     """Serves `/listen.php` and `/object.php`; point REDISQ_URL at `url`. Waits for packages last
-    `ttw * ttw_scale` seconds. With `shutdown` set (any time), every call is refused with 403
-    after `shutdown_delay` seconds, as RedisQ did from 2026."""
+    `ttw * ttw_scale` seconds; a popped package is redirected to after `redirect_delay` seconds.
+    With `shutdown` set (any time), every call is refused with 403 after `shutdown_delay`
+    seconds, as RedisQ did from 2026."""
 
     def __init__(
         self,
         *,
         ttw_scale: float = 1.0,
+        redirect_delay: float = 0.0,
         shutdown: bool = False,
         shutdown_delay: float = 3.0,
         seed: int = 0,
@@ -139,6 +144,9 @@ class RedisQServer(SimulatorServer):
     ):
         super().__init__(seed=seed, fault_rates=fault_rates, latency=latency)
         self.ttw_scale = ttw_scale
+        self.redirect_delay = redirect_delay
+        self.popped = 0
+        """Packages taken off a queue: each is lost unless its object is read."""
         self.shutdown = shutdown
         self.shutdown_delay = shutdown_delay
         self.queues: dict[str, deque[dict]] = {}
@@ -201,11 +209,13 @@ class RedisQServer(SimulatorServer):
             with self._lock:
                 self._listening.discard(queue_id)
         if package is None:
-            return json_response({"package": None}, headers=CORS)
+            return Response(302, headers={"Location": NULL_REDIRECT, **CORS})
         with self._lock:
             object_id = str(len(self._objects) + 1)
             self._objects[object_id] = json.dumps({"package": package}).encode()
-        return Response(302, headers={"Location": f"{self.base_url}/object.php?objectID={object_id}"})
+            self.popped += 1
+        self.pause(self.redirect_delay)
+        return Response(302, headers={"Location": f"/object.php?objectID={object_id}", **CORS})
 
     def _pop(self, queue: deque[dict], package_filter: PackageFilter | None, deadline: float) -> dict | None:
         # A package the filter rejects is dropped from the queue: this listener asked never to see it.
@@ -221,6 +231,8 @@ class RedisQServer(SimulatorServer):
                 self._arrived.wait(remaining)
 
     def _object(self, object_id: str) -> Response:
+        if object_id == "null":
+            return json_response({"package": None}, headers=CORS)
         body = self._objects.get(object_id)
         if body is None:
             return Response(404)

@@ -97,21 +97,35 @@ class Enricher:
 
     @classmethod
     def from_config(cls, config: EnricherConfig, **options: Any) -> Enricher:
-        return cls(esi=UniverseClient(config.esi_url, config.user_agent), database=Database(config.database), **options)
+        esi = UniverseClient(config.esi_url, config.user_agent, compatibility_date=config.esi_compatibility_date)
+        return cls(esi=esi, database=Database(config.database), **options)
 
     def _store(self, method: Callable[..., T], *args: Any) -> T:
         """`method` of a NamesStore on the kept connection, with `args` (one transaction)."""
         return self.database.run(lambda conn: method(NamesStore(conn), *args))
 
-    def run(self, remaining: Callable[[], float] = lambda: math.inf, *, from_start: bool = False) -> RunReport:
+    def run(
+        self,
+        remaining: Callable[[], float] = lambda: math.inf,
+        stop_requested: Callable[[], bool] | None = None,
+        *,
+        from_start: bool = False,
+    ) -> RunReport:
         """Enrich what was stored since the watermark (since the first killmail with
         `from_start`: the catch-up that re-checks every killmail). `remaining()`: the seconds the
         invocation has left, read at the start (ESI calls end by then, or by the budget) and
-        before each page (so a shorter remaining time, a local shutdown, ends the run early)."""
+        before each page (so a shorter remaining time ends the run early). `stop_requested()`
+        (the local runner's Ctrl+C/SIGTERM; Lambda has none) is read before each page too: a
+        stop ends the run between pages, as the end of its time would."""
         deadline = self._clock() + max(0.0, min(remaining() - RESERVE_SECONDS, self.budget))
+        stopped = stop_requested or (lambda: False)
         report = RunReport()
+
+        def in_time() -> bool:
+            return self._clock() < deadline and remaining() > RESERVE_SECONDS and not stopped()
+
         try:
-            self._run(deadline, lambda: self._clock() < deadline and remaining() > RESERVE_SECONDS, from_start, report)
+            self._run(deadline, in_time, from_start, report)
         except DatabaseUnavailable as exc:
             logger.error(f"enrichment stopped: {exc}")
             raise

@@ -23,10 +23,11 @@ from typing import Any, TypeVar
 import requests
 from requests.adapters import HTTPAdapter
 
+from killstream.config import DEFAULT_ESI_COMPATIBILITY_DATE
 from killstream.errors import EsiStatusError, TransientError
+from killstream.http import bounded
 
 T = TypeVar("T")
-COMPATIBILITY_DATE = "2025-11-06"
 # A 2xx costs 2 tokens of the killmail group's bucket: the pace that bucket sustains.
 SUCCESS_COST = 2
 _WINDOW = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*([smh])\s*$")
@@ -62,7 +63,7 @@ class _Limits:
         self.errors_remain: float | None = None  # X-ESI-Error-Limit-Remain, until errors_reset_at
         self.errors_reset_at = 0.0
 
-    def observe_bucket(self, response: requests.Response) -> None:
+    def observe_bucket(self, response: bounded.Answer) -> None:
         remaining = _number(response.headers.get("X-Ratelimit-Remaining"))
         bucket = parse_bucket(response.headers.get("X-Ratelimit-Limit"))
         if remaining is None or bucket is None:
@@ -71,7 +72,7 @@ class _Limits:
         with self.lock:
             self.interval = sustainable if remaining <= tokens * self.low_water else 0.0
 
-    def observe_error_limit(self, response: requests.Response, now: float) -> None:
+    def observe_error_limit(self, response: bounded.Answer, now: float) -> None:
         remain = _number(response.headers.get("X-ESI-Error-Limit-Remain"))
         reset = _number(response.headers.get("X-ESI-Error-Limit-Reset"))
         if remain is None or reset is None:
@@ -83,16 +84,18 @@ class _Limits:
 class EsiClient:
     """Calls `{base_url}{path}` over the given session (see `call`).
 
-    `deadline` is a time on `clock` by which a call must have returned; waits and timeouts are
-    cut to fit it. `take_counts()` returns and resets what was spent: `requests` sent, `errors`
-    (non-2xx answers and transport failures) and `rate_limited` (420/429 answers, and calls
-    refused locally because of one)."""
+    `deadline` is a time on `clock` by which a call must have returned; waits are cut to fit
+    it, and each request as a whole (its body too, however slowly it drips) ends by it, and by
+    connect + read timeout after it starts (killstream.http.bounded). `take_counts()` returns
+    and resets what was spent: `requests` sent, `errors` (non-2xx answers and transport
+    failures) and `rate_limited` (420/429 answers, and calls refused locally because of one)."""
 
     def __init__(
         self,
         base_url: str,
         user_agent: str,
         *,
+        compatibility_date: str = DEFAULT_ESI_COMPATIBILITY_DATE,
         session: requests.Session | None = None,
         connect_timeout: float = 3.05,
         read_timeout: float = 10.0,
@@ -107,7 +110,7 @@ class EsiClient:
         self.base_url = base_url.rstrip("/")
         self.session = session or requests.Session()
         self.session.headers.update(
-            {"User-Agent": user_agent, "X-Compatibility-Date": COMPATIBILITY_DATE, "Accept": "application/json"}
+            {"User-Agent": user_agent, "X-Compatibility-Date": compatibility_date, "Accept": "application/json"}
         )
         # Retries are ours (they must respect the deadline and the error limit), not urllib3's;
         # the pool is sized for the fetcher's threads so keep-alive connections are not dropped.
@@ -149,7 +152,7 @@ class EsiClient:
         method: str,
         path: str,
         deadline: float,
-        read: Callable[[requests.Response], T],
+        read: Callable[[bounded.Answer], T],
         *,
         body: Any = None,
     ) -> T:
@@ -164,8 +167,14 @@ class EsiClient:
         while True:
             self._wait_for_turn(deadline)
             try:
-                response = self.session.request(
-                    method, url, json=body, timeout=(self.connect_timeout, self._read_timeout(deadline))
+                response = bounded.request(
+                    self.session,
+                    method,
+                    url,
+                    json=body,
+                    deadline=min(deadline, self._clock() + self.connect_timeout + self.read_timeout),
+                    timeout=(self.connect_timeout, self.read_timeout),
+                    clock=self._clock,
                 )
             except requests.RequestException as exc:
                 self._count("requests")
@@ -176,7 +185,7 @@ class EsiClient:
             self._count("requests")
             self._limits.observe_bucket(response)
             self._limits.observe_error_limit(response, self._clock())
-            if response.status_code == 200:
+            if response.status == 200:
                 try:
                     return read(response)
                 except ValueError as exc:
@@ -186,7 +195,7 @@ class EsiClient:
                     self._back_off(failures, deadline, f"malformed JSON from ESI: {exc}")
                     continue
             self._count("errors")
-            status = response.status_code
+            status = response.status
             if status == 420:
                 self._count("rate_limited")
                 reset = _number(response.headers.get("X-ESI-Error-Limit-Reset"))
@@ -242,15 +251,12 @@ class EsiClient:
             raise TransientError("esi_unavailable", f"{reason} (no time left to retry)")
         self._sleep(delay)
 
-    def _read_timeout(self, deadline: float) -> float:
-        return max(0.1, min(self.read_timeout, deadline - self._clock()))
 
-
-def read_json(response: requests.Response) -> Any:
+def read_json(response: bounded.Answer) -> Any:
     """The answer's JSON. A cut-off body raises ValueError (retried); a body nested deeper than
     Python parses raises RecursionError, which asking again would not cure."""
     return json.loads(response.content)
 
 
-def _excerpt(response: requests.Response) -> str:
+def _excerpt(response: bounded.Answer) -> str:
     return response.text[:200].strip() or response.reason or ""

@@ -6,10 +6,9 @@ succeed."""
 
 from __future__ import annotations
 
-import requests
-
 from killstream.errors import EsiStatusError, KillmailValidationError, PermanentError, TransientError
 from killstream.esi.client import EsiClient, read_json
+from killstream.http import bounded
 from killstream.killmail import Killmail, parse_killmail
 
 INVALID_KILLMAIL_STATUSES = frozenset({400, 404, 422})
@@ -39,7 +38,7 @@ def _path(killmail_id: int, killmail_hash: str) -> str:
     return f"/killmails/{killmail_id}/{killmail_hash}/"
 
 
-def _killmail(response: requests.Response, killmail_id: int) -> Killmail:
+def _killmail(response: bounded.Answer, killmail_id: int) -> Killmail:
     try:
         doc = read_json(response)
     except RecursionError:

@@ -14,10 +14,9 @@ from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import requests
-
 from killstream.errors import EsiStatusError, TransientError
 from killstream.esi.client import EsiClient, read_json
+from killstream.http import bounded
 
 NAMES_PATH = "/universe/names/"
 NAMES_BATCH = 1000  # ids per POST /universe/names/ at most
@@ -164,7 +163,7 @@ class UniverseClient(EsiClient):
         self._sleep(self.split_pause)
 
 
-def _names_list(response: requests.Response) -> list:
+def _names_list(response: bounded.Answer) -> list:
     answer = read_json(response)
     if not isinstance(answer, list):
         # the same as a cut-off body: retried, and a transient failure if it stays so

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import psycopg2
+import psycopg2.errors
 from psycopg2.extensions import connection
 
 from killstream.config import FetcherConfig
@@ -47,21 +48,38 @@ WRITE_RESERVE_SECONDS = 5.0
 
 
 def write_records(database: Database, records: Sequence[KillmailRecord]) -> list[Outcome | PermanentError]:
-    """All records in one transaction. Should PostgreSQL refuse a value in one of them, that one
-    record would fail its whole batch at every delivery: the batch is then written record by
-    record, and each record refused is a permanent failure of its own."""
+    """All records in one transaction. Should it fail because of what a record holds (a value
+    PostgreSQL refuses, text that does not encode) rather than a lost connection, that record
+    would fail its whole batch at every delivery: the batch is then split in halves, each
+    written on its own, until the bad record stands alone as a permanent failure of its own.
+    Anything else (a lost connection, a statement timeout) fails the batch as before."""
     try:
         return list(database.run(_writing(records)))
-    except psycopg2.DataError:
-        logger.warning("the database refused a value in the batch; writing its records one by one")
-    results: list[Outcome | PermanentError] = []
-    for record in records:
-        try:
-            results.extend(database.run(_writing([record])))
-        except psycopg2.DataError as exc:
+    except psycopg2.Error as exc:
+        if not record_refused(exc):
+            raise
+        if len(records) == 1:
             detail = str(exc).strip().splitlines() or [type(exc).__name__]
-            results.append(PermanentError("database_rejected", " ".join(line.strip() for line in detail)))
-    return results
+            return [PermanentError("database_rejected", " ".join(line.strip() for line in detail))]
+        logger.warning(
+            "the database refused something in the batch: writing it in halves",
+            extra={"records": len(records), "error": _first_line(exc)},
+        )
+    half = len(records) // 2
+    return write_records(database, records[:half]) + write_records(database, records[half:])
+
+
+def record_refused(exc: psycopg2.Error) -> bool:
+    """A failure caused by what a record holds: SQLSTATE class 22 (data exception) or 23
+    (integrity), or a COPY psycopg2 aborted because a row's text would not encode (it reports
+    that as QueryCanceled, "COPY from stdin failed: error in .read() call: UnicodeEncodeError")."""
+    if isinstance(exc, psycopg2.DataError | psycopg2.IntegrityError):
+        return True
+    return isinstance(exc, psycopg2.errors.QueryCanceled) and "COPY from stdin failed" in str(exc)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _writing(records: Sequence[KillmailRecord]) -> Callable[[connection], list[Outcome]]:
@@ -71,6 +89,11 @@ def _writing(records: Sequence[KillmailRecord]) -> Callable[[connection], list[O
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def _published(uploaded_at: int | None) -> datetime | None:
+    """R2Z2's uploaded_at (Unix seconds) as the time it is stored as."""
+    return None if uploaded_at is None else datetime.fromtimestamp(uploaded_at, UTC)
 
 
 class Fetcher:
@@ -99,7 +122,7 @@ class Fetcher:
     @classmethod
     def from_config(cls, config: FetcherConfig) -> Fetcher:
         return cls(
-            esi=KillmailClient(config.esi_url, config.user_agent),
+            esi=KillmailClient(config.esi_url, config.user_agent, compatibility_date=config.esi_compatibility_date),
             database=Database(config.database),
             dead_letters=DeadLetterQueue(config.dlq_url),
             parallelism=config.esi_parallelism,
@@ -214,6 +237,7 @@ class Fetcher:
                 source=item.package.source,
                 sequence_id=item.package.sequence_id,
                 received_at=item.message.sent_at or self._now(),
+                uploaded_at=_published(item.package.uploaded_at),
             )
             for item, killmail in zip(ready, killmails, strict=True)
         ]

@@ -4,6 +4,7 @@ workstation's `killstream dlq` / `killstream redrive`, which reads the attribute
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -70,7 +71,10 @@ class DeadLetterQueue:
 
 
 def entry(letter: DeadLetter) -> dict:
-    """A SendMessageBatch entry (without its Id) for one dead letter."""
+    """A SendMessageBatch entry (without its Id) for one dead letter: the body as it came, with
+    the reason as attributes. A DLQ entry always keeps its reason: when body and attributes would
+    exceed SQS's message limit, the body goes without its `esi` (a redrive then has the fetcher
+    ask ESI), and a body that is no package is cut."""
     error = letter.error
     attributes = {
         ERROR_TYPE: {"DataType": "String", "StringValue": error.error_type},
@@ -82,7 +86,24 @@ def entry(letter: DeadLetter) -> dict:
     if letter.package is not None:
         attributes["source"] = {"DataType": "String", "StringValue": letter.package.source}
         attributes["killmail_id"] = {"DataType": "Number", "StringValue": str(letter.package.killmail_id)}
-    return {"MessageBody": letter.message.body, "MessageAttributes": attributes}
+    entry = {"MessageBody": letter.message.body, "MessageAttributes": attributes}
+    room = sqs_limits.MAX_MESSAGE_BYTES - sqs_limits.entry_bytes(entry | {"MessageBody": ""})
+    if sqs_limits.entry_bytes(entry) > sqs_limits.MAX_MESSAGE_BYTES:
+        entry["MessageBody"] = _within(letter.message.body, room)
+    return entry
+
+
+def _within(body: str, room: int) -> str:
+    """`body` in at most `room` bytes: without `esi` when it is a package, else cut."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError):
+        doc = None
+    if isinstance(doc, dict) and "esi" in doc:
+        smaller = json.dumps({key: value for key, value in doc.items() if key != "esi"})
+        if len(smaller.encode()) <= room:
+            return smaller
+    return body.encode()[:room].decode(errors="ignore")
 
 
 def chunks(entries: list[tuple[str, dict]]) -> Iterable[list[tuple[str, dict]]]:

@@ -1,7 +1,8 @@
 """The HTTP plumbing every upstream request shares (the poller's feed, the reconciler's history
 files), written once: one requests Session with the User-Agent, timeouts, retries with backoff,
 redirects, the reading of 429s and refusals, and bodies streamed when they are too large to hold.
-Every attempt passes the gate first."""
+Every attempt passes the gate first, and a whole answer is read by the deadline the gate gives it
+and by its timeouts added up (killstream.http.bounded), however slowly it drips in."""
 
 from __future__ import annotations
 
@@ -10,11 +11,14 @@ import math
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
+from typing import TypeVar
 from urllib.parse import urljoin
 
 import requests
 import urllib3
 
+from killstream.http import bounded
 from killstream.http.gate import Gate
 from killstream.observability import logger
 
@@ -29,6 +33,7 @@ RATE_LIMIT_CEILING = 60.0
 MAX_REDIRECTS = 5
 REDIRECTS = (301, 302, 303, 307, 308)
 CHUNK_BYTES = 64 * 1024
+T = TypeVar("T", "Reply", requests.Response)
 
 
 @dataclass(frozen=True)
@@ -69,18 +74,27 @@ class HttpClient:
 
     @property
     def longest_request(self) -> float:
-        """The longest one attempt can take before its timeouts end it."""
+        """The longest one attempt of `get` can take: its timeouts added up bound the whole of it."""
         return sum(self.timeout)
 
-    def get(self, url: str, params: Mapping[str, object] | None = None, *, follow_redirects: bool = True) -> Reply:
-        """Each attempt, a redirect's included, is a request of its own through the gate."""
-        response = self._attempt_all(url, params)
+    def get(
+        self,
+        url: str,
+        params: Mapping[str, object] | None = None,
+        *,
+        follow_redirects: bool = True,
+        finishing: bool = False,
+    ) -> Reply:
+        """Each attempt, a redirect's included, is a request of its own through the gate, its
+        answer read whole. `finishing`: work that must be done once begun (Gate.pace): past
+        the budget too."""
+        reply = self._attempt_all(url, partial(self._read, url, params), finishing)
         for _ in range(MAX_REDIRECTS if follow_redirects else 0):
-            location = redirect_location(_reply(response))
+            location = redirect_location(reply)
             if location is None:
                 break
-            response = self._attempt_all(location, None)
-        return _reply(response)
+            reply = self._attempt_all(location, partial(self._read, location, None), finishing)
+        return reply
 
     @contextmanager
     def stream(self, url: str, *, deadline: float | None = None) -> Iterator[Streamed]:
@@ -88,48 +102,66 @@ class HttpClient:
         closed on leaving. Retried like `get` until the headers arrive; a body cut off after them
         is the caller's to handle (Interrupted). `deadline` (on the gate's clock) bounds the whole
         download, so a body that drips in cannot hold the caller for ever."""
-        response = self._attempt_all(url, None, stream=True)
+        response = self._attempt_all(url, partial(self._open, url), False)
         for _ in range(MAX_REDIRECTS):
             location = redirect_location(_reply(response, text=""))
             if location is None:
                 break
             response.close()
-            response = self._attempt_all(location, None, stream=True)
+            response = self._attempt_all(location, partial(self._open, location), False)
         try:
             yield Streamed(response, clock=self.gate.clock, deadline=deadline)
         finally:
             response.close()
 
-    def _attempt_all(self, url: str, params: Mapping[str, object] | None, *, stream: bool = False) -> requests.Response:
+    def _read(self, url: str, params: Mapping[str, object] | None, deadline: float) -> Reply:
+        """One GET, its answer read whole by `deadline` and by its timeouts added up."""
+        answer = bounded.get(
+            self.session,
+            url,
+            params=params,
+            deadline=min(deadline, self.gate.clock() + self.longest_request),
+            timeout=self.timeout,
+            clock=self.gate.clock,
+        )
+        return Reply(answer.status, answer.text, answer.headers, answer.url)
+
+    def _open(self, url: str, deadline: float) -> requests.Response:
+        """One GET up to its headers (the body is the caller's: Streamed bounds it), its timeouts
+        cut to what is left before `deadline`."""
+        left = max(0.01, deadline - self.gate.clock())  # the gate let it start before the deadline
+        connect, read = self.timeout
+        return self.session.get(url, timeout=(min(connect, left), min(read, left)), allow_redirects=False, stream=True)
+
+    def _attempt_all(self, url: str, attempt: Callable[[float], T], finishing: bool) -> T:
+        """`attempt(deadline)` until an answer below 500, through the gate each time."""
         problem = ""
-        for attempt in range(self.retries + 1):
-            self.gate.pace()
+        for attempt_number in range(self.retries + 1):
+            deadline = self.gate.pace(finishing=finishing)
             try:
-                response = self.session.get(
-                    url,
-                    params=params,  # type: ignore[arg-type]  # requests takes any str()-able value; its stub is narrower
-                    timeout=self.timeout,
-                    allow_redirects=False,
-                    stream=stream,
-                )
+                answer = attempt(deadline)
             except requests.RequestException as error:
                 problem = f"{type(error).__name__}: {error}"
             else:
-                if response.status_code < 500:
+                status = answer.status if isinstance(answer, Reply) else answer.status_code
+                if status < 500:
                     self._failures_in_a_row = 0
-                    return response
-                problem = f"HTTP {response.status_code}"
-                response.close()
+                    return answer
+                problem = f"HTTP {status}"
+                if isinstance(answer, requests.Response):
+                    answer.close()
             self._failures_in_a_row += 1
             self.on_failed_attempt()
-            backoff = ERROR_STREAK_BACKOFF if self._failures_in_a_row >= ERROR_STREAK else RETRY_BACKOFF * 2**attempt
+            backoff = (
+                ERROR_STREAK_BACKOFF if self._failures_in_a_row >= ERROR_STREAK else RETRY_BACKOFF * 2**attempt_number
+            )
             self.gate.hold(backoff)
             logger.warning(
                 "request failed",
                 extra={
                     "url": url,
                     "problem": problem,
-                    "attempt": attempt + 1,
+                    "attempt": attempt_number + 1,
                     "failures_in_a_row": self._failures_in_a_row,
                     "backoff_seconds": backoff,
                 },

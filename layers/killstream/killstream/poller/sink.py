@@ -1,9 +1,10 @@
-"""Packages onto SQS with SendMessageBatch: at most 10 entries and 256 KiB a call, sent within
-`flush_within` seconds of arriving, failed entries retried, and a report of what SQS took so the
-cursor moves only past accepted packages."""
+"""Packages onto SQS with SendMessageBatch, within SQS's limits (killstream.sqs_limits), sent
+within `flush_within` seconds of arriving, failed entries retried while there is time for another
+call, and a report of what SQS took so the cursor moves only past accepted packages."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from killstream import sqs_limits
+from killstream import aws_clients, sqs_limits
 from killstream.observability import logger
 from killstream.package import Package
 
@@ -44,6 +45,9 @@ class _Entry:
 
 
 class SqsSink:
+    """`time_left()` says how many seconds sending may still take (the tick sets it); a call
+    is made only while one call's longest, `call_seconds`, fits in it."""
+
     def __init__(
         self,
         client: Any,
@@ -53,6 +57,7 @@ class SqsSink:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         attempts: int = SEND_ATTEMPTS,
+        call_seconds: float = aws_clients.CALL_SECONDS,
     ):
         self.client = client
         self.queue_url = queue_url
@@ -60,6 +65,8 @@ class SqsSink:
         self.clock = clock
         self.sleep = sleep
         self.attempts = attempts
+        self.call_seconds = call_seconds
+        self.time_left: Callable[[], float] = lambda: math.inf
         self._pending: list[_Entry] = []
         self._pending_bytes = 0
         self._oldest: float | None = None
@@ -123,9 +130,14 @@ class SqsSink:
     def _send(self, entries: list[_Entry]) -> tuple[list[Package], list[Package]]:
         accepted: list[Package] = []
         waiting = entries
+        made = 0
         for attempt in range(self.attempts):
-            if attempt:
-                self.sleep(RETRY_BACKOFF * 2 ** (attempt - 1))
+            backoff = RETRY_BACKOFF * 2 ** (attempt - 1) if attempt else 0.0
+            if self.time_left() < backoff + self.call_seconds:
+                break  # another call could outlive the time left: what is left unsent is failed
+            if backoff:
+                self.sleep(backoff)
+            made += 1
             taken = self._send_once(waiting)
             accepted += [entry.package for index, entry in enumerate(waiting) if index in taken]
             waiting = [entry for index, entry in enumerate(waiting) if index not in taken]
@@ -135,7 +147,12 @@ class SqsSink:
             # Logged whole: for RedisQ, whose reads are destructive, this line is the only copy left.
             logger.error(
                 "SQS would not take package after every attempt",
-                extra={"killmail_id": entry.package.killmail_id, "attempts": self.attempts, "package": entry.body},
+                extra={
+                    "killmail_id": entry.package.killmail_id,
+                    "attempts": made,
+                    "package": entry.body,
+                    "why": "no attempt left" if made == self.attempts else "no time left for another attempt",
+                },
             )
         return accepted, [entry.package for entry in waiting]
 

@@ -1,19 +1,24 @@
-"""One poller tick: drain the live feed into SQS, paced, until the budget is spent or the
-Lambda's remaining time falls under what finishing needs; then flush and save the cursor, and
-report what happened (one summary line, metrics, the returned summary)."""
+"""One poller tick: drain the live feed into SQS, paced, until the budget is spent (or a stop is
+asked for) or the Lambda's remaining time falls under what finishing needs; then flush and save
+the cursor, and report what happened (one summary line, metrics, the returned summary).
+
+Time, on the gate's clock: new work starts before the budget's end; every request is over by
+the hard end, which leaves FINISH_MARGIN plus one AWS call per final step (the last
+SendMessageBatch, the cursor write) of the Lambda's remaining time; work that must finish (a
+package RedisQ popped) passes the budget but never the hard end; and each AWS call starts only
+while its longest fits before the Lambda's end (docs/protocols.md, "AWS limits")."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from collections.abc import Callable
 
-import boto3
-from botocore.config import Config
-
+from killstream import aws_clients
 from killstream.config import PollerConfig
-from killstream.errors import BUDGET, ENQUEUE_FAILED, REMAINING_TIME, ConfigError, StopTick
-from killstream.http.gate import Gate
+from killstream.errors import ENQUEUE_FAILED, ConfigError, StopTick
+from killstream.http.gate import Gate, Limits
 from killstream.observability import Metric, MetricUnit, logger, metrics
 from killstream.package import Package
 from killstream.poller.counts import TickCounts
@@ -23,11 +28,8 @@ from killstream.poller.sources.base import PollResult, Source
 from killstream.poller.sources.r2z2 import R2Z2Source
 from killstream.poller.sources.redisq import RedisQSource
 
-FINISH_RESERVE_SECONDS = 2.0
-"""Time kept after the last request for the final SendMessageBatch and the cursor write."""
-
-# An AWS call that hangs must not eat the tick either (botocore's own read timeout is 60 s).
-AWS_CLIENT_CONFIG = Config(connect_timeout=3, read_timeout=5, retries={"mode": "standard", "max_attempts": 3})
+FINISH_MARGIN = 0.5
+"""Kept unused at the very end: returning the summary, and clock skew between us and Lambda."""
 
 SOURCES: dict[str, type[Source]] = {R2Z2Source.name: R2Z2Source, RedisQSource.name: RedisQSource}
 
@@ -43,6 +45,9 @@ SUMMARY_COUNTS = {
     "esi_dropped": Metric.ESI_DROPPED_FOR_SIZE,
     "enqueue_failures": Metric.ENQUEUE_FAILURES,
     "refused": Metric.SOURCE_REFUSED,
+    "placeholders": Metric.PLACEHOLDER_PACKAGES,
+    "updates_followed": Metric.UPDATE_POINTERS_FOLLOWED,
+    "updates_expired": Metric.UPDATE_POINTERS_EXPIRED,
 }
 
 
@@ -104,35 +109,49 @@ class Poller:
         if source.keeps_cursor:
             if not config.cursor_parameter:
                 raise ConfigError("CURSOR_PARAMETER", "is required")
-            ssm = boto3.client("ssm", config=AWS_CLIENT_CONFIG)
-            cursor_store = CursorStore(ssm, config.cursor_parameter, clock=clock)
-        sqs = boto3.client("sqs", config=AWS_CLIENT_CONFIG)
+            cursor_store = CursorStore(aws_clients.client("ssm"), config.cursor_parameter, clock=clock, sleep=sleep)
+        sqs = aws_clients.client("sqs")
         sink = SqsSink(sqs, config.queue_url, flush_within=source.flush_within, clock=clock, sleep=sleep)
         return cls(source, sink, cursor_store, gate, counts, budget_seconds=config.budget_seconds)
 
-    def tick(self, remaining_ms: Callable[[], int] | None = None) -> dict:
-        """Poll until the budget is spent or `remaining_ms()` (the Lambda context's
+    @property
+    def finish_reserve(self) -> float:
+        """What ending a tick needs after its last request: the final SendMessageBatch, the
+        cursor write (when there is a cursor), and the margin."""
+        calls = 1 + (self.cursor_store is not None)
+        return calls * self.sink.call_seconds + FINISH_MARGIN
+
+    def tick(
+        self, remaining_ms: Callable[[], int] | None = None, stop_requested: Callable[[], bool] | None = None
+    ) -> dict:
+        """Poll until the budget is spent, `stop_requested()` says so (the budget then ends at
+        once; what must finish still does), or `remaining_ms()` (the Lambda context's
         get_remaining_time_in_millis) leaves too little to finish; returns the summary."""
         clock = self.gate.clock
         started = clock()
         budget_end = started + self.budget_seconds
-        # The last request may start just before the deadline and run to its timeouts.
-        reserve = self.source.longest_request + FINISH_RESERVE_SECONDS
 
-        def time_left() -> tuple[float, str]:
-            left = budget_end - clock()
-            if remaining_ms is not None:
-                spare = remaining_ms() / 1000 - reserve
-                if spare < left:
-                    return spare, REMAINING_TIME
-            return left, BUDGET
+        def remaining() -> float:
+            return math.inf if remaining_ms is None else remaining_ms() / 1000
+
+        limits = Limits(
+            budget_end=lambda: -math.inf if stop_requested is not None and stop_requested() else budget_end,
+            hard_end=lambda: clock() + remaining() - self.finish_reserve,
+            new_work=self.source.new_work_seconds,
+            finishing=self.source.finishing_seconds,
+        )
+        # Sends may go on until only the cursor write (and the margin) is left; the cursor to the end.
+        keep_for_cursor = self.sink.call_seconds if self.cursor_store is not None else 0.0
+        self.sink.time_left = lambda: remaining() - keep_for_cursor - FINISH_MARGIN
+        if self.cursor_store is not None:
+            self.cursor_store.time_left = lambda: remaining() - FINISH_MARGIN
 
         cursor = self.cursor_store.load() if self.cursor_store else None
         self._ledger = Ledger(cursor)
         self.counts.reset()
         requests_before = self.gate.started
         self.source.start(cursor)
-        self.gate.begin(time_left, self._before_sleep)
+        self.gate.begin(limits, self._before_sleep)
         try:
             while True:
                 self._take(self.source.poll())

@@ -32,6 +32,7 @@ from killstream.errors import REMAINING_TIME, SOURCE_REFUSED, StopTick
 from killstream.esi.killmails import KillmailClient
 from killstream.fetcher.batch import Fetcher
 from killstream.fetcher.dead_letters import AWS_CLIENT_CONFIG, DeadLetterQueue
+from killstream.http.gate import Limits
 from killstream.observability import Metric, MetricUnit, logger, metrics
 from killstream.poller.sink import SqsSink
 from killstream.reconcile.history import HistoryClient, HistoryError, HistoryRefused
@@ -194,7 +195,7 @@ class Reconciler:
             few = QueueRecovery(SqsSink(boto3.client("sqs", config=AWS_CLIENT_CONFIG), config.queue_url))
         else:
             dead_letters = DeadLetterQueue(config.dlq_url) if config.dlq_url else FailuresTableOnly()
-            esi = KillmailClient(config.esi_url, config.user_agent)
+            esi = KillmailClient(config.esi_url, config.user_agent, compatibility_date=config.esi_compatibility_date)
             fetcher = Fetcher(esi=esi, database=database, dead_letters=dead_letters, parallelism=config.esi_parallelism)
             few = FetcherRecovery(fetcher)
         return cls(history, database, few, raw_threshold=config.raw_threshold)
@@ -203,16 +204,29 @@ class Reconciler:
         return self.database.run(lambda conn: operation(ReconciliationStore(conn)))
 
     def run(
-        self, days: Sequence[date], *, time_left: Callable[[], float] = lambda: math.inf, dry_run: bool = False
+        self,
+        days: Sequence[date],
+        *,
+        time_left: Callable[[], float] = lambda: math.inf,
+        stop_requested: Callable[[], bool] | None = None,
+        dry_run: bool = False,
     ) -> RunReport:
         """Check these days (each at most once, oldest first); `time_left()`: seconds until the
-        run must have ended (a Lambda's remaining time)."""
+        run must have ended (a Lambda's remaining time). `stop_requested()` (the local runner's
+        Ctrl+C; Lambda has none) ends the run as the end of its time would: nothing it began
+        must finish, a day left unchecked is checked on the next run."""
+        if stop_requested is not None:
+            remaining, stopped = time_left, stop_requested
+            time_left = lambda: 0.0 if stopped() else remaining()  # noqa: E731
         report = RunReport(dry_run=dry_run)
         asked = sorted(set(days))
         if not asked:
             return report
         requests_before = self.history.requests
-        self.history.gate.begin(lambda: (time_left() - FINISH_RESERVE_SECONDS, REMAINING_TIME), lambda until: None)
+        clock = self.history.gate.clock
+        # every request over before the time left, less what ending the run needs (StopTick: REMAINING_TIME)
+        limits = Limits(hard_end=lambda: clock() + time_left() - FINISH_RESERVE_SECONDS)
+        self.history.gate.begin(limits, lambda until: None)
         totals: dict[date, int] | None = None
         totals_error = ""
         try:

@@ -20,7 +20,7 @@ import psycopg2.extensions
 from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError, TransformParameterError
 
-from killstream.config import DatabaseConfig
+from killstream.config import DB_KEEPALIVES, DB_STATEMENT_TIMEOUT_MS, DB_TCP_USER_TIMEOUT_MS, DatabaseConfig
 from killstream.errors import ConfigError, DatabaseUnavailable
 from killstream.observability import logger
 from killstream.storage.migrations import migrate
@@ -28,13 +28,34 @@ from killstream.storage.migrations import migrate
 T = TypeVar("T")
 SECRET_MAX_AGE_SECONDS = 300
 # OperationalError covers a server that is down, unreachable, restarting or refusing us;
-# InterfaceError a connection psycopg2 already knows is closed.
+# InterfaceError a connection psycopg2 already knows is closed. Not every OperationalError is a
+# lost connection, though (see connection_lost).
 CONNECTION_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
+# SQLSTATEs that end the session: connection exceptions (class 08) and the server going away.
+_SESSION_ENDED = ("57P01", "57P02", "57P03")
+
+
+def connection_lost(exc: BaseException, conn: psycopg2.extensions.connection | None) -> bool:
+    """Whether `exc` means the connection is gone, not that one statement failed on it. psycopg2
+    raises OperationalError for both: a server gone, and a statement cancelled (a statement
+    timeout, or the COPY it aborted because the client could not encode a row) on a connection
+    that is fine and must not be mistaken for an outage."""
+    if not isinstance(exc, CONNECTION_ERRORS):
+        return False
+    if isinstance(exc, psycopg2.InterfaceError) or conn is None or conn.closed:
+        return True
+    code = getattr(exc, "pgcode", None) or ""
+    return code.startswith("08") or code in _SESSION_ENDED
 
 
 def connect(dsn: str, **kwargs: Any) -> psycopg2.extensions.connection:
+    """Every connection: a connect timeout, TCP keepalives and a limit on unacknowledged data, so
+    a connection whose server is gone fails within seconds rather than at the kernel's ~15 min."""
     kwargs.setdefault("connect_timeout", 5)
     kwargs.setdefault("application_name", "killstream")
+    for name, value in DB_KEEPALIVES.items():
+        kwargs.setdefault(name, value)
+    kwargs.setdefault("tcp_user_timeout", DB_TCP_USER_TIMEOUT_MS)
     return psycopg2.connect(dsn, **kwargs)
 
 
@@ -46,7 +67,8 @@ def _is_authentication_failure(exc: psycopg2.OperationalError) -> bool:
 class Database:
     """`run(operation)` calls `operation(connection)` on the kept connection. A kept connection
     found broken is replaced and the operation tried once more on the new one (the operation
-    must be one transaction, so a failed attempt left nothing behind)."""
+    must be one transaction, so a failed attempt left nothing behind). Its statements are cut at
+    `statement_timeout_ms` (derived from the fetcher's timeout in killstream.config)."""
 
     def __init__(
         self,
@@ -55,8 +77,10 @@ class Database:
         get_secret: Callable[..., Any] = parameters.get_secret,
         connect: Callable[..., psycopg2.extensions.connection] = connect,
         secret_max_age: int = SECRET_MAX_AGE_SECONDS,
+        statement_timeout_ms: int = DB_STATEMENT_TIMEOUT_MS,
     ):
         self.config = config
+        self.statement_timeout_ms = statement_timeout_ms
         self._get_secret = get_secret
         self._connect = connect
         self._secret_max_age = secret_max_age
@@ -64,16 +88,21 @@ class Database:
         self._schema_ready = False
 
     def run(self, operation: Callable[[psycopg2.extensions.connection], T]) -> T:
+        """A statement that fails on a sound connection raises its own psycopg2 error."""
         kept = self._conn is not None and not self._conn.closed
         try:
             return operation(self.connection())
         except CONNECTION_ERRORS as exc:
+            if not connection_lost(exc, self._conn):
+                raise
             self.close()
             if not kept:
                 raise DatabaseUnavailable(f"PostgreSQL: {_first_line(exc)}") from exc
         try:
             return operation(self.connection())
         except CONNECTION_ERRORS as exc:
+            if not connection_lost(exc, self._conn):
+                raise
             self.close()
             raise DatabaseUnavailable(f"PostgreSQL: {_first_line(exc)}") from exc
 
@@ -101,8 +130,9 @@ class Database:
             finally:
                 self._conn = None
 
-    def _tls(self) -> dict[str, str]:
-        tls = {}
+    def _options(self) -> dict[str, str]:
+        """TLS, and the session's statement timeout (libpq's `options`), for every connect."""
+        tls = {"options": f"-c statement_timeout={self.statement_timeout_ms}"}
         if self.config.sslmode:
             tls["sslmode"] = self.config.sslmode
         if self.config.sslrootcert:
@@ -112,13 +142,13 @@ class Database:
     def _open(self) -> psycopg2.extensions.connection:
         dsn = self.config.database_url or ""
         if not self.config.secret_arn:
-            return self._connect(dsn, **self._tls())
+            return self._connect(dsn, **self._options())
         try:
-            return self._connect(dsn, **self._secret_credentials(force_fetch=False), **self._tls())
+            return self._connect(dsn, **self._secret_credentials(force_fetch=False), **self._options())
         except psycopg2.OperationalError as exc:
             if not _is_authentication_failure(exc):
                 raise
-        return self._connect(dsn, **self._secret_credentials(force_fetch=True), **self._tls())
+        return self._connect(dsn, **self._secret_credentials(force_fetch=True), **self._options())
 
     def _secret_credentials(self, *, force_fetch: bool) -> dict[str, Any]:
         try:

@@ -4,7 +4,17 @@ A batch is one transaction of six round trips whatever its size: the killmail ro
 COPied into a session-local staging table; one statement inserts the new ones and applies
 newer zKillboard values to those already stored; then the attackers and items of exactly the
 killmails this transaction inserted are COPied straight into their tables. A concurrent writer
-of the same killmail waits on its primary key and then finds it stored, so rows never double."""
+of the same killmail waits on its primary key and then finds it stored, so rows never double.
+
+Which zKillboard values are newer (docs/protocols.md, "R2Z2": latest wins by `uploaded_at`,
+then `sequence_id`): a publication is ordered by its key (uploaded_at, sequence_id). When the
+incoming and the stored row both have an uploaded_at, the greater key wins — an in-place update
+keeps its sequence_id and wins by its newer uploaded_at — and the stored key moves to it even
+when the values are the same. When either lacks an uploaded_at (a row stored before it was kept)
+but both have a sequence_id, the greater sequence wins, and the same sequence wins when its
+values differ and it brings the uploaded_at the row lacks. When either has no key at all
+(RedisQ packages), the incoming values win when they differ, as they always did, and the stored
+key stays. A record with no zkb values at all (history, backfill) never replaces stored ones."""
 
 from __future__ import annotations
 
@@ -38,6 +48,7 @@ class KillmailRecord:
     source: str
     sequence_id: int | None = None
     received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    uploaded_at: datetime | None = None
 
     @property
     def killmail_id(self) -> int:
@@ -55,6 +66,7 @@ _ZKB_COLUMNS = (
     "zkb_dropped_value",
     "zkb_destroyed_value",
     "zkb_total_value",
+    "zkb_droppable_value",
     "zkb_points",
     "zkb_npc",
     "zkb_solo",
@@ -82,6 +94,7 @@ KILLMAIL_COLUMNS = (
     "esi",
     "source",
     "sequence_id",
+    "uploaded_at",
     "received_at",
 )
 ATTACKER_COLUMNS = (
@@ -118,23 +131,37 @@ _killmail_list = ", ".join(KILLMAIL_COLUMNS)
 _zkb_set = ",\n    ".join(f"{c} = EXCLUDED.{c}" for c in _ZKB_COLUMNS)
 _zkb_stored = ", ".join(f"killmails.{c}" for c in _ZKB_COLUMNS)
 _zkb_new = ", ".join(f"EXCLUDED.{c}" for c in _ZKB_COLUMNS)
+_zkb_differ = f"({_zkb_stored}) IS DISTINCT FROM ({_zkb_new})"
+# The module docstring says which publication is newer; this is that rule, in SQL.
+_NEWER = f"""CASE
+    WHEN EXCLUDED.uploaded_at IS NOT NULL AND killmails.uploaded_at IS NOT NULL
+        THEN (EXCLUDED.uploaded_at, COALESCE(EXCLUDED.sequence_id, -1))
+           > (killmails.uploaded_at, COALESCE(killmails.sequence_id, -1))
+    WHEN EXCLUDED.sequence_id IS NOT NULL AND killmails.sequence_id IS NOT NULL
+        THEN EXCLUDED.sequence_id > killmails.sequence_id
+          OR (EXCLUDED.sequence_id = killmails.sequence_id AND EXCLUDED.uploaded_at IS NOT NULL AND {_zkb_differ})
+    ELSE {_zkb_differ}
+END"""
+_keyed = "EXCLUDED.uploaded_at IS NOT NULL OR EXCLUDED.sequence_id IS NOT NULL"
 # DO UPDATE, not DO NOTHING then UPDATE: a conflicting row is locked and re-read as committed,
 # so a writer racing another one for the same killmail still applies its newer zkb values.
-# xmax = 0 tells a row this statement inserted from one it updated.
+# In SET, killmails.* is the stored row: zkb_updated_at moves only when the values change, and
+# RETURNING tells those rows (now(): this transaction's start) from the ones whose key alone
+# moved. xmax = 0 tells a row this statement inserted from one it updated.
 _MERGE = f"""
 INSERT INTO killmails ({_killmail_list})
 SELECT {_killmail_list} FROM stage_killmails ORDER BY killmail_id
 ON CONFLICT (killmail_id) DO UPDATE SET
     {_zkb_set},
-    sequence_id = COALESCE(EXCLUDED.sequence_id, killmails.sequence_id),
-    zkb_updated_at = now()
--- The latest zKillboard values win; a late redelivery of an older sequence does not.
-WHERE (EXCLUDED.sequence_id IS NULL OR killmails.sequence_id IS NULL OR EXCLUDED.sequence_id > killmails.sequence_id)
-  AND ({_zkb_stored}) IS DISTINCT FROM ({_zkb_new})
+    sequence_id = CASE WHEN {_keyed} THEN EXCLUDED.sequence_id ELSE killmails.sequence_id END,
+    uploaded_at = CASE WHEN {_keyed} THEN EXCLUDED.uploaded_at ELSE killmails.uploaded_at END,
+    zkb_updated_at = CASE WHEN {_zkb_differ} THEN now() ELSE killmails.zkb_updated_at END
+WHERE {_NEWER}
   -- A record with no zkb values (history, backfill) never replaces stored ones: for a killmail
   -- already stored it is a duplicate. A later live publication fills NULL zkb columns in.
   AND NOT (({_zkb_new}) IS NULL)
-RETURNING killmail_id, CASE WHEN xmax = 0 THEN 'inserted' ELSE 'zkb_updated' END
+RETURNING killmail_id,
+    CASE WHEN xmax = 0 THEN 'inserted' WHEN zkb_updated_at = now() THEN 'zkb_updated' ELSE 'duplicate' END
 """
 
 
@@ -203,6 +230,7 @@ def killmail_row(record: KillmailRecord) -> tuple:
         zkb.dropped_value,
         zkb.destroyed_value,
         zkb.total_value,
+        zkb.droppable_value,
         zkb.points,
         zkb.npc,
         zkb.solo,
@@ -211,6 +239,7 @@ def killmail_row(record: KillmailRecord) -> tuple:
         km.document_json,
         record.source,
         record.sequence_id,
+        record.uploaded_at,
         record.received_at,
     )
 
@@ -243,8 +272,17 @@ def _item_lines(km: Killmail) -> Iterator[str]:
         )
 
 
+def publication_key(record: KillmailRecord) -> tuple[datetime, int]:
+    """How publications of one killmail are ordered (the module docstring): a record without
+    uploaded_at or sequence_id sorts before one that has them."""
+    return (record.uploaded_at or _NO_UPLOAD, -1 if record.sequence_id is None else record.sequence_id)
+
+
+_NO_UPLOAD = datetime.min.replace(tzinfo=UTC)
+
+
 def _latest_per_killmail(records: Sequence[KillmailRecord]) -> list[KillmailRecord]:
-    """One record per killmail id: the one with the newest sequence (else the last given); one
+    """One record per killmail id: the newest publication (of equals, the last given); one
     carrying zkb values before one without."""
     chosen: dict[int, KillmailRecord] = {}
     for record in records:
@@ -254,8 +292,8 @@ def _latest_per_killmail(records: Sequence[KillmailRecord]) -> list[KillmailReco
     return list(chosen.values())
 
 
-def _rank(record: KillmailRecord) -> tuple[bool, int]:
-    return record.has_zkb, record.sequence_id or -1
+def _rank(record: KillmailRecord) -> tuple[bool, tuple[datetime, int]]:
+    return record.has_zkb, publication_key(record)
 
 
 class KillmailStore:
@@ -277,7 +315,8 @@ class KillmailStore:
 
     def merge(self, cur: cursor, records: Sequence[KillmailRecord]) -> dict[int, Outcome]:
         """The killmail rows, staged and merged into `killmails` in the caller's transaction: the
-        killmails this inserted and those it updated (one record per killmail id)."""
+        killmails this inserted, those whose values it updated, and those whose ordering key
+        alone it moved (DUPLICATE); one record per killmail id."""
         cur.execute(_STAGING)
         rows = _copy_rows(map(killmail_row, records))
         cur.copy_expert(f"COPY stage_killmails ({_killmail_list}) FROM STDIN", rows, size=COPY_CHUNK)

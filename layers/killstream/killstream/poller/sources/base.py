@@ -25,6 +25,8 @@ from killstream.package import Package
 from killstream.poller.counts import TickCounts
 
 UNEXPECTED_ANSWER_BACKOFF = 5.0
+MIN_REQUEST_SECONDS = 1.0
+"""Left before the tick's hard end, a request is worth starting; it is cut at that end."""
 REFUSAL_PAUSE = 15 * 60.0
 """After a 403 (R2Z2's ban lasts about an hour, RedisQ's shutdown for good), asking again a
 minute later only prolongs a ban: ticks end at once for this long."""
@@ -85,6 +87,17 @@ class Source(ABC):
     @property
     def longest_request(self) -> float:
         return self.client.longest_request
+
+    @property
+    def new_work_seconds(self) -> float:
+        """What a poll needs before the tick's hard end to be started (Limits.new_work). A request
+        cut at that end loses nothing where the cursor stays before what it was reading."""
+        return MIN_REQUEST_SECONDS
+
+    @property
+    def finishing_seconds(self) -> float:
+        """What a request that must finish needs before the hard end (Limits.finishing)."""
+        return MIN_REQUEST_SECONDS
 
     def start(self, cursor: int | None) -> None:  # noqa: B027  (a hook: sources without a cursor ignore it)
         """A tick begins at the durable cursor (None: there is none)."""
