@@ -2,7 +2,8 @@
 Each benchmark's lines are shown as it prints them (a line per phase), with its time at the end.
 
 make bench                       # all
-make bench ARGS="fetcher memory" # some: store, pipeline, drain, fetcher, coldstart, memory, reconcile, summary, backfill"""
+make bench ARGS="fetcher memory" # some: store, pipeline, drain, fetcher, coldstart, memory, reconcile,
+                                 # summary, backfill"""
 
 from __future__ import annotations
 
