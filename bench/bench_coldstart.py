@@ -7,7 +7,7 @@ Powertools hello-world handler measured the same way in the same run; and the la
 The layers are built with their own Makefiles, as `sam build` does (the dependencies for
 manylinux aarch64 / CPython 3.13, for the size), and once more for this machine's interpreter,
 to import them here. Built trees are cached under .local/bench/. Last line:
-    coldstart: poller_ms=<n> fetcher_ms=<n> hello_ms=<n> ratio_max=<n> layers_mb=<n>"""
+    coldstart: poller_ms=<n> fetcher_ms=<n> hello_ms=<n> ratio_max=<n> … layers_mb=<n> notifier_ms=<n> …"""
 
 from __future__ import annotations
 
@@ -152,12 +152,13 @@ def main() -> None:
             "hello_boto3": import_ms([hello_dir, deps_tree, runtime], "hello_boto3_app", args.runs),
             "poller": import_ms([ROOT / "functions/poller", *paths], "app", args.runs),
             "fetcher": import_ms([ROOT / "functions/fetcher", *paths], "app", args.runs),
+            "notifier": import_ms([ROOT / "functions/notifier", *paths], "app", args.runs),
         }
     for label, t in timings.items():
         worst = max(t["poller"], t["fetcher"])
         print(
             f"import time, layers {label}, median of {args.runs} fresh interpreters: poller {t['poller']:.0f} ms, "
-            f"fetcher {t['fetcher']:.0f} ms; "
+            f"fetcher {t['fetcher']:.0f} ms, notifier {t['notifier']:.0f} ms; "
             f"Powertools hello-world {t['hello']:.0f} ms ({worst / t['hello']:.2f}×); "
             f"hello-world + boto3, as any handler calling AWS: "
             f"{t['hello_boto3']:.0f} ms ({worst / t['hello_boto3']:.2f}×)"
@@ -172,7 +173,8 @@ def main() -> None:
         f"hello_ms={shipped['hello']:.0f} "
         f"ratio_max={max(shipped['poller'], shipped['fetcher']) / shipped['hello']:.2f} "
         f"compiled_poller_ms={compiled['poller']:.0f} compiled_fetcher_ms={compiled['fetcher']:.0f} "
-        f"compiled_hello_ms={compiled['hello']:.0f} layers_mb={deps_mb + core_mb:.1f}"
+        f"compiled_hello_ms={compiled['hello']:.0f} layers_mb={deps_mb + core_mb:.1f} "
+        f"notifier_ms={shipped['notifier']:.0f} compiled_notifier_ms={compiled['notifier']:.0f}"
     )
 
 

@@ -3,7 +3,7 @@ Each benchmark's lines are shown as it prints them (a line per phase), with its 
 
 make bench                       # all
 make bench ARGS="fetcher memory" # some: store, pipeline, drain, fetcher, coldstart, memory, reconcile,
-                                 # summary, backfill"""
+                                 # summary, events, backfill"""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ BENCHES = {
     "reconcile": "bench_reconcile.py",
     "summary": "bench_summary.py",
     "backfill": "bench_backfill.py",
+    "events": "bench_events.py",
 }
 
 

@@ -79,6 +79,17 @@ def conn(database_url):
     connection.close()
 
 
+@pytest.fixture
+def restore_environ():
+    """The local pipeline (and `killstream alerts test --local`) point boto3 and the handlers at
+    their endpoints through os.environ, as Lambda would; put everything back for the tests that
+    follow."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 @pytest.fixture(scope="session")
 def real_killmails():
     docs = corpus.load_real()

@@ -311,7 +311,7 @@ def invoke(function: str, event: Path, template: Path, env_file: Path, docker_ho
 
 @contextmanager
 def stand_ins(relay: Relay, database_url: str | None):
-    """moto (SQS, SSM), R2Z2 and ESI simulators, PostgreSQL; yields the env-vars content and what
+    """moto (SQS, SSM, the event bus), R2Z2 and ESI simulators, PostgreSQL; yields the env-vars content and what
     the checks need."""
     from killstream_workstation import corpus
     from killstream_workstation.local.aws import LocalAws
@@ -361,6 +361,7 @@ def stand_ins(relay: Relay, database_url: str | None):
             "FetcherFunction": {
                 "ESI_URL": relay.url("http", _port(esi.url)),
                 "DLQ_URL": aws.dlq_url,
+                "EVENT_BUS_NAME": aws.event_bus_name,  # the bus moto holds (SAM local would name the logical id)
                 "USER_AGENT": USER_AGENT,
                 "DATABASE_URL": container_db_url,
                 "DB_SECRET_ARN": "",

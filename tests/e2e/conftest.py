@@ -1,19 +1,7 @@
-import os
-
 import pytest
 
 from killstream_workstation.local.console import RunStats
 from killstream_workstation.local.pipeline import LocalPipeline, PipelineSettings
-
-
-@pytest.fixture
-def restore_environ():
-    """The local pipeline points boto3 and the handlers at its endpoints through os.environ,
-    as Lambda would; put everything back for the tests that follow."""
-    saved = dict(os.environ)
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
 
 
 @pytest.fixture

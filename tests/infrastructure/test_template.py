@@ -46,6 +46,9 @@ CfnLoader.add_multi_constructor("!", _short_tag)
 
 T = yaml.load(TEMPLATE.read_text(), Loader=CfnLoader)
 R = T["Resources"]
+ALERT_TEMPLATE = ROOT / "alerts" / "template.yaml"
+A = yaml.load(ALERT_TEMPLATE.read_text(), Loader=CfnLoader)
+AR = A["Resources"]
 
 
 def REF(name: str) -> dict:
@@ -57,9 +60,16 @@ def ARN(name: str) -> dict:
 
 
 def props(name: str) -> dict:
-    """A resource's properties; for functions with the Globals they inherit (SAM semantics)."""
+    """A resource's properties (of either template); for functions with the Globals they inherit
+    (SAM semantics)."""
+    if name not in R:
+        return AR[name]["Properties"]
     merged = dict(T.get("Globals", {}).get("Function", {})) if R[name]["Type"] == "AWS::Serverless::Function" else {}
     return {**merged, **R[name]["Properties"]}
+
+
+def alert_env() -> dict:
+    return AR["NotifierFunction"]["Properties"]["Environment"]["Variables"]
 
 
 def env(function: str) -> dict:
@@ -69,7 +79,7 @@ def env(function: str) -> dict:
 def grants(role: str) -> dict[str | None, set[tuple[str, str]]]:
     """{condition or None: {(action, resource as JSON)}} over the role's inline policies."""
     out: dict[str | None, set[tuple[str, str]]] = {}
-    for policy in R[role]["Properties"]["Policies"]:
+    for policy in props(role)["Policies"]:
         condition = None
         if "Fn::If" in policy:  # [condition, policy, AWS::NoValue]
             condition, policy, absent = policy["Fn::If"]
@@ -313,6 +323,7 @@ def test_fetcher_may_only_consume_dead_letter_and_read_the_secret():
             | pairs(["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"], ARN("KillmailQueue"))
             | pairs(["sqs:SendMessage"], ARN("KillmailDLQ"))
             | pairs(["secretsmanager:GetSecretValue"], secret)
+            | pairs(["events:PutEvents"], ARN("KillmailBus"))
         ),
         # Only when the fetcher joins a VPC: Lambda's ENI management, which EC2 cannot scope further.
         "InVpc": vpc | pairs(["ec2:DescribeNetworkInterfaces", "ec2:DescribeSubnets"], "*"),
@@ -379,10 +390,9 @@ def test_backfill_may_only_read_the_secret_and_its_state_machine_only_invoke_it(
 
 
 def test_no_wildcards_and_no_other_policies():
-    assert not [
-        n for n, r in R.items() if r["Type"] in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy", "AWS::IAM::RolePolicy")
-    ]
-    for role in ("PollerRole", "FetcherRole", "EnricherRole", "ReconcilerRole", "BackfillRole"):
+    policies = ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy", "AWS::IAM::RolePolicy")
+    assert not [n for resources in (R, AR) for n, r in resources.items() if r["Type"] in policies]
+    for role in ("PollerRole", "FetcherRole", "EnricherRole", "ReconcilerRole", "NotifierRole", "BackfillRole"):
         p = props(role)
         assert "ManagedPolicyArns" not in p
         assert p["AssumeRolePolicyDocument"]["Statement"] == [
@@ -393,8 +403,8 @@ def test_no_wildcards_and_no_other_policies():
 
 
 def test_no_secret_in_environment_variables():
-    for function in FUNCTIONS:
-        for name, value in env(function).items():
+    for variables in [env(function) for function in FUNCTIONS] + [alert_env()]:
+        for name, value in variables.items():
             assert not re.search(r"PASSWORD|TOKEN|PRIVATE|(?<!DB_)SECRET(?!_ARN)", name), name
             text = json.dumps(value)
             assert not re.search(r"://[^/\s\"]*@|password", text, re.I), (name, text)
@@ -429,6 +439,7 @@ def test_environment_names_equal_the_config_contract():
         "DB_SECRET_ARN",
         "DB_SSLMODE",
         "DB_SSLROOTCERT",
+        "EVENT_BUS_NAME",
     }
     enricher = {
         "ESI_URL",
@@ -454,6 +465,7 @@ def test_environment_names_equal_the_config_contract():
         "DB_SSLMODE",
         "DB_SSLROOTCERT",
     }
+    notifier = {"WEBHOOK_SECRET_ARN", "WEBHOOK_KIND", "ALERT_DLQ_URL", "USER_AGENT"}
     backfill = {
         "EVEREF_URL",
         "HISTORY_URL",
@@ -465,10 +477,10 @@ def test_environment_names_equal_the_config_contract():
     }
     # Both ways against killstream/config.py: every name it reads is set, and it reads every name set.
     config = (ROOT / "layers/killstream/killstream/config.py").read_text()
-    assert (
-        set(re.findall(r'"([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+)"', config))
-        == poller | fetcher | enricher | reconciler | backfill
-    )
+    read = set(re.findall(r'"([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+)"', config))
+    assert read == poller | fetcher | enricher | reconciler | notifier | backfill
+    assert set(alert_env()) == notifier | powertools
+    assert alert_env()["POWERTOOLS_SERVICE_NAME"] == "notifier"
     assert set(env("PollerFunction")) == poller | powertools
     assert set(env("FetcherFunction")) == fetcher | powertools
     assert set(env("EnricherFunction")) == enricher | powertools
@@ -508,6 +520,7 @@ ALARMS = {  # logical id: (namespace, metric, dimension name, dimension value)
     "ReconcilerErrorsAlarm": ("AWS/Lambda", "Errors", "FunctionName", REF("ReconcilerFunction")),
     "NamesBacklogAlarm": ("killstream", "NamesPending", "service", "enricher"),
     "EnricherErrorsAlarm": ("AWS/Lambda", "Errors", "FunctionName", REF("EnricherFunction")),
+    "EventPublishFailuresAlarm": ("killstream", "EventPublishFailures", "service", "fetcher"),
     "BackfillDaysFailedAlarm": ("killstream", "BackfillDaysFailed", "service", "backfill"),
     "BackfillExecutionsFailedAlarm": ("AWS/States", "ExecutionsFailed", "StateMachineArn", REF("BackfillStateMachine")),
 }
@@ -553,7 +566,9 @@ def test_dashboard_is_json_and_shows_every_metric():
         "NamesResolved NamesUnresolvable NamesPending "
         "PlaceholderPackages UpdatePointersFollowed UpdatePointersExpired "
         "DaysChecked KillmailsMissing KillmailsRecovered DaysIncomplete DaysStillIncomplete HistoryErrors "
-        "HistoryRequests BackfillDays BackfillDaysFailed BackfillKillmailsStored BackfillKillmailErrors"
+        "HistoryRequests EventsPublished EventPublishFailures AlertsPosted "
+        "AlertsDuplicate AlertsRetried AlertsDeadLettered WebhookRateLimited "
+        "BackfillDays BackfillDaysFailed BackfillKillmailsStored BackfillKillmailErrors"
     )
     assert [m for m in metrics.split() if f'"{m}"' not in text] == []
     from killstream.observability import Metric
@@ -578,6 +593,10 @@ def test_outputs_and_optional_database():
         "BackfillFunctionName",
         "BackfillLogGroupName",
         "DashboardUrl",
+        "KillmailBusName",
+        "KillmailBusArn",
+        "DependenciesLayerArn",
+        "KillstreamLayerArn",
     } <= set(T["Outputs"])
     db = R["Database"]
     assert db["Condition"] == "CreateDb" and db["DeletionPolicy"] == "Snapshot"
@@ -585,6 +604,111 @@ def test_outputs_and_optional_database():
     assert (p["Engine"], p["DBInstanceClass"]) == ("postgres", "db.t4g.micro")
     assert p["ManageMasterUserPassword"] is True and p["StorageEncrypted"] is True and p["PubliclyAccessible"] is False
     assert all(p.get("Description") for p in T["Parameters"].values())
+
+
+# ------------------------------------------------------------------ killmail events and alert rules
+
+
+def test_the_fetcher_publishes_on_the_stack_s_own_bus():
+    assert R["KillmailBus"]["Type"] == "AWS::Events::EventBus"
+    assert props("KillmailBus")["Name"] == {"Fn::Sub": "${AWS::StackName}-killmails"}
+    assert env("FetcherFunction")["EVENT_BUS_NAME"] == REF("KillmailBus")
+    assert T["Outputs"]["KillmailBusName"]["Value"] == REF("KillmailBus")
+
+
+def test_the_stack_s_alert_rule_is_the_alert_template_instantiated_when_a_webhook_is_given():
+    alert = R["Alert"]
+    assert alert["Type"] == "AWS::Serverless::Application" and alert["Condition"] == "HasAlert"
+    assert alert["Properties"]["Location"] == "alerts/template.yaml"
+    given = alert["Properties"]["Parameters"]
+    assert set(given) == set(A["Parameters"])
+    assert given["EventBusName"] == REF("KillmailBus") and given["WebhookUrl"] == REF("AlertWebhookUrl")
+    assert given["DependenciesLayerArn"] == REF("DependenciesLayer") and given["AlarmTopicArn"] == REF("AlarmTopic")
+    assert T["Conditions"]["HasAlert"] == {"Fn::Not": [{"Fn::Equals": [REF("AlertWebhookUrl"), ""]}]}
+    from killstream_workstation.alerts.patterns import DEFAULT_PATTERN
+
+    # one default, meaning kills worth >= 10 B ISK, everywhere it is written
+    for default in (T["Parameters"]["AlertPattern"]["Default"], A["Parameters"]["EventPattern"]["Default"]):
+        assert json.loads(default) == DEFAULT_PATTERN
+    assert DEFAULT_PATTERN["detail"]["total_value_millions"] == [{"numeric": [">=", 10_000]}]
+
+
+def test_the_webhook_url_is_a_noecho_secret_nothing_else_shows():
+    for spec in (T["Parameters"]["AlertWebhookUrl"], A["Parameters"]["WebhookUrl"]):
+        assert spec["NoEcho"] is True
+    assert AR["WebhookSecret"]["Type"] == "AWS::SecretsManager::Secret"
+    assert props("WebhookSecret")["SecretString"] == REF("WebhookUrl")
+    uses = json.dumps({k: v for k, v in AR.items() if k != "WebhookSecret"}) + json.dumps(A["Outputs"])
+    assert '"WebhookUrl"' not in uses  # only the secret takes the URL
+    assert '"AlertWebhookUrl"' not in json.dumps(T["Outputs"])
+    assert alert_env()["WEBHOOK_SECRET_ARN"] == REF("WebhookSecret")
+
+
+def test_the_rule_sends_its_matches_to_the_alert_queue_and_only_it_may():
+    rule = props("AlertRule")
+    assert AR["AlertRule"]["Type"] == "AWS::Events::Rule" and rule["State"] == "ENABLED"
+    assert rule["EventBusName"] == REF("EventBusName") and rule["EventPattern"] == REF("EventPattern")
+    (target,) = rule["Targets"]
+    assert target["Arn"] == ARN("AlertQueue") and target["DeadLetterConfig"] == {"Arn": ARN("AlertDLQ")}
+    (statement,) = props("AlertQueuesPolicy")["PolicyDocument"]["Statement"]
+    assert statement["Principal"] == {"Service": "events.amazonaws.com"} and statement["Action"] == "sqs:SendMessage"
+    assert statement["Condition"] == {"ArnEquals": {"aws:SourceArn": ARN("AlertRule")}}
+    assert props("AlertQueuesPolicy")["Queues"] == [REF("AlertQueue"), REF("AlertDLQ")]
+
+
+def test_alert_queue_and_dlq():
+    queue, dlq = props("AlertQueue"), props("AlertDLQ")
+    assert queue["SqsManagedSseEnabled"] is True and dlq["SqsManagedSseEnabled"] is True
+    assert queue["VisibilityTimeout"] >= 6 * props("NotifierFunction")["Timeout"]
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == ARN("AlertDLQ")
+    assert queue["RedrivePolicy"]["maxReceiveCount"] >= 5
+    assert dlq["MessageRetentionPeriod"] == 14 * 24 * 3600 and AR["AlertDLQ"]["DeletionPolicy"] == "Retain"
+    assert alert_env()["ALERT_DLQ_URL"] == REF("AlertDLQ")
+    alarms = {n: props(n) for n, r in AR.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+    dlq_alarm = alarms["AlertDlqNotEmptyAlarm"]
+    assert dlq_alarm["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["AlertDLQ", "QueueName"]}}]
+    assert alarms["NotifierErrorsAlarm"]["Dimensions"][0]["Value"] == REF("NotifierFunction")
+    for alarm in alarms.values():
+        assert alarm["AlarmActions"] == {"Fn::If": ["HasAlarmTopic", [REF("AlarmTopicArn")], REF("AWS::NoValue")]}
+
+
+def test_the_notifier_is_a_thin_arm64_handler_capped_on_its_event_source():
+    p = props("NotifierFunction")
+    assert (p["Runtime"], p["Architectures"], p["Handler"]) == ("python3.13", ["arm64"], "app.handler")
+    assert AR["NotifierFunction"]["Metadata"]["BuildMethod"] == "makefile"
+    assert p["CodeUri"] == "../functions/notifier" and (ROOT / "functions" / "notifier" / "app.py").exists()
+    assert p["Layers"] == [REF("DependenciesLayerArn"), REF("KillstreamLayerArn")]
+    assert "ReservedConcurrentExecutions" not in p  # it would take from the account's pool
+    (event,) = p["Events"].values()
+    e = event["Properties"]
+    assert event["Type"] == "SQS" and e["Queue"] == ARN("AlertQueue")
+    assert e["FunctionResponseTypes"] == ["ReportBatchItemFailures"] and e["ScalingConfig"]["MaximumConcurrency"] == 2
+    assert p["LoggingConfig"] == {"LogGroup": REF("NotifierLogGroup")}
+
+
+def test_the_notifier_may_only_consume_dead_letter_read_its_secret_and_log():
+    assert grants("NotifierRole") == {
+        None: (
+            pairs(["logs:CreateLogStream", "logs:PutLogEvents"], ARN("NotifierLogGroup"))
+            | pairs(["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"], ARN("AlertQueue"))
+            | pairs(["sqs:SendMessage"], ARN("AlertDLQ"))
+            | pairs(["secretsmanager:GetSecretValue"], REF("WebhookSecret"))
+        )
+    }
+
+
+def test_an_alert_stack_names_nothing_fixed_so_instances_live_side_by_side():
+    named = {
+        (resource, key): value
+        for resource, r in AR.items()
+        for key, value in r.get("Properties", {}).items()
+        if key in ("Name", "LogGroupName", "AlarmName", "QueueName", "FunctionName", "RoleName", "TopicName")
+    }
+    assert not {key for _, key in named} - {
+        "LogGroupName",
+        "AlarmName",
+    }  # queues, rule, role, function: CloudFormation's
+    assert named and all("${AWS::StackName}" in json.dumps(value) for value in named.values()), named
 
 
 # ------------------------------------------------------------------ samconfig.toml and events/
@@ -643,15 +767,59 @@ def run(command: list[str], cwd: Path = ROOT, environment: dict[str, str] | None
 
 def test_cfn_lint_is_clean():
     # The only suppressions live in template.yaml, each with its reason (W1030, W1035).
-    result = run([required_tool("cfn-lint"), "--", "template.yaml"])
+    result = run([required_tool("cfn-lint"), "--", "template.yaml", "alerts/template.yaml"])
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_sam_validate_lint_is_clean():
-    result = run(
-        [required_tool("sam"), "validate", "--lint", "--template-file", "template.yaml", "--region", "us-east-1"]
-    )
+@pytest.mark.parametrize("template", ["template.yaml", "alerts/template.yaml"])
+def test_sam_validate_lint_is_clean(template):
+    result = run([required_tool("sam"), "validate", "--lint", "--template-file", template, "--region", "us-east-1"])
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_more_alert_rules_are_the_alert_template_again_not_a_fork(tmp_path):
+    """Two more rules beside the stack's own: alerts/template.yaml instantiated twice more, with
+    other patterns and webhooks, from the main stack's outputs; the combination lints clean."""
+    outputs = {
+        "EventBusName": "killstream-dev-killmails",
+        "UserAgent": "killstream/0.1 (ops@example.com)",
+        "DependenciesLayerArn": "arn:aws:lambda:us-east-1:123456789012:layer:killstream-dev-dependencies:3",
+        "KillstreamLayerArn": "arn:aws:lambda:us-east-1:123456789012:layer:killstream-dev-killstream:3",
+        "AlarmTopicArn": "arn:aws:sns:us-east-1:123456789012:killstream-dev-AlarmTopic-x",
+    }
+    rules = {
+        "TitansToDiscord": ("capital-kills.json", "https://discord.com/api/webhooks/1/a", "auto"),
+        "SoloToSlack": ("solo-kills.json", "https://hooks.slack.com/services/T/B/c", "slack"),
+    }
+    wrapper = {
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Transform": "AWS::Serverless-2016-10-31",
+        "Resources": {
+            name: {
+                "Type": "AWS::Serverless::Application",
+                "Properties": {
+                    "Location": str(ALERT_TEMPLATE),
+                    "Parameters": {
+                        **outputs,
+                        "EventPattern": (ROOT / "alerts" / "patterns" / pattern).read_text().strip(),
+                        "WebhookUrl": url,
+                        "WebhookKind": kind,
+                    },
+                },
+            }
+            for name, (pattern, url, kind) in rules.items()
+        },
+    }
+    path = tmp_path / "more-alerts.yaml"
+    path.write_text(yaml.safe_dump(wrapper))
+    required = {name for name, spec in A["Parameters"].items() if "Default" not in spec}
+    assert required == set(outputs) - {"AlarmTopicArn"} | {"WebhookUrl"}  # what the outputs and a URL give
+    for command in (
+        [required_tool("cfn-lint"), "--", str(path)],
+        [required_tool("sam"), "validate", "--lint", "--template-file", str(path), "--region", "us-east-1"],
+    ):
+        result = run(command)
+        assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.mark.parametrize(
@@ -704,6 +872,8 @@ def test_sam_build_makes_arm64_layers(sam_build):
     assert sql and sql == {p.name for p in (package / "storage" / "sql").glob("*.sql")}
     for function in FUNCTIONS:
         assert (sam_build / function / "app.py").exists()
+    assert (sam_build / "Alert" / "NotifierFunction" / "app.py").exists()  # the nested alert rule
+    assert (sam_build / "Alert" / "template.yaml").exists()
 
 
 def test_the_built_layer_holds_exactly_the_modules_the_functions_import(sam_build):
@@ -741,3 +911,8 @@ def test_the_local_pipeline_mirrors_the_template():
     assert aws.MAX_RECEIVE_COUNT == queue["RedrivePolicy"]["maxReceiveCount"]
     assert aws.MAX_MESSAGE_SIZE == queue["MaximumMessageSize"] == props("KillmailDLQ")["MaximumMessageSize"]
     assert aws.DLQ_RETENTION_SECONDS == props("KillmailDLQ")["MessageRetentionPeriod"]
+    alerts = props("AlertQueue")
+    assert pipeline.NOTIFIER_TIMEOUT_SECONDS == props("NotifierFunction")["Timeout"]
+    assert pipeline.AlertSettings("", "").visibility_timeout == alerts["VisibilityTimeout"]
+    assert aws.ALERT_MAX_RECEIVE_COUNT == alerts["RedrivePolicy"]["maxReceiveCount"]
+    assert aws.ALERT_DLQ_RETENTION_SECONDS == props("AlertDLQ")["MessageRetentionPeriod"]

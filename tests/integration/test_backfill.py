@@ -90,6 +90,9 @@ def test_a_range_of_days_is_stored_exactly_as_the_archives_hold_it(everef, datab
         ["/killmails/totals.json"] + [f"/killmails/{day:%Y}/killmails-{day}.tar.bz2" for day in DAYS]
     )
     assert {request.headers["User-Agent"] for request in everef.requests} == {UA}
+    with conn, conn.cursor() as cur:  # history is not news: no event waits for the bus
+        cur.execute("SELECT count(*) FROM killmails WHERE published_version IS NULL")
+        assert cur.fetchone() == (0,)
 
 
 def test_a_second_run_downloads_nothing_and_changes_nothing(everef, database_url, conn):

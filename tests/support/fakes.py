@@ -130,3 +130,45 @@ class FakeSsm:
     def put_parameter(self, Name: str, Value: str, Type: str, Overwrite: bool) -> None:
         self.puts.append((self.clock(), Value))
         self.value = Value
+
+
+class RecordingEvents:
+    """Stands in for boto3's EventBridge client in PutEvents: records every call; fails the
+    entries of the killmail ids in `fail`, that many times first (-1: always), and lets
+    `call_errors` whole calls fail first; hands the rest to `forward` (a real client) or, without
+    one, accepts them."""
+
+    def __init__(self, *, forward: Any = None, fail: dict[int, int] | None = None, call_errors: int = 0):
+        self.forward = forward
+        self.fail = dict(fail or {})
+        self.call_errors = call_errors
+        self.calls: list[list[dict]] = []
+
+    def put_events(self, Entries: list[dict]) -> dict:
+        assert len(Entries) <= 10
+        self.calls.append(Entries)
+        if self.call_errors:
+            self.call_errors -= 1
+            raise EndpointConnectionError(endpoint_url="https://events.us-east-1.amazonaws.com")
+        results: list[dict | None] = []
+        passing = []
+        for entry in Entries:
+            killmail_id = json.loads(entry["Detail"]).get("killmail_id")
+            if self.fail.get(killmail_id, 0) != 0:
+                self.fail[killmail_id] -= 1
+                results.append({"ErrorCode": "InternalFailure", "ErrorMessage": "simulated"})
+            else:
+                results.append(None)
+                passing.append(entry)
+        forwarded = iter(
+            self.forward.put_events(Entries=passing)["Entries"]
+            if self.forward is not None and passing
+            else [{"EventId": f"e-{n}"} for n in range(len(passing))]
+        )
+        entries = [result if result is not None else next(forwarded) for result in results]
+        return {"FailedEntryCount": sum("ErrorCode" in e for e in entries), "Entries": entries}
+
+    @property
+    def details(self) -> list[dict]:
+        """Every entry's detail sent, in order (failed ones included)."""
+        return [json.loads(entry["Detail"]) for call in self.calls for entry in call]

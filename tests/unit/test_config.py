@@ -2,7 +2,14 @@
 
 import pytest
 
-from killstream.config import DatabaseConfig, EnricherConfig, FetcherConfig, PollerConfig, ReconcilerConfig
+from killstream.config import (
+    DatabaseConfig,
+    EnricherConfig,
+    FetcherConfig,
+    NotifierConfig,
+    PollerConfig,
+    ReconcilerConfig,
+)
 from killstream.errors import ConfigError
 
 POLLER = {
@@ -112,6 +119,45 @@ def test_tls_is_verified_by_default_whenever_credentials_come_from_the_secret():
     assert DatabaseConfig.from_env({"DATABASE_URL": "postgresql://localhost/db"}).sslmode is None
     with pytest.raises(ConfigError, match="DATABASE_URL"):
         DatabaseConfig.from_env({})
+
+
+def test_the_event_bus_is_optional_and_named_or_an_arn():
+    assert FetcherConfig.from_env(FETCHER).event_bus_name is None
+    arn = "arn:aws:events:us-east-1:123456789012:event-bus/killstream-dev-killmails"
+    for name in ("killstream-dev-killmails", arn):
+        assert FetcherConfig.from_env({**FETCHER, "EVENT_BUS_NAME": name}).event_bus_name == name
+    with pytest.raises(ConfigError) as raised:
+        FetcherConfig.from_env({**FETCHER, "EVENT_BUS_NAME": "no spaces allowed"})
+    assert raised.value.variable == "EVENT_BUS_NAME"
+
+
+NOTIFIER = {
+    "WEBHOOK_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:123456789012:secret:hook-AbCdEf",
+    "ALERT_DLQ_URL": "https://sqs.us-east-1.amazonaws.com/1/alert-dlq",
+    "USER_AGENT": "killstream/0.1 (ops@example.com)",
+}
+
+
+def test_notifier_defaults_to_the_kind_its_url_says():
+    config = NotifierConfig.from_env(NOTIFIER)
+    assert config.webhook_kind is None and config.alert_dlq_url.endswith("/alert-dlq")
+    assert NotifierConfig.from_env({**NOTIFIER, "WEBHOOK_KIND": "Slack"}).webhook_kind == "slack"
+
+
+@pytest.mark.parametrize(
+    "variable, value",
+    [
+        ("WEBHOOK_SECRET_ARN", ""),
+        ("WEBHOOK_SECRET_ARN", "https://discord.com/api/webhooks/1/x"),
+        ("WEBHOOK_KIND", "teams"),
+        ("ALERT_DLQ_URL", ""),
+        ("USER_AGENT", "curl"),
+    ],
+)
+def test_a_bad_notifier_value_names_its_variable(variable, value):
+    with pytest.raises(ConfigError) as raised:
+        NotifierConfig.from_env({**NOTIFIER, variable: value})
+    assert raised.value.variable == variable
 
 
 RECONCILER = {"DATABASE_URL": "postgresql://h/db", "USER_AGENT": "killstream/0.1 (ops@example.com)"}

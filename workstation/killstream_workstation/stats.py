@@ -34,6 +34,10 @@ _QUERIES = {
                  + (SELECT count(*) FROM solar_systems WHERE error IS NOT NULL)
                  + (SELECT count(*) FROM item_types WHERE error IS NOT NULL),
                (SELECT stored_at FROM enrichment_watermark)""",
+    # Killmail events still to go to the bus (sql/005_events.sql): normally none for long.
+    "events": """
+        SELECT count(*), min(stored_at) FROM killmails
+        WHERE published_version IS NULL OR published_version < zkb_version""",
 }
 
 
@@ -60,6 +64,7 @@ def database_report(conn) -> str:
     newest_kill, newest_store = results["newest"][0]
     lag_count, p50, p95, p99 = results["lag"][0]
     entities, systems, types, unresolvable, watermark = results["names"][0]
+    unpublished, oldest_unpublished = results["events"][0]
     lines = [
         "📊 killstream database",
         f"   Killmails: {killmails:,}   Attackers: {attackers:,}   Items: {items:,}",
@@ -75,6 +80,8 @@ def database_report(conn) -> str:
         f"   Names: {entities:,} characters/corporations/alliances/factions, {systems:,} systems, {types:,} types; "
         f"{unresolvable:,} unresolvable",
         f"   Enriched through: {watermark.isoformat() if watermark else UNSETTLED}",
+        f"   Events waiting for the bus: {unpublished:,}"
+        + (f" (oldest stored {oldest_unpublished.isoformat()})" if oldest_unpublished else ""),
         "   Busiest systems (24 h before the newest killmail):",
     ]
     lines += [

@@ -20,6 +20,7 @@ DEFAULT_ESI_COMPATIBILITY_DATE = "2026-08-18"
 DEFAULT_HISTORY_URL = "https://r2z2.zkillboard.com/history"
 DEFAULT_EVEREF_URL = "https://data.everef.net/killmails"
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+WEBHOOK_KINDS = ("auto", "discord", "slack")
 
 FETCHER_TIMEOUT_SECONDS = 30
 """template.yaml's FetcherFunction Timeout (a test holds the two equal): the fetcher's database
@@ -171,6 +172,18 @@ class DatabaseConfig:
         return cls(database_url=url, secret_arn=arn, sslmode=sslmode, sslrootcert=_text(env, "DB_SSLROOTCERT"))
 
 
+# An EventBridge bus: its name, or its ARN.
+EVENT_BUS_RE = re.compile(r"^(arn:aws[a-z-]*:events:[a-z0-9-]+:\d{12}:event-bus/)?[/.\-_A-Za-z0-9]{1,256}$")
+
+
+def event_bus_name(env: Mapping[str, str]) -> str | None:
+    """EVENT_BUS_NAME: where the fetcher publishes its killmail events; unset, it publishes none."""
+    value = _text(env, "EVENT_BUS_NAME")
+    if value is not None and not EVENT_BUS_RE.match(value):
+        raise ConfigError("EVENT_BUS_NAME", f"must be an EventBridge bus name or ARN, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class FetcherConfig:
     esi_url: str
@@ -179,6 +192,7 @@ class FetcherConfig:
     user_agent: str
     dlq_url: str
     database: DatabaseConfig
+    event_bus_name: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> FetcherConfig:
@@ -190,6 +204,7 @@ class FetcherConfig:
             user_agent=user_agent(env),
             dlq_url=_url(env, "DLQ_URL"),
             database=DatabaseConfig.from_env(env),
+            event_bus_name=event_bus_name(env),
         )
 
 
@@ -271,4 +286,28 @@ class EnricherConfig:
             esi_compatibility_date=date_setting(env, "ESI_COMPATIBILITY_DATE", DEFAULT_ESI_COMPATIBILITY_DATE),
             user_agent=user_agent(env),
             database=DatabaseConfig.from_env(env),
+        )
+
+
+@dataclass(frozen=True)
+class NotifierConfig:
+    webhook_secret_arn: str
+    webhook_kind: str | None
+    alert_dlq_url: str
+    user_agent: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> NotifierConfig:
+        env = os.environ if env is None else env
+        arn = _required_text(env, "WEBHOOK_SECRET_ARN")
+        if not arn.startswith("arn:"):
+            raise ConfigError("WEBHOOK_SECRET_ARN", f"must be a Secrets Manager ARN, got {arn!r}")
+        kind = (_text(env, "WEBHOOK_KIND", "auto") or "auto").lower()
+        if kind not in WEBHOOK_KINDS:
+            raise ConfigError("WEBHOOK_KIND", f"must be one of {', '.join(WEBHOOK_KINDS)}, got {kind!r}")
+        return cls(
+            webhook_secret_arn=arn,
+            webhook_kind=None if kind == "auto" else kind,
+            alert_dlq_url=_url(env, "ALERT_DLQ_URL"),
+            user_agent=user_agent(env),
         )

@@ -45,6 +45,9 @@ class Metric:
     TRANSIENT_FAILURES = "TransientFailures"
     INGEST_LAG_SECONDS = "IngestLagSeconds"
     DB_WRITE_MS = "DbWriteMs"
+    # fetcher, once per batch: its killmail events on the bus (killstream/events)
+    EVENTS_PUBLISHED = "EventsPublished"
+    EVENT_PUBLISH_FAILURES = "EventPublishFailures"
     # reconciler, once per run
     DAYS_CHECKED = "DaysChecked"
     KILLMAILS_MISSING = "KillmailsMissing"
@@ -62,6 +65,12 @@ class Metric:
     NAMES_RESOLVED = "NamesResolved"
     NAMES_UNRESOLVABLE = "NamesUnresolvable"
     NAMES_PENDING = "NamesPending"
+    # notifier, once per batch of alerts (killstream/alerts)
+    ALERTS_POSTED = "AlertsPosted"
+    ALERTS_DUPLICATE = "AlertsDuplicate"
+    ALERTS_RETRIED = "AlertsRetried"
+    ALERTS_DEAD_LETTERED = "AlertsDeadLettered"
+    WEBHOOK_RATE_LIMITED = "WebhookRateLimited"
 
 
 __all__ = ["logger", "metrics", "Metric", "MetricUnit"]

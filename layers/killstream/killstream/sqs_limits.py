@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar, cast
 
+from killstream.batching import calls
+
 MAX_ENTRIES = 10
 MAX_BYTES = 1024 * 1024
 MAX_MESSAGE_BYTES = 1024 * 1024
@@ -31,14 +33,8 @@ def batches(items: Iterable[T], *, entry: Callable[[T], Mapping[str, Any]] | Non
     """`items` in order, split into SendMessageBatch calls; `entry` gives an item's SQS entry
     (without it, each item is one). An entry too large for any call still goes, alone, so SQS
     is the one to refuse it."""
-    batch: list[T] = []
-    size = 0
-    for item in items:
-        item_size = entry_bytes(entry(item) if entry else cast(Mapping[str, Any], item))
-        if batch and (len(batch) == MAX_ENTRIES or size + item_size > MAX_BYTES):
-            yield batch
-            batch, size = [], 0
-        batch.append(item)
-        size += item_size
-    if batch:
-        yield batch
+
+    def size(item: T) -> int:
+        return entry_bytes(entry(item) if entry else cast(Mapping[str, Any], item))
+
+    return calls(items, size, max_entries=MAX_ENTRIES, max_bytes=MAX_BYTES)

@@ -1,13 +1,13 @@
 """The `killstream` command's parser and its small commands (migrate, stats); `run`, `invoke`,
-`db`, `enrich`, `reconcile`, `backfill`, `dlq` and `redrive` register themselves from their own modules.
-main.py runs it."""
+`db`, `enrich`, `reconcile`, `backfill`, `dlq`, `redrive` and `alerts` register themselves from
+their own modules. main.py runs it."""
 
 from __future__ import annotations
 
 import argparse
 from typing import NoReturn
 
-from killstream_workstation.cli import backfill, db, dlq, enrich, reconcile
+from killstream_workstation.cli import alerts, backfill, db, dlq, enrich, reconcile
 from killstream_workstation.local.database import database_url, migrate_database, open_connection, url_origin
 from killstream_workstation.local.invoke import add_invoke_arguments, invoke
 from killstream_workstation.local.runner import add_run_arguments, run
@@ -16,7 +16,8 @@ from killstream_workstation.stats import database_report
 DESCRIPTION = """The killstream command: the local pipeline (run), its database (migrate, stats, db url),
 names for the stored ids from ESI (enrich), UTC days checked against zKillboard's history and
 their missing killmails recovered (reconcile), history from the public archives (backfill), one
-handler on an event file (invoke), and the operator's DLQ tools (dlq, redrive).
+handler on an event file (invoke), the operator's DLQ tools (dlq, redrive), and testing an alert
+rule's pattern (alerts test).
 
 A failure is one line on stderr naming what is wrong and what to do. Exit status: 0 done (also
 when the reader of the output went away, `… | head`), 1 something in the environment
@@ -68,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     reconcile.add_commands(sub)
     backfill.add_commands(sub)
     dlq.add_commands(sub)
+    alerts.add_commands(sub)
     for command in sub.choices.values():  # --debug after the subcommand too; SUPPRESS keeps the top one's value
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser

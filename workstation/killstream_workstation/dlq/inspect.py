@@ -59,8 +59,11 @@ def describe(message: dict) -> DlqMessage:
             body = json.loads(message.get("Body") or "")
         except ValueError:
             body = None
-        if isinstance(body, dict):
+        if isinstance(body, dict):  # a package, or an alert (an EventBridge event: its detail's)
+            detail = body.get("detail")
             killmail_id = as_int(body.get("killmail_id"))
+            if killmail_id is None and isinstance(detail, dict):
+                killmail_id = as_int(detail.get("killmail_id"))
     receive_count = as_int((message.get("Attributes") or {}).get("ApproximateReceiveCount"))
     return DlqMessage(
         message["MessageId"], killmail_id, error_type, _attribute(attributes, ERROR_MESSAGE), receive_count

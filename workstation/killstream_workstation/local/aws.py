@@ -1,5 +1,11 @@
-"""A local AWS endpoint for the pipeline: moto's server with the killmail queue, its DLQ and
-the cursor parameter, set up as template.yaml sets them up in AWS."""
+"""A local AWS endpoint for the pipeline: moto's server with the killmail queue, its DLQ, the
+cursor parameter and the killmail event bus, set up as template.yaml sets them up in AWS; and,
+when asked, an alert rule as alerts/template.yaml sets one up: the webhook's secret, the rule on
+the bus, the alert queue with its DLQ.
+
+moto routes PutEvents to a rule's SQS target with its own re-implementation of EventBridge's
+pattern matching (moto.events.models.EventPattern): what a local rule matches is moto's reading
+of the pattern, and moto does not implement TestEventPattern (docs/protocols.md, "AWS limits")."""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ import logging
 import os
 import socket
 import urllib.request
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
@@ -28,6 +35,20 @@ LOCAL_CREDENTIALS = {
 }
 REAL_CREDENTIALS = ("AWS_SESSION_TOKEN", "AWS_PROFILE")
 """Dropped wherever the local credentials are set."""
+# As in alerts/template.yaml.
+ALERT_MAX_RECEIVE_COUNT = 10
+ALERT_DLQ_RETENTION_SECONDS = 14 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class LocalAlert:
+    """One alert rule's resources on the local endpoint."""
+
+    rule_name: str
+    secret_arn: str
+    queue_url: str
+    queue_arn: str
+    dlq_url: str
 
 
 def _free_port() -> int:
@@ -43,6 +64,7 @@ class LocalAws:
     endpoint_url: str
     queue_url: str
     dlq_url: str
+    event_bus_name: str
 
     def __init__(self, *, visibility_timeout: int, prefix: str = "killstream-local"):
         self.visibility_timeout = visibility_timeout
@@ -82,7 +104,42 @@ class LocalAws:
                 "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVE_COUNT}),
             },
         )["QueueUrl"]
+        self.event_bus_name = f"{self.prefix}-killmails"
+        self.client("events").create_event_bus(Name=self.event_bus_name)
         return self
+
+    def create_alert(
+        self, *, pattern: str, webhook_url: str, visibility_timeout: int, name: str = "alert"
+    ) -> LocalAlert:
+        """An alert rule as alerts/template.yaml makes one: the webhook URL in a secret, the rule
+        with `pattern` on the bus, its target the alert queue, whose DLQ takes what fails
+        ALERT_MAX_RECEIVE_COUNT times."""
+        sqs = self.client("sqs")
+        dlq_url = sqs.create_queue(
+            QueueName=f"{self.prefix}-{name}-dlq",
+            Attributes={"MessageRetentionPeriod": str(ALERT_DLQ_RETENTION_SECONDS)},
+        )["QueueUrl"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        queue_url = sqs.create_queue(
+            QueueName=f"{self.prefix}-{name}s",
+            Attributes={
+                "VisibilityTimeout": str(visibility_timeout),
+                "RedrivePolicy": json.dumps(
+                    {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": ALERT_MAX_RECEIVE_COUNT}
+                ),
+            },
+        )["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        secret_arn = self.client("secretsmanager").create_secret(
+            Name=f"{self.prefix}-{name}-webhook", SecretString=webhook_url
+        )["ARN"]
+        events = self.client("events")
+        rule_name = f"{self.prefix}-{name}"
+        events.put_rule(Name=rule_name, EventBusName=self.event_bus_name, EventPattern=pattern, State="ENABLED")
+        events.put_targets(
+            Rule=rule_name, EventBusName=self.event_bus_name, Targets=[{"Id": "alert-queue", "Arn": queue_arn}]
+        )
+        return LocalAlert(rule_name, secret_arn, queue_url, queue_arn, dlq_url)
 
     def client(self, service: Any) -> Any:
         return boto3.client(service, endpoint_url=self.endpoint_url, region_name=REGION)

@@ -52,6 +52,15 @@ _QUIET_KEYS = {
     "victim_character_id",
     "victim_corporation_id",
     "solar_system_id",
+    "alert",
+    "kind",
+    "error_type",
+}
+ALERT_ICONS = {
+    "posted": "🚨 Alert posted",
+    "duplicate": "🚨 Alert already posted",
+    "retry": "🚨 Alert not posted yet",
+    "dead_lettered": "🚨 Alert dead-lettered",
 }
 _PLACE_KEYS = ("victim_ship_type_id", "victim_character_id", "victim_corporation_id", "solar_system_id")
 
@@ -89,6 +98,8 @@ class RunStats:
     in_dlq: int = 0
     handled: set[int] = field(default_factory=set)
     """Killmails the fetcher is done with: stored, found stored already, updated, or dead-lettered."""
+    alerts: Counter = field(default_factory=Counter)
+    """The notifier's alerts by what became of them (posted, duplicate, retry, dead_lettered)."""
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -115,6 +126,7 @@ class RunStats:
                 f"   Failed: {o['failed']}",
                 f"   Errors: {self.errors}",
                 f"   In DLQ: {self.in_dlq}",
+                *([f"   Alerts posted: {self.alerts['posted']}"] if self.alerts else []),
                 f"   Runtime: {self.runtime:.0f} seconds",
             ]
         )
@@ -132,7 +144,9 @@ class StatsCounter(logging.Filter):
         fields = record.__dict__
         outcome = fields.get("outcome")
         with self.stats.lock:
-            if outcome in ICONS:
+            if fields.get("alert") in ALERT_ICONS:
+                self.stats.alerts[fields["alert"]] += 1
+            elif outcome in ICONS:
                 self.stats.outcomes[outcome] += 1
                 killmail_id = fields.get("killmail_id")
                 done = outcome in FINAL_OUTCOMES or (outcome == "failed" and fields.get("retry") is False)
@@ -187,6 +201,9 @@ class ConsoleFormatter(LambdaPowertoolsFormatter):
             if outcome == "failed":
                 return f"{text} ({doc.get('reason', 'unknown reason')})"
             return text
+        if doc.get("alert") in ALERT_ICONS:
+            text = f"{ALERT_ICONS[doc['alert']]}: {doc.get('killmail_id')} ({doc.get('kind')})"
+            return f"{text} — {doc['reason']}" if doc.get("reason") else text
         if doc.get("message") == "enrichment done":
             return _enrichment_line(doc)
         extra = " ".join(
@@ -222,6 +239,7 @@ class QuietFilter(logging.Filter):
             self.verbose
             or record.levelno >= logging.WARNING
             or "outcome" in record.__dict__
+            or "alert" in record.__dict__
             or getattr(record, "msg", "") in ("tick done", "reconcile done", "enrichment done")
         )
 

@@ -78,7 +78,15 @@ def _invoke_fetcher(args, aws: LocalAws) -> dict:
             body = json.loads(record["body"])
             doc = body.get("esi") or dict(next(spare), killmail_id=body["killmail_id"])
             esi.add({k: v for k, v in doc.items() if k != "killmail_hash"}, body["hash"])
-        os.environ.update({"ESI_URL": esi.url, "DLQ_URL": aws.dlq_url, "DATABASE_URL": url, "USER_AGENT": USER_AGENT})
+        os.environ.update(
+            {
+                "ESI_URL": esi.url,
+                "DLQ_URL": aws.dlq_url,
+                "EVENT_BUS_NAME": aws.event_bus_name,
+                "DATABASE_URL": url,
+                "USER_AGENT": USER_AGENT,
+            }
+        )
         response = load_handler_module("fetcher").handler({"Records": records}, LambdaContext("killstream-fetcher", 60))
         print(f"\nESI requests: {esi.total_hits}; DLQ holds {aws.queue_depth(aws.dlq_url)} messages")
     return response

@@ -1,15 +1,19 @@
 """The whole pipeline on one machine: the real poller, fetcher and enricher handlers, a local AWS
-endpoint (moto), PostgreSQL, and either the live feed or an offline replay.
+endpoint (moto), PostgreSQL, and either the live feed or an offline replay; with an alert, the
+rule on the event bus, its queue and the real notifier handler posting to a webhook.
 
-The fetcher is driven as Lambda's SQS event source drives it: batches really received from the
-queue, the records the handler did not report in `batchItemFailures` deleted, the rest left to
-become visible again, and SQS itself moving them to the DLQ after maxReceiveCount. The
+The fetcher (and the notifier) are driven as Lambda's SQS event source drives them: batches
+really received from the queue, the records the handler did not report in `batchItemFailures`
+deleted, the rest left to become visible again, and SQS itself moving them to the DLQ after
+maxReceiveCount. The fetcher publishes to the local bus, and moto routes what the rule's pattern
+matches to the alert queue, as EventBridge would (with moto's matcher: local/aws.py). The
 reconciler runs once a day, as its schedule would (`reconcile_daily`), or on demand
 (`run_reconciler`).
 
 With a `state_dir`, a stopped pipeline resumes: stop() saves the cursor, how far the replay had
 published, and every message still in the queue or the DLQ (in flight included); setup() takes
-them up again when the feed is the same (local/state.py)."""
+them up again when the feed is the same (local/state.py). The alert queue is not saved: its
+alerts are posted, or lost with the run."""
 
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ from types import ModuleType
 
 from killstream.config import DEFAULT_R2Z2_URL, DEFAULT_REDISQ_URL, FETCHER_TIMEOUT_SECONDS
 from killstream.observability import logger, metrics
-from killstream_workstation.local.aws import REGION, LocalAws
+from killstream_workstation.local.aws import REGION, LocalAlert, LocalAws
 from killstream_workstation.local.console import INVOCATION_FAILED, RunStats, StatsCounter
 from killstream_workstation.local.database import where
 from killstream_workstation.local.lambda_runtime import (
@@ -52,8 +56,19 @@ SCHEDULED_EVENT = {
 }
 POLLER_TIMEOUT_SECONDS = 60  # template.yaml: PollerFunction Timeout (FetcherFunction's: in killstream.config)
 ENRICHER_TIMEOUT_SECONDS = 60  # template.yaml: EnricherFunction Timeout
+NOTIFIER_TIMEOUT_SECONDS = 30  # alerts/template.yaml: NotifierFunction Timeout
 RECONCILER_TIMEOUT_SECONDS = 900  # template.yaml: ReconcilerFunction Timeout
 RECONCILE_HOUR_UTC = 4  # template.yaml: ReconcileSchedule's default, cron(0 4 * * ? *)
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    """One alert rule: its pattern (JSON text), the webhook, and its kind when the URL does not say."""
+
+    webhook_url: str
+    pattern: str
+    kind: str | None = None
+    visibility_timeout: int = 6 * NOTIFIER_TIMEOUT_SECONDS
 
 
 @dataclass
@@ -74,6 +89,7 @@ class PipelineSettings:
     duplicate_delivery_rate: float = 0.0  # fault injection: a finished record is not deleted
     stop_request_rate: float = 0.0  # fault injection: a tick is asked to stop (as by SIGTERM) mid-way
     enrich_interval: float | None = None  # seconds between enricher runs (EventBridge: 60); None: no enricher
+    alert: AlertSettings | None = None  # the alert rule, its queue and the notifier; None: none
     seed: int = 1
     extra_env: dict = field(default_factory=dict)
     state_dir: Path | None = None
@@ -110,6 +126,9 @@ class LocalPipeline:
         """The summary each enricher run returned, in order."""
         self.reconciler: ModuleType | None = None
         self.queue_arn = ""
+        self.alert: LocalAlert | None = None
+        """The alert rule's resources on the local endpoint (set by setup() when settings ask)."""
+        self.notifier: ModuleType | None = None
         self.resumed: SavedRun | None = None
         """What setup() took up from the last run of the same feed (None: it started afresh)."""
         self.saved: SavedRun | None = None
@@ -137,6 +156,7 @@ class LocalPipeline:
             "KILLSTREAM_SOURCE": s.source,
             "QUEUE_URL": self.aws.queue_url,
             "DLQ_URL": self.aws.dlq_url,
+            "EVENT_BUS_NAME": self.aws.event_bus_name,
             "CURSOR_PARAMETER": self.aws.cursor_parameter,
             "DATABASE_URL": s.database_url,
             "USER_AGENT": s.user_agent,
@@ -155,6 +175,10 @@ class LocalPipeline:
             env["HISTORY_PACING_MS"] = "50"
             if s.source == "redisq" and not os.environ.get("REDISQ_QUEUE_ID"):
                 env["REDISQ_QUEUE_ID"] = LOCAL_QUEUE_ID
+        if self.alert is not None and s.alert is not None:
+            env["WEBHOOK_SECRET_ARN"] = self.alert.secret_arn
+            env["WEBHOOK_KIND"] = s.alert.kind or "auto"
+            env["ALERT_DLQ_URL"] = self.alert.dlq_url
         env.update(s.extra_env)
         return env
 
@@ -189,6 +213,10 @@ class LocalPipeline:
                 source=s.source,
                 published=self.resumed.published if self.resumed else 0,
             ).start()
+        if s.alert is not None:
+            self.alert = self.aws.create_alert(
+                pattern=s.alert.pattern, webhook_url=s.alert.webhook_url, visibility_timeout=s.alert.visibility_timeout
+            )
         os.environ.update(self.environment())
         # Locally metrics are off (POWERTOOLS_METRICS_DISABLED): an invocation that recorded none,
         # or whose set another thread's invocation flushed, is nothing to warn about.
@@ -201,6 +229,8 @@ class LocalPipeline:
         self.fetchers = [load_handler_module("fetcher") for _ in range(s.fetcher_workers)]
         if s.enrich_interval is not None:
             self.enricher = load_handler_module("enricher")
+        if self.alert is not None:
+            self.notifier = load_handler_module("notifier")
         sqs = self.aws.client("sqs")
         self.queue_arn = sqs.get_queue_attributes(QueueUrl=self.aws.queue_url, AttributeNames=["QueueArn"])[
             "Attributes"
@@ -222,6 +252,10 @@ class LocalPipeline:
         ]
         if self.enricher is not None:
             self._threads.append(threading.Thread(target=self._enrich_forever, args=(self.enricher,), name="enricher"))
+        if self.notifier is not None and self.alert is not None:
+            self._threads.append(
+                threading.Thread(target=self._notify_forever, args=(self.notifier, self.alert), name="notifier")
+            )
         if self.settings.reconcile_daily:
             self._threads.append(threading.Thread(target=self._reconcile_daily, name="reconciler"))
         for thread in self._threads:
@@ -279,38 +313,75 @@ class LocalPipeline:
         metrics.clear_metrics()
 
     def _fetch_forever(self, fetcher) -> None:
+        self._consume_forever(fetcher, self.aws.queue_url, self.run_fetcher_batch)
+
+    def _notify_forever(self, notifier, alert: LocalAlert) -> None:
+        def run(module, sqs, messages: list[dict]) -> set[str]:
+            return self.run_batch(
+                module,
+                sqs,
+                messages,
+                queue_url=alert.queue_url,
+                queue_arn=alert.queue_arn,
+                function="killstream-notifier",
+                timeout=NOTIFIER_TIMEOUT_SECONDS,
+            )
+
+        self._consume_forever(notifier, alert.queue_url, run)
+
+    def _consume_forever(self, module, queue_url: str, run) -> None:
+        """Lambda's SQS event source: receive batches of up to 10 and invoke on each."""
         sqs = self.aws.client("sqs")
         while not self.stop_event.is_set():
             messages = sqs.receive_message(
-                QueueUrl=self.aws.queue_url,
+                QueueUrl=queue_url,
                 MaxNumberOfMessages=10,
                 WaitTimeSeconds=1,
                 AttributeNames=["All"],
                 MessageAttributeNames=["All"],
             ).get("Messages", [])
             if messages:
-                with self._held_lock:
-                    self._held.update((m["MessageId"], m) for m in messages)
-                self.run_fetcher_batch(fetcher, sqs, messages)
+                if queue_url == self.aws.queue_url:  # the killmail queue's are saved by stop()
+                    with self._held_lock:
+                        self._held.update((m["MessageId"], m) for m in messages)
+                run(module, sqs, messages)
 
     def run_fetcher_batch(self, fetcher, sqs, messages: list[dict]) -> set[str]:
         """Invoke the fetcher on one batch and settle it as Lambda does. Returns the failed ids."""
-        event = sqs_event(messages, self.queue_arn)
-        context = LambdaContext("killstream-fetcher", FETCHER_TIMEOUT_SECONDS)
+        return self.run_batch(
+            fetcher,
+            sqs,
+            messages,
+            queue_url=self.aws.queue_url,
+            queue_arn=self.queue_arn,
+            function="killstream-fetcher",
+            timeout=FETCHER_TIMEOUT_SECONDS,
+        )
+
+    def run_batch(
+        self, module, sqs, messages: list[dict], *, queue_url: str, queue_arn: str, function: str, timeout: float
+    ) -> set[str]:
+        """Invoke a queue's handler on one batch and settle it as Lambda does. Returns the failed ids."""
+        event = sqs_event(messages, queue_arn)
+        context = LambdaContext(function, timeout)
         try:
-            response = fetcher.handler(event, context) or {}
+            response = module.handler(event, context) or {}
             failed = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
         except Exception as exc:  # the whole invocation failed: every record returns to the queue
             failed = {m["MessageId"] for m in messages}
-            logger.exception(f"fetcher invocation failed: {exc}", extra={INVOCATION_FAILED: "fetcher"})
+            logger.exception(
+                f"{function} invocation failed: {exc}", extra={INVOCATION_FAILED: function.removeprefix("killstream-")}
+            )
         metrics.clear_metrics()
         done = [m for m in messages if m["MessageId"] not in failed]
-        self.settle(sqs, done)
+        self.settle(sqs, done, queue_url)
         return failed
 
-    def settle(self, sqs, done: list[dict]) -> None:
-        """Delete the records the handler finished with."""
-        if self.settings.duplicate_delivery_rate:
+    def settle(self, sqs, done: list[dict], queue_url: str | None = None) -> None:
+        """Delete the records the handler finished with (duplicate deliveries: from the killmail
+        queue only, where the fault injection is)."""
+        queue_url = queue_url or self.aws.queue_url
+        if self.settings.duplicate_delivery_rate and queue_url == self.aws.queue_url:
             with self._rng_lock:
                 kept = [m for m in done if self._rng.random() >= self.settings.duplicate_delivery_rate]
                 self.duplicate_deliveries += len(done) - len(kept)
@@ -318,7 +389,7 @@ class LocalPipeline:
         for start in range(0, len(done), 10):
             chunk = done[start : start + 10]
             sqs.delete_message_batch(
-                QueueUrl=self.aws.queue_url,
+                QueueUrl=queue_url,
                 Entries=[{"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(chunk)],
             )
         with self._held_lock:

@@ -13,20 +13,25 @@ goes away (`… | head`) shuts the pipeline down like Ctrl+C does."""
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import os
+import re
 import signal
 import sys
 import time
 
 from killstream import __version__
+from killstream.alerts.webhook import redact_url, webhook_kind
 from killstream.config import DEFAULT_ESI_URL, PollerConfig
+from killstream.errors import ConfigError
 from killstream.observability import logger
+from killstream_workstation.alerts.patterns import DEFAULT_PATTERN, PatternError, check_pattern_text, load_pattern
 from killstream_workstation.local.console import ConsoleStream, RunStats, install
 from killstream_workstation.local.database import database_url, local_dir, migrate_database, url_origin, where
 from killstream_workstation.local.lock import RunLock
-from killstream_workstation.local.pipeline import RECONCILE_HOUR_UTC, LocalPipeline, PipelineSettings
+from killstream_workstation.local.pipeline import RECONCILE_HOUR_UTC, AlertSettings, LocalPipeline, PipelineSettings
 from killstream_workstation.local.preflight import OFFLINE_HINT, check_feed, check_settings
 from killstream_workstation.local.replay import BUILT_IN_COUNT, ReplaySet, replay_documents
 from killstream_workstation.local.state import RunState
@@ -132,6 +137,21 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"seconds between enricher runs (default {ENRICH_EVERY_LIVE:g} live, as deployed; "
         f"{ENRICH_EVERY_REPLAY:g} in a replay)",
     )
+    parser.add_argument(
+        "--alert-webhook",
+        metavar="URL",
+        help="post the killmails the alert pattern matches to this Discord or Slack webhook (real requests)",
+    )
+    parser.add_argument(
+        "--alert-pattern",
+        metavar="FILE",
+        help="the alert rule's EventBridge event pattern (JSON; default: kills worth >= 10B ISK, as deployed)",
+    )
+    parser.add_argument(
+        "--alert-kind",
+        choices=["discord", "slack"],
+        help="what the webhook speaks, when its URL is not discord.com/api/webhooks/… or hooks.slack.com/services/…",
+    )
     parser.add_argument("--verbose", action="store_true", help="show every log line, not only killmails and problems")
 
 
@@ -146,6 +166,27 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout = saved_stdout
         if isinstance(handler, logging.StreamHandler) and handler.stream is out:
             handler.setStream(log_stream)  # the log's own stream back (the console had it)
+
+
+def alert_settings(args: argparse.Namespace) -> AlertSettings | None:
+    """The alert rule `--alert-webhook` asks for, checked before anything starts: the pattern's
+    grammar, and that the webhook's kind is known (from its URL or --alert-kind)."""
+    if not args.alert_webhook:
+        if args.alert_pattern or args.alert_kind:
+            raise UsageProblem("--alert-pattern and --alert-kind need --alert-webhook, the webhook to post to")
+        return None
+    if not re.match(r"^https?://[^/\s]+/", args.alert_webhook):
+        raise UsageProblem(f"--alert-webhook must be an http(s) URL, got {redact_url(args.alert_webhook)}")
+    try:
+        webhook_kind(args.alert_webhook, args.alert_kind, variable="--alert-kind")
+        pattern = (
+            load_pattern(args.alert_pattern)
+            if args.alert_pattern
+            else check_pattern_text(json.dumps(DEFAULT_PATTERN), "the default pattern")
+        )
+    except (ConfigError, PatternError) as exc:
+        raise UsageProblem(str(exc)) from None
+    return AlertSettings(webhook_url=args.alert_webhook, pattern=pattern, kind=args.alert_kind)
 
 
 def _user_agent(args: argparse.Namespace, replay: bool) -> str:
@@ -177,11 +218,12 @@ def _run(args: argparse.Namespace, out: ConsoleStream) -> int:
         replay=replay is not None,
     )
     config = checked.poller
+    alert = alert_settings(args)
     lock = RunLock(local_dir()).acquire()
     try:
         if replay is None:
             check_feed(config.source, config.r2z2_url if config.source == "r2z2" else config.redisq_url, agent)
-        return _run_pipeline(args, out, replay, checked.extra_env, config, agent)
+        return _run_pipeline(args, out, replay, checked.extra_env, config, agent, alert)
     finally:
         lock.release()
 
@@ -193,6 +235,7 @@ def _run_pipeline(
     extra_env: dict[str, str],
     config: PollerConfig,
     agent: str,
+    alert: AlertSettings | None = None,
 ) -> int:
     url = database_url(args.database_url)
     applied = migrate_database(url, url_origin(args.database_url))
@@ -211,6 +254,7 @@ def _run_pipeline(
         tick_interval=config.budget_seconds + 10 if replay is None else config.budget_seconds,
         enrich_interval=args.enrich_every or (ENRICH_EVERY_LIVE if replay is None else ENRICH_EVERY_REPLAY),
         extra_env=extra_env,
+        alert=alert,
         state_dir=local_dir(),
         # a RedisQ replay has no local history to check against (only the local R2Z2 serves one)
         reconcile_daily=not (replay is not None and config.source == "redisq"),
@@ -290,6 +334,12 @@ def _banner(args: argparse.Namespace, pipeline: LocalPipeline, replay: ReplaySet
         print(f"🔎 Reconciler: daily at {RECONCILE_HOUR_UTC:02d}:00 UTC; now: killstream reconcile (uses this stack)")
     else:
         print("🔎 Reconciler: off (a RedisQ replay has no local history to check against)")
+    print(f"📣 Events: bus {pipeline.aws.event_bus_name}")
+    alert = pipeline.settings.alert
+    if alert is not None:
+        kind = webhook_kind(alert.webhook_url, alert.kind)
+        rule = args.alert_pattern or "kills worth >= 10B ISK"
+        print(f"🚨 Alerts: {rule} → {kind} webhook {redact_url(alert.webhook_url)}")
     print(RULE)
     print("🎯 Listening for killmails...  (Ctrl+C to stop)\n")
 

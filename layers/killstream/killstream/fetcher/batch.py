@@ -3,8 +3,10 @@
 A batch costs few round trips whatever its size: every message is parsed and validated first
 (a bad one fails alone); one query finds which of the killmails that came without their ESI
 document are stored already — those never reach ESI; the rest are fetched from ESI a few at a
-time; then every killmail is written in one transaction. Permanent failures are dead-lettered
-with their reason; transient ones are handed back for SQS to redeliver."""
+time; then every killmail is written in one transaction. After the write commits, the batch's
+killmails whose events are still unpublished go to the event bus (events/publisher.py), when one
+is configured. Permanent failures are dead-lettered with their reason; transient ones are handed
+back for SQS to redeliver."""
 
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ from psycopg2.extensions import connection
 from killstream.config import FetcherConfig
 from killstream.errors import DatabaseUnavailable, FetchError, KillmailValidationError, PermanentError, TransientError
 from killstream.esi.killmails import KillmailClient
+from killstream.events.bus import EventBus
+from killstream.events.publisher import EventPublisher
 from killstream.fetcher.dead_letters import DeadLetter, DeadLetterQueue
 from killstream.fetcher.messages import (
     DISPOSITION_OF,
@@ -106,6 +110,7 @@ class Fetcher:
         esi: KillmailClient,
         database: Database,
         dead_letters: DeadLetterQueue,
+        events: EventPublisher | None = None,
         parallelism: int = 4,
         write_reserve: float = WRITE_RESERVE_SECONDS,
         clock: Callable[[], float] = time.monotonic,
@@ -114,6 +119,8 @@ class Fetcher:
         self.esi = esi
         self.database = database
         self.dead_letters = dead_letters
+        self.events = events
+        """Publishes the stored killmails' events; None: no event bus, nothing published."""
         self.parallelism = parallelism
         self.write_reserve = write_reserve
         self._clock = clock
@@ -121,10 +128,12 @@ class Fetcher:
 
     @classmethod
     def from_config(cls, config: FetcherConfig) -> Fetcher:
+        database = Database(config.database)
         return cls(
             esi=KillmailClient(config.esi_url, config.user_agent, compatibility_date=config.esi_compatibility_date),
-            database=Database(config.database),
+            database=database,
             dead_letters=DeadLetterQueue(config.dlq_url),
+            events=EventPublisher(EventBus(config.event_bus_name), database) if config.event_bus_name else None,
             parallelism=config.esi_parallelism,
         )
 
@@ -148,6 +157,8 @@ class Fetcher:
             # in no message's log line.
             logger.exception("unexpected error in the batch")
             self._give_back(items, unexpected_error(exc))
+        if self.events is not None:
+            self._publish(items, time_left=deadline + self.write_reserve - self._clock())
         results = self._settle(batch)
         report_batch(batch, results, self.esi.take_counts(), write_ms, self._now())
         return results
@@ -238,6 +249,7 @@ class Fetcher:
                 sequence_id=item.package.sequence_id,
                 received_at=item.message.sent_at or self._now(),
                 uploaded_at=_published(item.package.uploaded_at),
+                publish=self.events is not None,
             )
             for item, killmail in zip(ready, killmails, strict=True)
         ]
@@ -247,6 +259,17 @@ class Fetcher:
         for item, killmail, result in zip(ready, killmails, results, strict=True):
             item.stage = Stored(killmail, result) if isinstance(result, Outcome) else Failed(result)
         return write_ms
+
+    def _publish(self, items: list[Item], time_left: float) -> None:
+        """The events of the batch's stored killmails that are still unpublished: this batch's
+        new and updated ones, and those an earlier delivery stored but could not publish. A
+        message whose killmail's event did not go is given back (its redelivery writes nothing)."""
+        assert self.events is not None
+        stored = [item for item in items if isinstance(item.stage, Stored)]
+        publication = self.events.publish({item.killmail_id for item in stored}, time_left)
+        for item in stored:
+            if item.killmail_id in publication.failed:
+                item.stage = Failed(TransientError("events_unpublished", publication.failed[item.killmail_id]))
 
     def _settle(self, batch: list[Work]) -> dict[str, MessageResult]:
         """Dead-letter the permanent failures; the result of every message."""

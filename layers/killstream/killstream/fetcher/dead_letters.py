@@ -33,6 +33,8 @@ class DeadLetter:
     error: FetchError
     package: Package | None = None
     """The package, when the body was one: its source and killmail id go along as attributes."""
+    killmail_id: int | None = None
+    """The killmail a body that is no package is about (an alert's), as the attribute."""
 
 
 class DeadLetterQueue:
@@ -86,6 +88,8 @@ def entry(letter: DeadLetter) -> dict:
     if letter.package is not None:
         attributes["source"] = {"DataType": "String", "StringValue": letter.package.source}
         attributes["killmail_id"] = {"DataType": "Number", "StringValue": str(letter.package.killmail_id)}
+    elif letter.killmail_id is not None:
+        attributes["killmail_id"] = {"DataType": "Number", "StringValue": str(letter.killmail_id)}
     entry = {"MessageBody": letter.message.body, "MessageAttributes": attributes}
     room = sqs_limits.MAX_MESSAGE_BYTES - sqs_limits.entry_bytes(entry | {"MessageBody": ""})
     if sqs_limits.entry_bytes(entry) > sqs_limits.MAX_MESSAGE_BYTES:

@@ -1,8 +1,9 @@
 """The HTTP plumbing every upstream request shares (the poller's feed, the reconciler's history
-files), written once: one requests Session with the User-Agent, timeouts, retries with backoff,
-redirects, the reading of 429s and refusals, and bodies streamed when they are too large to hold.
-Every attempt passes the gate first, and a whole answer is read by the deadline the gate gives it
-and by its timeouts added up (killstream.http.bounded), however slowly it drips in."""
+files, every alert's webhook post), written once: one requests Session with the User-Agent,
+timeouts, retries with backoff, redirects, the reading of 429s and refusals, and bodies streamed
+when they are too large to hold. Every attempt passes the gate first, and a whole answer is read
+by the deadline the gate gives it and by its timeouts added up (killstream.http.bounded), however
+slowly it drips in."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urljoin
 
 import requests
@@ -63,8 +64,11 @@ class HttpClient:
         read_timeout: float = READ_TIMEOUT,
         retries: int = RETRIES,
         on_failed_attempt: Callable[[], None] = lambda: None,
+        redact: Callable[[str], str] = lambda text: text,
     ):
         self.gate = gate
+        self.redact = redact
+        """Applied to every URL and problem this client logs or raises (a webhook URL is a secret)."""
         self.timeout = (connect_timeout, read_timeout)
         self.retries = retries
         self.on_failed_attempt = on_failed_attempt
@@ -96,6 +100,11 @@ class HttpClient:
             reply = self._attempt_all(location, partial(self._read, location, None), finishing)
         return reply
 
+    def post(self, url: str, body: Any) -> Reply:
+        """`body` as JSON, retried like a GET, its answer read whole; a redirect is returned, not
+        followed."""
+        return self._attempt_all(url, partial(self._read, url, None, method="POST", body=body), False)
+
     @contextmanager
     def stream(self, url: str, *, deadline: float | None = None) -> Iterator[Streamed]:
         """The answer with its body still to be read, chunk by chunk (a file too large to hold),
@@ -114,12 +123,17 @@ class HttpClient:
         finally:
             response.close()
 
-    def _read(self, url: str, params: Mapping[str, object] | None, deadline: float) -> Reply:
-        """One GET, its answer read whole by `deadline` and by its timeouts added up."""
-        answer = bounded.get(
+    def _read(
+        self, url: str, params: Mapping[str, object] | None, deadline: float, *, method: str = "GET", body: Any = None
+    ) -> Reply:
+        """One request (a GET, or `body` POSTed as JSON), its answer read whole by `deadline` and
+        by its timeouts added up."""
+        answer = bounded.request(
             self.session,
+            method,
             url,
             params=params,
+            json=body,
             deadline=min(deadline, self.gate.clock() + self.longest_request),
             timeout=self.timeout,
             clock=self.gate.clock,
@@ -141,7 +155,7 @@ class HttpClient:
             try:
                 answer = attempt(deadline)
             except requests.RequestException as error:
-                problem = f"{type(error).__name__}: {error}"
+                problem = self.redact(f"{type(error).__name__}: {error}")
             else:
                 status = answer.status if isinstance(answer, Reply) else answer.status_code
                 if status < 500:
@@ -159,7 +173,7 @@ class HttpClient:
             logger.warning(
                 "request failed",
                 extra={
-                    "url": url,
+                    "url": self.redact(url),
                     "problem": problem,
                     "attempt": attempt_number + 1,
                     "failures_in_a_row": self._failures_in_a_row,

@@ -49,6 +49,9 @@ class KillmailRecord:
     sequence_id: int | None = None
     received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     uploaded_at: datetime | None = None
+    publish: bool = False
+    """Its writer publishes its events after the write (the live fetcher, with a bus); otherwise
+    it is stored as published already (sql/005_events.sql)."""
 
     @property
     def killmail_id(self) -> int:
@@ -58,6 +61,14 @@ class KillmailRecord:
     def has_zkb(self) -> bool:
         """Whether it carries zKillboard values at all: history and backfill records do not."""
         return any(value is not None for value in astuple(self.zkb))
+
+    @property
+    def awaits_publication(self) -> bool:
+        """Stored with its "Killmail Stored" event still to go. Not a record without zkb values,
+        whoever writes it: history is not news (the reconciler's, from a raw file or through the
+        fetcher's queue; a backfill's). Should the live feed later bring its zkb, that update is
+        published, as `Killmail Updated` (docs/events.md, "What publishes")."""
+        return self.publish and self.has_zkb
 
 
 _ZKB_COLUMNS = (
@@ -96,6 +107,7 @@ KILLMAIL_COLUMNS = (
     "sequence_id",
     "uploaded_at",
     "received_at",
+    "published_version",
 )
 ATTACKER_COLUMNS = (
     "killmail_id",
@@ -155,7 +167,9 @@ ON CONFLICT (killmail_id) DO UPDATE SET
     {_zkb_set},
     sequence_id = CASE WHEN {_keyed} THEN EXCLUDED.sequence_id ELSE killmails.sequence_id END,
     uploaded_at = CASE WHEN {_keyed} THEN EXCLUDED.uploaded_at ELSE killmails.uploaded_at END,
-    zkb_updated_at = CASE WHEN {_zkb_differ} THEN now() ELSE killmails.zkb_updated_at END
+    zkb_updated_at = CASE WHEN {_zkb_differ} THEN now() ELSE killmails.zkb_updated_at END,
+    -- a version more only when the values change (an update to publish), not when the key alone moves
+    zkb_version = CASE WHEN {_zkb_differ} THEN killmails.zkb_version + 1 ELSE killmails.zkb_version END
 WHERE {_NEWER}
   -- A record with no zkb values (history, backfill) never replaces stored ones: for a killmail
   -- already stored it is a duplicate. A later live publication fills NULL zkb columns in.
@@ -241,6 +255,7 @@ def killmail_row(record: KillmailRecord) -> tuple:
         record.sequence_id,
         record.uploaded_at,
         record.received_at,
+        None if record.awaits_publication else 0,  # NULL: its "Killmail Stored" event is still to go
     )
 
 
