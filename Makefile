@@ -43,7 +43,8 @@ unit: $(STAMP)
 	@$(PY) -m pytest tests/unit $(ARGS); status=$$?; \
 	if [ $$status = 5 ]; then echo "make unit: no tests ran" >&2; exit 1; fi; exit $$status
 
-# The handlers are all app.py: the fetcher's, the reconciler's, the enricher's and the notifier's are checked in mypy runs of their own.
+# The handlers are all app.py: the fetcher's, the reconciler's, the enricher's, the notifier's and the backfill's are checked
+# in mypy runs of their own.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -52,6 +53,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy functions/reconciler/app.py
 	$(VENV)/bin/mypy functions/enricher/app.py
 	$(VENV)/bin/mypy functions/notifier/app.py
+	$(VENV)/bin/mypy functions/backfill/app.py
 
 migrate: $(STAMP) postgres
 	$(VENV)/bin/killstream migrate $(ARGS)

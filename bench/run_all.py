@@ -3,7 +3,7 @@ Each benchmark's lines are shown as it prints them (a line per phase), with its 
 
 make bench                       # all
 make bench ARGS="fetcher memory" # some: store, pipeline, drain, fetcher, parallelism, coldstart, memory, reconcile,
-                                 #       summary, events
+                                 #       summary, events, backfill
 
 KILLSTREAM_PEER=<a checkout of eve-killmap/process-kills> adds the peer's write path to `fetcher`."""
 
@@ -28,6 +28,7 @@ BENCHES = {
     "memory": "bench_memory.py",
     "reconcile": "bench_reconcile.py",
     "summary": "bench_summary.py",
+    "backfill": "bench_backfill.py",
     "events": "bench_events.py",
 }
 

@@ -23,7 +23,7 @@ def test_the_shipped_package_never_imports_the_workstation_package():
 
 def test_the_handlers_import_only_the_shipped_package_and_the_runtime():
     apps = sorted(ROOT.glob("functions/*/app.py"))
-    assert [app.parent.name for app in apps] == ["enricher", "fetcher", "notifier", "poller", "reconciler"]
+    assert [app.parent.name for app in apps] == ["backfill", "enricher", "fetcher", "notifier", "poller", "reconciler"]
     for app in apps:
         first_party = {name.split(".")[0] for name in imported_names(app, "app")} - {
             *sys.stdlib_module_names,

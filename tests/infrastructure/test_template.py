@@ -106,7 +106,7 @@ def tool(name: str) -> str | None:
 # ------------------------------------------------------------------ functions and layers
 
 
-FUNCTIONS = ("PollerFunction", "FetcherFunction", "EnricherFunction", "ReconcilerFunction")
+FUNCTIONS = ("PollerFunction", "FetcherFunction", "EnricherFunction", "ReconcilerFunction", "BackfillFunction")
 
 
 def test_functions_run_python313_on_arm64_built_by_makefiles():
@@ -153,6 +153,89 @@ def test_reconciler_runs_daily_on_a_parameter_with_lambdas_longest_timeout():
     assert p["VpcConfig"] == props("FetcherFunction")["VpcConfig"]
     for name in ("DATABASE_URL", "DB_SECRET_ARN", "DB_SSLMODE", "DB_SSLROOTCERT"):
         assert variables[name] == env("FetcherFunction")[name], name
+
+
+ASL = ROOT / "statemachine" / "backfill.asl.json"
+
+
+def definition() -> dict:
+    """The backfill state machine's definition as Step Functions gets it: the template's
+    substitutions applied (each a stand-in value of its kind)."""
+    substitutions = props("BackfillStateMachine")["DefinitionSubstitutions"]
+    stand_ins = {"BackfillFunctionArn": "arn:aws:lambda:us-east-1:123456789012:function:backfill"}
+    stand_ins |= {"BackfillConcurrency": "4", "Partition": "aws"}
+    text = ASL.read_text()
+    assert set(re.findall(r"\$\{(\w+)\}", text)) == set(substitutions) == set(stand_ins)
+    for name, value in stand_ins.items():
+        text = text.replace(f"${{{name}}}", value)
+    return json.loads(text)
+
+
+def test_backfill_runs_one_day_per_invocation_well_inside_its_timeout_beside_the_database():
+    p = props("BackfillFunction")
+    assert p["Timeout"] == 900 and p["MemorySize"] >= 1024 and "Events" not in p
+    assert p["EventInvokeConfig"]["MaximumRetryAttempts"] == 0  # the state machine retries a day itself
+    assert p["VpcConfig"] == props("FetcherFunction")["VpcConfig"] and p["LoggingConfig"] == {
+        "LogGroup": REF("BackfillLogGroup")
+    }
+    variables = env("BackfillFunction")
+    assert variables["EVEREF_URL"] == "https://data.everef.net/killmails"
+    assert variables["HISTORY_URL"] == env("ReconcilerFunction")["HISTORY_URL"]
+    for name in ("DATABASE_URL", "DB_SECRET_ARN", "DB_SSLMODE", "DB_SSLROOTCERT", "USER_AGENT"):
+        assert variables[name] == env("FetcherFunction")[name], name
+
+
+def test_backfill_state_machine_plans_days_then_maps_them_with_retries_and_per_day_errors():
+    machine = props("BackfillStateMachine")
+    assert R["BackfillStateMachine"]["Type"] == "AWS::Serverless::StateMachine" and machine["Type"] == "STANDARD"
+    assert machine["DefinitionUri"] == "statemachine/backfill.asl.json"
+    assert machine["Role"] == ARN("BackfillStateMachineRole") and "Policies" not in machine
+    assert machine["DefinitionSubstitutions"] == {
+        "BackfillFunctionArn": ARN("BackfillFunction"),
+        "BackfillConcurrency": REF("BackfillConcurrency"),
+        "Partition": REF("AWS::Partition"),
+    }
+    concurrency = T["Parameters"]["BackfillConcurrency"]
+    assert concurrency["Type"] == "Number" and 1 <= concurrency["Default"] <= concurrency["MaxValue"] <= 40
+    asl = definition()
+    states = asl["States"]
+    assert asl["StartAt"] == "Settings" and set(states) == {"Settings", "PlanDays", "BackfillDays", "Done"}
+    # Settings -> PlanDays -> BackfillDays -> Done
+    assert states["Settings"]["Next"] == "PlanDays" and states["PlanDays"]["Next"] == "BackfillDays"
+    assert states["BackfillDays"]["Next"] == "Done" and states["Done"]["End"] is True
+    # the concurrency: the parameter, parsed to a number, read by the Map
+    assert states["Settings"]["Parameters"]["max_concurrency.$"] == "States.StringToJson('4')"
+    plan = states["PlanDays"]
+    assert plan["Resource"] == "arn:aws:states:::lambda:invoke"
+    assert plan["Parameters"]["Payload"] == {"action": "plan", "input.$": "$.input"}
+    days = states["BackfillDays"]
+    assert days["Type"] == "Map" and days["ItemsPath"] == "$.plan.days"
+    assert days["MaxConcurrencyPath"] == "$.max_concurrency" and "MaxConcurrency" not in days
+    assert days["ItemProcessor"]["ProcessorConfig"] == {"Mode": "INLINE"}
+    inner = days["ItemProcessor"]["States"]
+    day = inner[days["ItemProcessor"]["StartAt"]]
+    assert days["ItemSelector"] == {
+        "day.$": "$$.Map.Item.Value.day",
+        "expected.$": "$$.Map.Item.Value.expected",
+        "source.$": "$.plan.source",
+    }
+    assert day["Parameters"]["Payload"] == {
+        "action": "day",
+        "day.$": "$.day",
+        "expected.$": "$.expected",
+        "source.$": "$.source",
+    }
+    assert day["Parameters"]["FunctionName"] == "arn:aws:lambda:us-east-1:123456789012:function:backfill"
+    assert day["TimeoutSeconds"] > props("BackfillFunction")["Timeout"]
+    # every failure of a day is retried with backoff, then caught: a per-day error, not a failed run
+    every = [r for r in day["Retry"] if r["ErrorEquals"] == ["States.ALL"]]
+    assert every and all(r["MaxAttempts"] >= 1 and r["BackoffRate"] > 1 and r["IntervalSeconds"] >= 30 for r in every)
+    assert day["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "DayFailed"}]
+    failed = inner["DayFailed"]
+    assert failed["Parameters"]["Payload"]["action"] == "failed" and failed["End"] is True
+    assert failed["Catch"][0]["ErrorEquals"] == ["States.ALL"]
+    assert inner[failed["Catch"][0]["Next"]]["Type"] == "Pass"  # even then, the day ends as an error
+    assert "Catch" not in days  # nothing a day does can fail the Map
 
 
 def test_enricher_runs_alone_every_minute_within_its_minute_and_beside_the_database():
@@ -290,10 +373,29 @@ def test_reconciler_may_only_enqueue_and_read_the_secret():
     }
 
 
+def test_backfill_may_only_read_the_secret_and_its_state_machine_only_invoke_it():
+    secret = {
+        "Fn::If": ["CreateDb", {"Fn::GetAtt": ["Database", "MasterUserSecret.SecretArn"]}, REF("DatabaseSecretArn")]
+    }
+    assert grants("BackfillRole") == {
+        None: (
+            pairs(["logs:CreateLogStream", "logs:PutLogEvents"], ARN("BackfillLogGroup"))
+            | pairs(["secretsmanager:GetSecretValue"], secret)
+        ),
+        "InVpc": grants("FetcherRole")["InVpc"],
+    }
+    assert grants("BackfillStateMachineRole") == {None: pairs(["lambda:InvokeFunction"], ARN("BackfillFunction"))}
+    p = props("BackfillStateMachineRole")
+    assert "ManagedPolicyArns" not in p
+    assert p["AssumeRolePolicyDocument"]["Statement"] == [
+        {"Effect": "Allow", "Principal": {"Service": "states.amazonaws.com"}, "Action": "sts:AssumeRole"}
+    ]
+
+
 def test_no_wildcards_and_no_other_policies():
     policies = ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy", "AWS::IAM::RolePolicy")
     assert not [n for resources in (R, AR) for n, r in resources.items() if r["Type"] in policies]
-    for role in ("PollerRole", "FetcherRole", "EnricherRole", "ReconcilerRole", "NotifierRole"):
+    for role in ("PollerRole", "FetcherRole", "EnricherRole", "ReconcilerRole", "NotifierRole", "BackfillRole"):
         p = props(role)
         assert "ManagedPolicyArns" not in p
         assert p["AssumeRolePolicyDocument"]["Statement"] == [
@@ -367,16 +469,27 @@ def test_environment_names_equal_the_config_contract():
         "DB_SSLROOTCERT",
     }
     notifier = {"WEBHOOK_SECRET_ARN", "WEBHOOK_KIND", "ALERT_DLQ_URL", "USER_AGENT"}
+    backfill = {
+        "EVEREF_URL",
+        "HISTORY_URL",
+        "USER_AGENT",
+        "DATABASE_URL",
+        "DB_SECRET_ARN",
+        "DB_SSLMODE",
+        "DB_SSLROOTCERT",
+    }
     # Both ways against killstream/config.py: every name it reads is set, and it reads every name set.
     config = (ROOT / "layers/killstream/killstream/config.py").read_text()
     read = set(re.findall(r'"([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+)"', config))
-    assert read == poller | fetcher | enricher | reconciler | notifier
+    assert read == poller | fetcher | enricher | reconciler | notifier | backfill
     assert set(alert_env()) == notifier | powertools
     assert alert_env()["POWERTOOLS_SERVICE_NAME"] == "notifier"
     assert set(env("PollerFunction")) == poller | powertools
     assert set(env("FetcherFunction")) == fetcher | powertools
     assert set(env("EnricherFunction")) == enricher | powertools
     assert set(env("ReconcilerFunction")) == reconciler | powertools
+    assert set(env("BackfillFunction")) == backfill | powertools
+    assert env("BackfillFunction")["POWERTOOLS_SERVICE_NAME"] == "backfill"
     assert env("ReconcilerFunction")["POWERTOOLS_SERVICE_NAME"] == "reconciler"
     assert env("PollerFunction")["POWERTOOLS_SERVICE_NAME"] == "poller"
     assert env("FetcherFunction")["POWERTOOLS_SERVICE_NAME"] == "fetcher"
@@ -411,6 +524,8 @@ ALARMS = {  # logical id: (namespace, metric, dimension name, dimension value)
     "NamesBacklogAlarm": ("killstream", "NamesPending", "service", "enricher"),
     "EnricherErrorsAlarm": ("AWS/Lambda", "Errors", "FunctionName", REF("EnricherFunction")),
     "EventPublishFailuresAlarm": ("killstream", "EventPublishFailures", "service", "fetcher"),
+    "BackfillDaysFailedAlarm": ("killstream", "BackfillDaysFailed", "service", "backfill"),
+    "BackfillExecutionsFailedAlarm": ("AWS/States", "ExecutionsFailed", "StateMachineArn", REF("BackfillStateMachine")),
 }
 
 
@@ -455,7 +570,8 @@ def test_dashboard_is_json_and_shows_every_metric():
         "PlaceholderPackages UpdatePointersFollowed UpdatePointersExpired "
         "DaysChecked KillmailsMissing KillmailsRecovered DaysIncomplete DaysStillIncomplete HistoryErrors "
         "HistoryRequests EventsPublished EventPublishFailures AlertsPosted "
-        "AlertsDuplicate AlertsRetried AlertsDeadLettered WebhookRateLimited"
+        "AlertsDuplicate AlertsRetried AlertsDeadLettered WebhookRateLimited "
+        "BackfillDays BackfillDaysFailed BackfillKillmailsStored BackfillKillmailErrors"
     )
     assert [m for m in metrics.split() if f'"{m}"' not in text] == []
     from killstream.observability import Metric
@@ -476,6 +592,9 @@ def test_outputs_and_optional_database():
         "EnricherLogGroupName",
         "ReconcilerFunctionName",
         "ReconcilerLogGroupName",
+        "BackfillStateMachineArn",
+        "BackfillFunctionName",
+        "BackfillLogGroupName",
         "DashboardUrl",
         "KillmailBusName",
         "KillmailBusArn",

@@ -18,6 +18,7 @@ DEFAULT_ESI_URL = "https://esi.evetech.net"
 DEFAULT_ESI_COMPATIBILITY_DATE = "2026-08-18"
 """The newest date ESI listed in October 2026 (docs/protocols.md, "ESI")."""
 DEFAULT_HISTORY_URL = "https://r2z2.zkillboard.com/history"
+DEFAULT_EVEREF_URL = "https://data.everef.net/killmails"
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 WEBHOOK_KINDS = ("auto", "discord", "slack")
 
@@ -252,6 +253,27 @@ class ReconcilerConfig:
             esi_compatibility_date=date_setting(env, "ESI_COMPATIBILITY_DATE", DEFAULT_ESI_COMPATIBILITY_DATE),
             esi_parallelism=int_setting(env, "ESI_PARALLELISM", 4, 1, 16),
             dlq_url=_optional_url(env, "DLQ_URL"),
+            user_agent=user_agent(env),
+            database=DatabaseConfig.from_env(env),
+        )
+
+
+@dataclass(frozen=True)
+class BackfillConfig:
+    """A backfill from the public archives (docs/protocols.md, "EVE Ref archives"): EVE Ref's
+    daily archives, or zKillboard's raw day files (the reconciler's HISTORY_URL)."""
+
+    everef_url: str
+    history_url: str
+    user_agent: str
+    database: DatabaseConfig
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> BackfillConfig:
+        env = os.environ if env is None else env
+        return cls(
+            everef_url=_url(env, "EVEREF_URL", DEFAULT_EVEREF_URL),
+            history_url=_url(env, "HISTORY_URL", DEFAULT_HISTORY_URL),
             user_agent=user_agent(env),
             database=DatabaseConfig.from_env(env),
         )

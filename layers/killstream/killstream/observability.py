@@ -56,6 +56,11 @@ class Metric:
     DAYS_STILL_INCOMPLETE = "DaysStillIncomplete"  # incomplete after two runs or more: the alarm's
     HISTORY_ERRORS = "HistoryErrors"
     HISTORY_REQUESTS = "HistoryRequests"
+    # backfill, once per invocation (the state machine's Lambda: one day)
+    BACKFILL_DAYS = "BackfillDays"
+    BACKFILL_DAYS_FAILED = "BackfillDaysFailed"  # a day not complete after its run: the alarm's
+    BACKFILL_KILLMAILS_STORED = "BackfillKillmailsStored"
+    BACKFILL_KILLMAIL_ERRORS = "BackfillKillmailErrors"
     # enricher, once per run (with EsiFetches, EsiErrors and EsiRateLimited)
     NAMES_RESOLVED = "NamesResolved"
     NAMES_UNRESOLVABLE = "NamesUnresolvable"

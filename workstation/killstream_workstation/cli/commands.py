@@ -1,13 +1,13 @@
 """The `killstream` command's parser and its small commands (migrate, stats); `run`, `invoke`,
-`db`, `enrich`, `reconcile`, `dlq`, `redrive` and `alerts` register themselves from their own
-modules. main.py runs it."""
+`db`, `enrich`, `reconcile`, `backfill`, `dlq`, `redrive` and `alerts` register themselves from
+their own modules. main.py runs it."""
 
 from __future__ import annotations
 
 import argparse
 from typing import NoReturn
 
-from killstream_workstation.cli import alerts, db, dlq, enrich, reconcile
+from killstream_workstation.cli import alerts, backfill, db, dlq, enrich, reconcile
 from killstream_workstation.local.database import database_url, migrate_database, open_connection, url_origin
 from killstream_workstation.local.invoke import add_invoke_arguments, invoke
 from killstream_workstation.local.runner import add_run_arguments, run
@@ -15,8 +15,9 @@ from killstream_workstation.stats import database_report
 
 DESCRIPTION = """The killstream command: the local pipeline (run), its database (migrate, stats, db url),
 names for the stored ids from ESI (enrich), UTC days checked against zKillboard's history and
-their missing killmails recovered (reconcile), one handler on an event file (invoke), the
-operator's DLQ tools (dlq, redrive), and testing an alert rule's pattern (alerts test).
+their missing killmails recovered (reconcile), history from the public archives (backfill), one
+handler on an event file (invoke), the operator's DLQ tools (dlq, redrive), and testing an alert
+rule's pattern (alerts test).
 
 A failure is one line on stderr naming what is wrong and what to do. Exit status: 0 done (also
 when the reader of the output went away, `… | head`), 1 something in the environment
@@ -66,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     invoke_parser.set_defaults(func=invoke)
     enrich.add_commands(sub)
     reconcile.add_commands(sub)
+    backfill.add_commands(sub)
     dlq.add_commands(sub)
     alerts.add_commands(sub)
     for command in sub.choices.values():  # --debug after the subcommand too; SUPPRESS keeps the top one's value

@@ -11,22 +11,19 @@ command's error boundary (cli/main.py), as is a database out of reach (1)."""
 from __future__ import annotations
 
 import argparse
-import logging
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, date, datetime
 
 from killstream import __version__
 from killstream.config import ReconcilerConfig
 from killstream.errors import ConfigError, DatabaseUnavailable
-from killstream.observability import logger, metrics
+from killstream.observability import metrics
 from killstream.reconcile.reconciler import DayCheck, Reconciler, RunReport, Status, days_between, window
 from killstream.reconcile.recovery import FetcherRecovery
 from killstream.reconcile.store import ReconciliationStore
 from killstream.storage.connection import connect
+from killstream_workstation.cli.arguments import console_logging, day, positive
 from killstream_workstation.local.aws import LOCAL_CREDENTIALS, REAL_CREDENTIALS
-from killstream_workstation.local.console import RunStats, install
 from killstream_workstation.local.database import DatabaseProblem, database_url, migrate_database, url_origin
 from killstream_workstation.local.preflight import PLACEHOLDERS, ConfigProblem
 from killstream_workstation.local.state import RunState, local_dir
@@ -58,34 +55,17 @@ def add_commands(subparsers) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--days", type=_positive, help="the last N complete UTC days (default $RECONCILE_DAYS, else 7)")
-    parser.add_argument("--from", dest="first", type=_day, metavar="YYYY-MM-DD", help="first day to check (UTC)")
-    parser.add_argument("--to", dest="last", type=_day, metavar="YYYY-MM-DD", help="last day (default: yesterday)")
+    parser.add_argument("--days", type=positive, help="the last N complete UTC days (default $RECONCILE_DAYS, else 7)")
+    parser.add_argument("--from", dest="first", type=day, metavar="YYYY-MM-DD", help="first day to check (UTC)")
+    parser.add_argument("--to", dest="last", type=day, metavar="YYYY-MM-DD", help="last day (default: yesterday)")
     parser.add_argument("--dry-run", action="store_true", help="check and report; store, enqueue and record nothing")
     parser.add_argument("--database-url", help="default: $DATABASE_URL, else the local stack's or the embedded server")
     parser.add_argument("--history-url", help="default: $HISTORY_URL, else https://r2z2.zkillboard.com/history")
     parser.add_argument("--queue-url", help="recover through this killmail queue (default $QUEUE_URL; none: ESI here)")
-    parser.add_argument("--raw-threshold", type=_positive, help="default: $RECONCILE_RAW_THRESHOLD, else 500")
+    parser.add_argument("--raw-threshold", type=positive, help="default: $RECONCILE_RAW_THRESHOLD, else 500")
     parser.add_argument("--user-agent", help="default: $USER_AGENT; zKillboard and ESI need app/version (contact)")
     parser.add_argument("--verbose", action="store_true", help="every log line, not only killmails and problems")
     parser.set_defaults(func=cmd_reconcile)
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _day(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a YYYY-MM-DD day: {text!r}") from None
 
 
 def _environment(args: argparse.Namespace) -> tuple[dict[str, str], str]:
@@ -163,30 +143,13 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     applied = migrate_database(env["DATABASE_URL"], origin)  # out of reach: one line from main(), status 1
     if applied:
         print(f"Schema: applied {', '.join(applied)}")
-    with _console(verbose=args.verbose):
+    with console_logging(verbose=args.verbose):
         try:
             return _reconcile(config, days, env["DATABASE_URL"], dry_run=args.dry_run)
         except DatabaseUnavailable as exc:  # lost mid-run: main() prints the one line, status 1
             raise DatabaseProblem(
                 f"the database went away during the run ({exc}): run it again once it is back"
             ) from exc
-
-
-@contextmanager
-def _console(*, verbose: bool) -> Iterator[None]:
-    """The log as `killstream run` shows it, for this command only (the handler is put back)."""
-    handler = logger.registered_handler
-    assert isinstance(handler, logging.StreamHandler)  # Powertools logs to a stream
-    formatter, filters, stream = handler.formatter, list(handler.filters), handler.stream
-    install(logger, RunStats(), verbose=verbose)
-    if not verbose:  # the table says what the info lines would; problems still show
-        handler.addFilter(lambda record: record.levelno >= logging.WARNING)
-    try:
-        yield
-    finally:
-        handler.setFormatter(formatter)
-        handler.filters[:] = filters
-        handler.setStream(stream)
 
 
 def _reconcile(config: ReconcilerConfig, days: list[date], url: str, *, dry_run: bool) -> int:

@@ -13,15 +13,15 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from killstream.http.client import HttpClient, Interrupted, RateLimitBackoff, Streamed, Unreachable
+from killstream.http.client import HttpClient, Interrupted, Streamed
+from killstream.http.files import FileReader
 from killstream.http.gate import Gate
 from killstream.killmail import HASH_RE
-from killstream.observability import logger
 from killstream.reconcile.jsonstream import MalformedJson, object_entries
 
 TOTALS_SECONDS = 60.0
@@ -29,9 +29,6 @@ DAY_LIST_SECONDS = 120.0
 """A day list (~15,000 ids, about 1 MB) must arrive within this."""
 RAW_FILE_SECONDS = 600.0
 """A raw day file (tens of MB) must arrive within this."""
-RATE_LIMIT_ATTEMPTS = 3
-REFUSAL_PAUSE = 15 * 60.0
-"""As the poller's: after a 403 (R2Z2's ban lasts about an hour) nothing is asked for this long."""
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 30.0
 """Per read, not per file: the whole file is bounded by the seconds above."""
@@ -70,7 +67,7 @@ class HistoryClient:
         self.client = client
         self.gate = client.gate
         self.base_url = base_url.rstrip("/")
-        self._rate_limit = RateLimitBackoff()
+        self._files = FileReader(client, "zKillboard", unavailable=HistoryError, refused=HistoryRefused)
 
     @classmethod
     def build(
@@ -141,28 +138,9 @@ class HistoryClient:
         except Interrupted as error:
             raise HistoryError(f"{what} cut off: {error}") from None
 
-    @contextmanager
-    def _open(self, url: str, seconds: float) -> Iterator[Streamed]:
-        """The answer to GET url, through the gate. A 429 is waited out (Retry-After, else a
-        growing backoff) and asked again; a 403 refuses the rest of the run."""
-        for _ in range(RATE_LIMIT_ATTEMPTS + 1):
-            try:
-                with self.client.stream(url, deadline=self.gate.clock() + seconds) as answer:
-                    if answer.status == 429:
-                        wait = self._rate_limit.wait(answer.headers.get("Retry-After"))
-                        self.gate.hold(wait)
-                        logger.warning("zKillboard's history rate limited us (429)", extra={"url": url, "wait": wait})
-                        continue
-                    self._rate_limit.reset()
-                    if answer.status == 403:
-                        message = f"zKillboard refuses service: HTTP 403 {answer.text(300)}".strip()
-                        self.gate.refuse(REFUSAL_PAUSE, message)
-                        raise HistoryRefused(message)
-                    yield answer
-                    return
-            except Unreachable as error:
-                raise HistoryError(f"{url} unreachable: {error}") from None
-        raise HistoryError(f"{url}: still rate limited (429) after {RATE_LIMIT_ATTEMPTS + 1} attempts")
+    def _open(self, url: str, seconds: float) -> AbstractContextManager[Streamed]:
+        """The answer to GET url, through the gate (429 waited out, 403 refusing the run)."""
+        return self._files.open(url, seconds)
 
 
 def _day(key: str) -> date | None:

@@ -193,6 +193,10 @@ RETURNING killmail_id,
 
 
 NULL = "\\N"  # COPY text format's NULL
+COPY_CHUNK = 1024 * 1024
+"""COPY data is handed to libpq a MB at a time, not psycopg2's default 8 KB: each read takes the
+GIL again, and a thread parsing the next batch meanwhile (the backfill's) would hold it up to
+the 5 ms switch interval every time — seconds per large batch."""
 
 
 def _escape(text: str) -> str:
@@ -379,7 +383,8 @@ class KillmailStore:
         alone it moved (DUPLICATE); one record per killmail id."""
         if self.conn not in _staged:
             cur.execute(_STAGING)
-        cur.copy_expert(f"COPY stage_killmails ({_killmail_list}) FROM STDIN", _copy_rows(map(killmail_row, records)))
+        rows = _copy_rows(map(killmail_row, records))
+        cur.copy_expert(f"COPY stage_killmails ({_killmail_list}) FROM STDIN", rows, size=COPY_CHUNK)
         cur.execute(_MERGE)
         return {killmail_id: Outcome(kind) for killmail_id, kind in cur.fetchall()}
 
@@ -396,11 +401,15 @@ class KillmailStore:
                 attackers = "".join(line for km in new for line in _attacker_lines(km))
                 if attackers:
                     cur.copy_expert(
-                        f"COPY attackers ({', '.join(ATTACKER_COLUMNS)}) FROM STDIN", io.StringIO(attackers)
+                        f"COPY attackers ({', '.join(ATTACKER_COLUMNS)}) FROM STDIN",
+                        io.StringIO(attackers),
+                        size=COPY_CHUNK,
                     )
                 items = "".join(line for km in new for line in _item_lines(km))
                 if items:
-                    cur.copy_expert(f"COPY items ({', '.join(ITEM_COLUMNS)}) FROM STDIN", io.StringIO(items))
+                    cur.copy_expert(
+                        f"COPY items ({', '.join(ITEM_COLUMNS)}) FROM STDIN", io.StringIO(items), size=COPY_CHUNK
+                    )
         _staged.add(self.conn)
         outcomes, seen = [], set()
         for r in records:  # the first copy of a killmail carries its outcome

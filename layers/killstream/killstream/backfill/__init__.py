@@ -1,0 +1,1 @@
+"""Backfill: any range of UTC days from the public archives (EVE Ref, zKillboard) into PostgreSQL."""
