@@ -19,6 +19,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -279,24 +281,39 @@ def test_a_redisq_replay_is_served_locally(local_dir, tmp_path, database_url):
     assert "🏁 Replay complete: all 5 killmails" in result.stdout and "   Saved: 5" in result.stdout
 
 
+@dataclass
+class BackgroundRun:
+    """A `killstream run` in a process of its own, read up to a line; stopped with Ctrl+C (SIGINT) at the end."""
+
+    process: subprocess.Popen[str]
+    out: str = ""
+    err: str = ""
+
+
+@contextmanager
+def background_run(env: dict[str, str], *args: str, until: str) -> Iterator[BackgroundRun]:
+    process = subprocess.Popen(
+        [str(KILLSTREAM), "run", *args], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    run = BackgroundRun(process)
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if line.startswith(until):
+                break
+        yield run
+    finally:
+        process.send_signal(signal.SIGINT)
+        run.out, run.err = process.communicate(timeout=60)
+
+
 def test_two_runs_on_one_local_directory_the_second_refuses(local_dir, database_url, tmp_path):
     env = environment(local_dir, DATABASE_URL=database_url)
-    first = subprocess.Popen(
-        [str(KILLSTREAM), "run", "--replay", "--duration", "120"],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert first.stdout is not None
-        for line in first.stdout:
-            if line.startswith("🎯 Listening"):
-                break
+    with background_run(env, "--replay", "--duration", "120", until="🎯 Listening") as first:
         second = killstream("run", "--replay", "--duration", "5", env=env)
         line = second.one_line()
-        assert second.returncode == 1 and f"another killstream run is using {local_dir} (pid {first.pid})" in line
+        pid = first.process.pid
+        assert second.returncode == 1 and f"another killstream run is using {local_dir} (pid {pid})" in line
         assert "KILLSTREAM_LOCAL_DIR" in line
         # pointed at a folder of its own, it runs
         other = killstream(
@@ -304,27 +321,13 @@ def test_two_runs_on_one_local_directory_the_second_refuses(local_dir, database_
             env={**env, "KILLSTREAM_LOCAL_DIR": str(tmp_path / "other")},
         )  # fmt: skip
         assert other.returncode == 0 and "📊 Final Statistics:" in other.stdout, other.stderr
-    finally:
-        first.send_signal(signal.SIGINT)
-        out, err = first.communicate(timeout=60)
-    assert first.returncode == 0 and "📊 Final Statistics:" in out and "Traceback" not in err
+    assert first.process.returncode == 0 and "📊 Final Statistics:" in first.out and "Traceback" not in first.err
 
 
 def test_reconcile_in_another_shell_uses_the_running_stack(local_dir, database_url):
     env = environment(local_dir, DATABASE_URL=database_url)
-    run = subprocess.Popen(
-        [str(KILLSTREAM), "run", "--replay", "--rate", "50", "--pacing-ms", "5", "--duration", "120"],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert run.stdout is not None
-        for line in run.stdout:
-            if line.startswith("🏁 Replay complete"):
-                break
+    replay = ("--replay", "--rate", "50", "--pacing-ms", "5", "--duration", "120")
+    with background_run(env, *replay, until="🏁 Replay complete") as run:
         # another shell: no AWS settings, no queue, no database named — the run's stack has them
         shell_env = environment(local_dir, USER_AGENT=AGENT)
         result = killstream("reconcile", "--from", "2026-11-01", "--to", "2026-11-03", env=shell_env)
@@ -332,10 +335,7 @@ def test_reconcile_in_another_shell_uses_the_running_stack(local_dir, database_u
         assert "Using the local stack of the running `killstream run`: queue http://127.0.0.1:" in result.stdout
         assert "through the queue http://127.0.0.1:" in result.stdout
         assert "reconcile: days=3 complete=3 " in result.stdout and result.returncode == 0, result.stdout
-    finally:
-        run.send_signal(signal.SIGINT)
-        out, err = run.communicate(timeout=60)
-    assert run.returncode == 0 and "Traceback" not in err
+    assert run.process.returncode == 0 and "Traceback" not in run.err
 
 
 def test_a_run_whose_reader_goes_away_exits_cleanly(local_dir, database_url):
